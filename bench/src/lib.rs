@@ -1,0 +1,1 @@
+//! Throughput benchmarks that print records per CPU-second and peak RSS.

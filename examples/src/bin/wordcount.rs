@@ -1,0 +1,61 @@
+//! WordCount, the classic first job: counts words from a socket (`--socket host:port`, e.g.
+//! `nc -lk 9999`) or from text files in a directory (`--input DIR`, `--continuous` to keep
+//! watching it), printing `(word,count)` after every word.
+//!
+//! `wordcount [--socket HOST:PORT | --input DIR [--continuous]] [--fail-on WORD] [-p N] [-D key=value]...`
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Parser;
+use sluice::StreamEnv;
+use sluice_examples::wordcount::{count_words, print};
+
+#[derive(Parser)]
+#[command(about = "Counts words from a socket or a directory of text files")]
+struct Args {
+    /// Read lines from this socket (like `nc -lk PORT`).
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "input")]
+    socket: Option<String>,
+    /// Read lines from the text files in this directory.
+    #[arg(long, value_name = "DIR")]
+    input: Option<std::path::PathBuf>,
+    /// With --input: keep watching the directory for new files.
+    #[arg(long, requires = "input")]
+    continuous: bool,
+    /// Fail when this word is seen (to demonstrate recovery).
+    #[arg(long, value_name = "WORD")]
+    fail_on: Option<String>,
+    #[arg(short = 'p', long)]
+    parallelism: Option<usize>,
+    /// Configuration overrides with Flink's key names, e.g. -D state.backend.type=rocksdb.
+    #[arg(short = 'D', value_name = "KEY=VALUE")]
+    config: Vec<String>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let env = StreamEnv::from_config_file(None, &args.config)?;
+    if let Some(p) = args.parallelism {
+        env.set_parallelism(p);
+    }
+    let lines = match (&args.socket, &args.input) {
+        (Some(addr), _) => env.socket_text_stream(addr).uid("lines"),
+        (None, Some(dir)) => {
+            let watch = args.continuous.then_some(Duration::from_secs(1));
+            env.read_text_files(dir, watch).uid("lines")
+        }
+        (None, None) => {
+            let text = "To be, or not to be, that is the question".to_string();
+            eprintln!("no --socket or --input given: counting a built-in line");
+            env.from_collection(vec![text]).uid("lines")
+        }
+    };
+    if args.socket.is_none() && args.input.is_none() && args.continuous {
+        bail!("--continuous needs --input");
+    }
+    print(&count_words(&lines, args.fail_on.clone()));
+    let result = env.execute("WordCount")?;
+    eprintln!("job {} {:?} in {:.2?}", result.job_id, result.status, result.duration);
+    Ok(())
+}

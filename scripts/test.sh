@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, lints, unit and end-to-end tests on the embedded
+# cluster, then the integration tests against a real HDFS, YARN, ZooKeeper and Kafka that this
+# script starts (and stops again, also when tests fail).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sluice/target}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all --check
+
+step "lints"
+cargo clippy --release --workspace --all-targets -- -D warnings
+
+step "unit and embedded-cluster tests"
+cargo test --release --workspace --exclude sluice-integration-tests
+
+if [ -d tests/integration ]; then
+  step "integration tests against the test cluster"
+  trap 'scripts/testcluster.sh down || true' EXIT
+  scripts/testcluster.sh up zk3 hdfs yarn kafka
+  cargo test --release -p sluice-integration-tests -- --test-threads=1
+fi

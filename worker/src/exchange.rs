@@ -1,0 +1,244 @@
+//! Exchanges between tasks: bounded channels (a full channel blocks the sender, so a slow
+//! consumer slows its producers and memory stays flat) and the writers that partition
+//! records into per-target batches.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, bounded};
+
+use crate::data::{Barrier, Batch, Event};
+use crate::emit::Emit;
+use crate::key::KeySelector;
+use sluice_core::keygroup::{key_group_for_hash, subtask_for_key_group};
+use sluice_core::{Partitioning, Result, SluiceError};
+
+/// Records per batch sent on an exchange.
+pub const BATCH_SIZE: usize = 1024;
+/// Batches in flight per channel (sender to receiver pair); together with [`BATCH_SIZE`] this
+/// bounds the memory of every exchange.
+pub const CHANNEL_CAPACITY: usize = 4;
+/// How often a blocked sender or receiver looks at the cancellation flag.
+pub const CANCEL_POLL: Duration = Duration::from_millis(50);
+
+/// The channels of one edge: `senders[i]` are producer subtask i's `(target, sender)` pairs,
+/// `receivers[j]` consumer subtask j's receivers.
+pub struct EdgeChannels<T> {
+    pub senders: Vec<Vec<(usize, Sender<Event<T>>)>>,
+    pub receivers: Vec<Vec<Receiver<Event<T>>>>,
+}
+
+pub fn edge_channels<T>(producers: usize, consumers: usize, partitioning: Partitioning) -> EdgeChannels<T> {
+    let mut senders: Vec<Vec<_>> = (0..producers).map(|_| Vec::new()).collect();
+    let mut receivers: Vec<Vec<_>> = (0..consumers).map(|_| Vec::new()).collect();
+    for (i, s) in senders.iter_mut().enumerate() {
+        for (j, r) in receivers.iter_mut().enumerate() {
+            if partitioning == Partitioning::Forward && i != j {
+                continue;
+            }
+            let (tx, rx) = bounded(CHANNEL_CAPACITY);
+            s.push((j, tx));
+            r.push(rx);
+        }
+    }
+    EdgeChannels { senders, receivers }
+}
+
+/// Chooses the target of each record among `n` consumer subtasks.
+pub trait Partitioner<T>: 'static {
+    fn target(&mut self, record: &T, n: usize) -> usize;
+}
+
+pub struct RoundRobin {
+    next: usize,
+}
+
+impl RoundRobin {
+    pub fn starting_at(subtask: usize) -> Self {
+        RoundRobin { next: subtask }
+    }
+}
+
+impl<T> Partitioner<T> for RoundRobin {
+    #[inline]
+    fn target(&mut self, _r: &T, n: usize) -> usize {
+        self.next += 1;
+        if self.next >= n {
+            self.next = 0;
+        }
+        self.next
+    }
+}
+
+/// Routes by the key group of the record's key, to the subtask owning that key group.
+pub struct ByKey<S> {
+    pub selector: S,
+    pub max_parallelism: usize,
+}
+
+impl<T, S: KeySelector<T>> Partitioner<T> for ByKey<S> {
+    #[inline]
+    fn target(&mut self, record: &T, n: usize) -> usize {
+        let kg = key_group_for_hash(self.selector.hash_of(record), self.max_parallelism);
+        subtask_for_key_group(self.max_parallelism, n, kg)
+    }
+}
+
+/// Sends every record to every target.
+pub struct Broadcast;
+
+impl<T> Partitioner<T> for Broadcast {
+    fn target(&mut self, _r: &T, _n: usize) -> usize {
+        usize::MAX
+    }
+}
+
+/// Sends a channel event, waiting while the channel is full and giving up on cancellation.
+pub fn send_event<T>(tx: &Sender<Event<T>>, mut ev: Event<T>, cancel: &AtomicBool) -> Result<()> {
+    loop {
+        match tx.send_timeout(ev, CANCEL_POLL) {
+            Ok(()) => return Ok(()),
+            Err(SendTimeoutError::Timeout(back)) => {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(SluiceError::Cancelled { job: String::new() });
+                }
+                ev = back;
+            }
+            Err(SendTimeoutError::Disconnected(_)) => {
+                return Err(if cancel.load(Ordering::Relaxed) {
+                    SluiceError::Cancelled { job: String::new() }
+                } else {
+                    SluiceError::Internal("a downstream task disappeared".into())
+                });
+            }
+        }
+    }
+}
+
+/// The producer side of an edge for one subtask: buffers records per target and sends full
+/// batches; control events flush the buffers first so they keep their place in the stream.
+pub struct ExchangeWriter<T, P> {
+    targets: Vec<Sender<Event<T>>>,
+    /// Total consumer subtasks (targets are indexed by consumer subtask for keyed routing).
+    consumers: usize,
+    target_index: Vec<usize>,
+    buffers: Vec<Batch<T>>,
+    partitioner: P,
+    broadcast: bool,
+    cancel: Arc<AtomicBool>,
+}
+
+impl<T: Clone + 'static, P: Partitioner<T>> ExchangeWriter<T, P> {
+    pub fn new(senders: Vec<(usize, Sender<Event<T>>)>, consumers: usize, partitioner: P, cancel: Arc<AtomicBool>) -> Self {
+        let broadcast = std::any::TypeId::of::<P>() == std::any::TypeId::of::<Broadcast>();
+        let mut target_index = vec![usize::MAX; consumers];
+        let mut targets = Vec::with_capacity(senders.len());
+        for (slot, (consumer, tx)) in senders.into_iter().enumerate() {
+            target_index[consumer] = slot;
+            targets.push(tx);
+        }
+        let buffers = (0..targets.len()).map(|_| Batch::with_capacity(BATCH_SIZE)).collect();
+        ExchangeWriter {
+            targets,
+            consumers,
+            target_index,
+            buffers,
+            partitioner,
+            broadcast,
+            cancel,
+        }
+    }
+
+    fn send_buffer(&mut self, slot: usize) -> Result<()> {
+        if self.buffers[slot].is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buffers[slot], Batch::with_capacity(BATCH_SIZE));
+        send_event(&self.targets[slot], Event::Batch(full), &self.cancel)
+    }
+
+    fn flush_all(&mut self) -> Result<()> {
+        (0..self.targets.len()).try_for_each(|s| self.send_buffer(s))
+    }
+
+    fn send_all(&mut self, ev: Event<T>) -> Result<()> {
+        self.flush_all()?;
+        for tx in &self.targets {
+            send_event(tx, ev.clone(), &self.cancel)?;
+        }
+        Ok(())
+    }
+}
+
+impl<T: Clone + 'static, P: Partitioner<T>> Emit<T> for ExchangeWriter<T, P> {
+    fn batch(&mut self, batch: Batch<T>) -> Result<()> {
+        if self.targets.len() == 1 && !self.broadcast {
+            // One target (forward, or a single consumer): pass big batches through untouched.
+            if self.buffers[0].is_empty() && batch.len() >= BATCH_SIZE / 2 {
+                return send_event(&self.targets[0], Event::Batch(batch), &self.cancel);
+            }
+            let buf = &mut self.buffers[0];
+            if batch.has_timestamps() || buf.has_timestamps() {
+                for (r, t) in batch.into_iter_ts() {
+                    buf.push(r, t);
+                }
+            } else {
+                let mut data = batch.data;
+                buf.data.append(&mut data);
+            }
+            if self.buffers[0].len() >= BATCH_SIZE {
+                self.send_buffer(0)?;
+            }
+            return Ok(());
+        }
+        if self.broadcast {
+            for slot in 0..self.targets.len() {
+                for (i, r) in batch.data.iter().enumerate() {
+                    self.buffers[slot].push(r.clone(), batch.timestamp(i));
+                }
+                if self.buffers[slot].len() >= BATCH_SIZE {
+                    self.send_buffer(slot)?;
+                }
+            }
+            return Ok(());
+        }
+        let has_ts = batch.has_timestamps();
+        let mut ts = batch.ts.into_iter();
+        for r in batch.data {
+            let t = if has_ts { ts.next() } else { None };
+            let consumer = self.partitioner.target(&r, self.consumers);
+            let slot = self.target_index[consumer];
+            let buf = &mut self.buffers[slot];
+            buf.push(r, t);
+            if buf.len() >= BATCH_SIZE {
+                self.send_buffer(slot)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn watermark(&mut self, watermark: i64) -> Result<()> {
+        self.send_all(Event::Watermark(watermark))
+    }
+
+    fn barrier(&mut self, barrier: Barrier) -> Result<()> {
+        self.send_all(Event::Barrier(barrier))
+    }
+
+    fn processing_time(&mut self, _now_ms: i64) -> Result<()> {
+        Ok(())
+    }
+
+    fn checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<()> {
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.flush_all()
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.send_all(Event::EndOfInput)
+    }
+}

@@ -1,0 +1,24 @@
+//! Task runtime: operators, chains, channels, timers and state backends that execute a job's subtasks.
+
+pub mod connectors;
+pub mod context;
+pub mod data;
+pub mod emit;
+pub mod exchange;
+pub mod key;
+pub mod metrics;
+pub mod node;
+pub mod operator;
+pub mod operators;
+pub mod snapshot;
+pub mod source;
+pub mod state;
+pub mod task;
+
+pub use context::OperatorContext;
+pub use data::{Batch, Data, Event, MAX_WATERMARK, MIN_WATERMARK};
+pub use emit::{Collector, Emit};
+pub use key::{FieldKey, Key, KeySelector, OwnedKey};
+pub use operator::{Operator, OperatorNode};
+pub use sluice_core::{Result, SluiceError};
+pub use source::{Source, SourcePoll};

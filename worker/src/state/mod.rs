@@ -1,0 +1,343 @@
+//! Keyed state. An operator registers named states in a [`KeyedStateStore`] and gets typed
+//! handles back; the store's backend (`hashmap` or `rocksdb`) is hidden behind them. Every
+//! backend snapshots by key group into one canonical format (see [`crate::snapshot`]), so state
+//! can be restored into either backend at any parallelism.
+
+mod heap;
+mod rocks;
+mod timers;
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sluice_core::config::StateBackendKind;
+use sluice_core::keygroup::key_group_of;
+use sluice_core::{KeyGroupRange, Result, SluiceError};
+
+use crate::context::OperatorContext;
+use crate::data::Data;
+use crate::key::Key;
+use crate::snapshot::{EntryIter, KeyedSnapshot};
+
+pub use rocks::RocksInstance;
+pub use timers::{TimerService, TimerTable};
+
+/// One registered state, as the store sees it for snapshots and restores.
+pub(crate) trait StateTable {
+    fn name(&self) -> &str;
+    /// Heap tables write their entries into the per-key-group blobs; RocksDB tables write
+    /// their cached changes to the database (the store then scans it).
+    fn snapshot_into(&self, table_id: u16, groups: &mut BTreeMap<u16, Vec<u8>>) -> Result<()>;
+    /// Loads one entry of a snapshot; decoding errors name the state.
+    fn restore_entry(&self, key_group: u16, key: &[u8], value: &[u8]) -> Result<()>;
+}
+
+pub(crate) enum Backend {
+    Heap,
+    Rocks(Rc<RocksInstance>),
+}
+
+/// The keyed state of one operator subtask.
+pub struct KeyedStateStore {
+    backend: Backend,
+    uid: String,
+    max_parallelism: usize,
+    range: KeyGroupRange,
+    tables: Vec<Rc<dyn StateTable>>,
+    restored: Option<KeyedSnapshot>,
+}
+
+impl KeyedStateStore {
+    /// Opens the backend chosen by `state.backend.type` and takes the keyed part of
+    /// `ctx.restored`, which each state registered later loads from.
+    pub fn open(ctx: &mut OperatorContext) -> Result<Self> {
+        let backend = match ctx.config.state_backend {
+            StateBackendKind::HashMap => Backend::Heap,
+            StateBackendKind::RocksDb => Backend::Rocks(Rc::new(RocksInstance::open(ctx)?)),
+        };
+        let restored = ctx.restored.as_mut().and_then(|r| r.keyed.take());
+        Ok(KeyedStateStore {
+            backend,
+            uid: ctx.uid.clone(),
+            max_parallelism: ctx.max_parallelism,
+            range: ctx.key_groups,
+            tables: Vec::new(),
+            restored,
+        })
+    }
+
+    pub fn max_parallelism(&self) -> usize {
+        self.max_parallelism
+    }
+
+    fn register(&mut self, table: Rc<dyn StateTable>) -> Result<u16> {
+        let name = table.name().to_string();
+        if self.tables.iter().any(|t| t.name() == name) {
+            return Err(SluiceError::State {
+                uid: self.uid.clone(),
+                state: name,
+                message: "registered twice".into(),
+            });
+        }
+        let id = self.tables.len() as u16;
+        if let Some(r) = &self.restored
+            && let Some(old_id) = r.tables.iter().position(|t| *t == name)
+        {
+            for (&kg, blob) in &r.groups {
+                if !self.range.contains(kg) {
+                    continue;
+                }
+                for (t, k, v) in EntryIter::new(blob) {
+                    if t as usize == old_id {
+                        table.restore_entry(kg, k, v)?;
+                    }
+                }
+            }
+        }
+        self.tables.push(table);
+        Ok(id)
+    }
+
+    fn rocks(&self) -> Option<Rc<RocksInstance>> {
+        match &self.backend {
+            Backend::Rocks(r) => Some(r.clone()),
+            Backend::Heap => None,
+        }
+    }
+
+    pub fn value<K: Key, V: Data>(&mut self, name: &str) -> Result<ValueState<K, V>> {
+        let id = self.tables.len() as u16;
+        let state = match self.rocks() {
+            None => ValueState::Heap(Rc::new(heap::HeapValue::new(name, &self.uid, self.max_parallelism))),
+            Some(db) => ValueState::Rocks(Rc::new(rocks::RocksValue::new(name, &self.uid, id, db, self.max_parallelism))),
+        };
+        self.register(state.table())?;
+        Ok(state)
+    }
+
+    pub fn map<K: Key, UK: Key, UV: Data>(&mut self, name: &str) -> Result<MapState<K, UK, UV>> {
+        let id = self.tables.len() as u16;
+        let state = match self.rocks() {
+            None => MapState::Heap(Rc::new(heap::HeapMap::new(name, &self.uid, self.max_parallelism))),
+            Some(db) => MapState::Rocks(Rc::new(rocks::RocksMap::new(name, &self.uid, id, db, self.max_parallelism))),
+        };
+        self.register(state.table())?;
+        Ok(state)
+    }
+
+    pub fn list<K: Key, V: Data>(&mut self, name: &str) -> Result<ListState<K, V>> {
+        let id = self.tables.len() as u16;
+        let state = match self.rocks() {
+            None => ListState::Heap(Rc::new(heap::HeapList::new(name, &self.uid, self.max_parallelism))),
+            Some(db) => ListState::Rocks(Rc::new(rocks::RocksList::new(name, &self.uid, id, db, self.max_parallelism))),
+        };
+        self.register(state.table())?;
+        Ok(state)
+    }
+
+    /// Timers live with keyed state (they are snapshotted per key group too), always on the heap.
+    pub fn timers<K: Key>(&mut self, name: &str) -> Result<TimerService<K>> {
+        let table = Rc::new(TimerTable::new(name, &self.uid, self.max_parallelism));
+        self.register(table.clone())?;
+        Ok(TimerService::new(table))
+    }
+
+    /// A consistent copy of all keyed state, per key group.
+    pub fn snapshot(&self) -> Result<KeyedSnapshot> {
+        let mut groups = BTreeMap::new();
+        for (id, t) in self.tables.iter().enumerate() {
+            t.snapshot_into(id as u16, &mut groups)?;
+        }
+        if let Backend::Rocks(db) = &self.backend {
+            db.scan_into(self.range, &mut groups)?;
+        }
+        groups.retain(|_, b: &mut Vec<u8>| !b.is_empty());
+        Ok(KeyedSnapshot {
+            tables: self.tables.iter().map(|t| t.name().to_string()).collect(),
+            groups,
+        })
+    }
+}
+
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>, uid: &str, state: &str) -> Result<()> {
+    bincode::serialize_into(out, value).map_err(|e| SluiceError::State {
+        uid: uid.to_string(),
+        state: state.to_string(),
+        message: format!("cannot serialise: {e}"),
+    })
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &mut &[u8], uid: &str, state: &str) -> Result<T> {
+    bincode::deserialize_from(bytes).map_err(|e| SluiceError::State {
+        uid: uid.to_string(),
+        state: state.to_string(),
+        message: format!("stored value does not decode as {}: {e}", std::any::type_name::<T>()),
+    })
+}
+
+pub(crate) fn key_group<K: Key>(key: &K, max_parallelism: usize) -> u16 {
+    key_group_of(key, max_parallelism)
+}
+
+/// A single value per key.
+pub enum ValueState<K, V> {
+    Heap(Rc<heap::HeapValue<K, V>>),
+    Rocks(Rc<rocks::RocksValue<K, V>>),
+}
+
+impl<K: Key, V: Data> ValueState<K, V> {
+    fn table(&self) -> Rc<dyn StateTable> {
+        match self {
+            ValueState::Heap(t) => t.clone(),
+            ValueState::Rocks(t) => t.clone(),
+        }
+    }
+
+    pub fn get(&self, key: &K) -> Result<Option<V>> {
+        match self {
+            ValueState::Heap(t) => Ok(t.get(key)),
+            ValueState::Rocks(t) => t.get(key),
+        }
+    }
+
+    pub fn put(&self, key: &K, value: V) -> Result<()> {
+        match self {
+            ValueState::Heap(t) => {
+                t.put(key, value);
+                Ok(())
+            }
+            ValueState::Rocks(t) => t.put(key, value),
+        }
+    }
+
+    pub fn remove(&self, key: &K) -> Result<()> {
+        match self {
+            ValueState::Heap(t) => {
+                t.remove(key);
+                Ok(())
+            }
+            ValueState::Rocks(t) => t.remove(key),
+        }
+    }
+
+    /// Folds `value` into the stored value (or stores it if there is none) and returns the result.
+    #[inline]
+    pub fn merge(&self, key: &K, value: V, f: impl FnOnce(&mut V, V)) -> Result<V> {
+        match self {
+            ValueState::Heap(t) => Ok(t.merge(key, value, f)),
+            ValueState::Rocks(t) => t.merge(key, value, f),
+        }
+    }
+}
+
+/// A map per key.
+pub enum MapState<K, UK, UV> {
+    Heap(Rc<heap::HeapMap<K, UK, UV>>),
+    Rocks(Rc<rocks::RocksMap<K, UK, UV>>),
+}
+
+impl<K: Key, UK: Key, UV: Data> MapState<K, UK, UV> {
+    fn table(&self) -> Rc<dyn StateTable> {
+        match self {
+            MapState::Heap(t) => t.clone(),
+            MapState::Rocks(t) => t.clone(),
+        }
+    }
+
+    pub fn get(&self, key: &K, user_key: &UK) -> Result<Option<UV>> {
+        match self {
+            MapState::Heap(t) => Ok(t.get(key, user_key)),
+            MapState::Rocks(t) => t.get(key, user_key),
+        }
+    }
+
+    pub fn put(&self, key: &K, user_key: UK, value: UV) -> Result<()> {
+        match self {
+            MapState::Heap(t) => {
+                t.put(key, user_key, value);
+                Ok(())
+            }
+            MapState::Rocks(t) => t.put(key, &user_key, value),
+        }
+    }
+
+    pub fn remove(&self, key: &K, user_key: &UK) -> Result<()> {
+        match self {
+            MapState::Heap(t) => {
+                t.remove(key, user_key);
+                Ok(())
+            }
+            MapState::Rocks(t) => t.remove(key, user_key),
+        }
+    }
+
+    /// All entries of `key`'s map (in no particular order).
+    pub fn entries(&self, key: &K) -> Result<Vec<(UK, UV)>> {
+        match self {
+            MapState::Heap(t) => Ok(t.entries(key)),
+            MapState::Rocks(t) => t.entries(key),
+        }
+    }
+
+    /// Removes `key`'s whole map.
+    pub fn clear(&self, key: &K) -> Result<()> {
+        match self {
+            MapState::Heap(t) => {
+                t.clear(key);
+                Ok(())
+            }
+            MapState::Rocks(t) => t.clear(key),
+        }
+    }
+}
+
+/// A list per key.
+pub enum ListState<K, V> {
+    Heap(Rc<heap::HeapList<K, V>>),
+    Rocks(Rc<rocks::RocksList<K, V>>),
+}
+
+impl<K: Key, V: Data> ListState<K, V> {
+    fn table(&self) -> Rc<dyn StateTable> {
+        match self {
+            ListState::Heap(t) => t.clone(),
+            ListState::Rocks(t) => t.clone(),
+        }
+    }
+
+    pub fn add(&self, key: &K, value: V) -> Result<()> {
+        match self {
+            ListState::Heap(t) => {
+                t.add(key, value);
+                Ok(())
+            }
+            ListState::Rocks(t) => t.add(key, value),
+        }
+    }
+
+    pub fn get(&self, key: &K) -> Result<Vec<V>> {
+        match self {
+            ListState::Heap(t) => Ok(t.get(key)),
+            ListState::Rocks(t) => t.get(key),
+        }
+    }
+
+    pub fn update(&self, key: &K, values: Vec<V>) -> Result<()> {
+        match self {
+            ListState::Heap(t) => {
+                t.update(key, values);
+                Ok(())
+            }
+            ListState::Rocks(t) => t.update(key, values),
+        }
+    }
+
+    pub fn clear(&self, key: &K) -> Result<()> {
+        self.update(key, Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,517 @@
+//! The `rocksdb` backend: one RocksDB instance per operator subtask. Keys are prefixed with the
+//! key group (big-endian, so a key-group range is one contiguous scan) and the state's id:
+//! `[key group u16][state u16][bincode key]([bincode user key])`. The write-ahead log is off:
+//! checkpoints, not RocksDB, make state durable. Value state has a bounded write-back cache so
+//! a hot key costs a hash lookup, and cached changes reach RocksDB in one write batch.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use rocksdb::{DB, Options, WriteBatch, WriteOptions};
+use rustc_hash::FxHashMap;
+use sluice_core::{KeyGroupRange, Result, SluiceError};
+
+use super::{StateTable, decode, encode, key_group};
+use crate::context::OperatorContext;
+use crate::data::Data;
+use crate::key::Key;
+use crate::snapshot::write_entry;
+
+pub struct RocksInstance {
+    db: Option<DB>,
+    dir: PathBuf,
+    uid: String,
+    write: WriteOptions,
+    cache_entries: usize,
+}
+
+impl RocksInstance {
+    pub fn open(ctx: &OperatorContext) -> Result<Self> {
+        let base = ctx
+            .config
+            .rocksdb_local_dir
+            .clone()
+            .unwrap_or_else(|| ctx.local_dir.clone());
+        let dir = base.join(format!(
+            "rocksdb-{}-{}-{}-{}",
+            sanitize(&ctx.uid),
+            ctx.subtask,
+            std::process::id(),
+            unique()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| SluiceError::io(dir.display(), e))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_write_buffer_size(ctx.config.rocksdb_write_buffer_bytes as usize);
+        opts.set_max_write_buffer_number(4);
+        opts.increase_parallelism(2);
+        // Records are looked up by full key and scanned by key-group prefix.
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let db = DB::open(&opts, &dir).map_err(|e| rocks_err(&ctx.uid, &dir, e))?;
+        let mut write = WriteOptions::default();
+        write.disable_wal(true);
+        Ok(RocksInstance {
+            db: Some(db),
+            dir,
+            uid: ctx.uid.clone(),
+            write,
+            cache_entries: ctx.config.rocksdb_cache_entries.max(1),
+        })
+    }
+
+    fn db(&self) -> &DB {
+        self.db.as_ref().expect("RocksDB is open until drop")
+    }
+
+    fn err(&self, e: rocksdb::Error) -> SluiceError {
+        rocks_err(&self.uid, &self.dir, e)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
+        self.db().get_pinned(key).map_err(|e| self.err(e))
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.db().put_opt(key, value, &self.write).map_err(|e| self.err(e))
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<()> {
+        self.db().delete_opt(key, &self.write).map_err(|e| self.err(e))
+    }
+
+    fn write_batch(&self, batch: WriteBatch) -> Result<()> {
+        self.db().write_opt(batch, &self.write).map_err(|e| self.err(e))
+    }
+
+    /// Copies every entry of the key groups in `range` into snapshot blobs.
+    pub(super) fn scan_into(&self, range: KeyGroupRange, groups: &mut BTreeMap<u16, Vec<u8>>) -> Result<()> {
+        let mut it = self.db().raw_iterator();
+        for kg in range.iter() {
+            let prefix = kg.to_be_bytes();
+            it.seek(prefix);
+            let mut blob = groups.remove(&kg).unwrap_or_default();
+            while it.valid() {
+                let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+                if k.len() < 4 || k[..2] != prefix {
+                    break;
+                }
+                let table = u16::from_be_bytes([k[2], k[3]]);
+                write_entry(&mut blob, table, &k[4..], v);
+                it.next();
+            }
+            it.status().map_err(|e| self.err(e))?;
+            if !blob.is_empty() {
+                groups.insert(kg, blob);
+            }
+        }
+        Ok(())
+    }
+
+    /// Prefix-scans `prefix`, returning (key suffix after the prefix, value) pairs.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut it = self.db().raw_iterator();
+        it.seek(prefix);
+        let mut out = Vec::new();
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k[prefix.len()..].to_vec(), v.to_vec()));
+            it.next();
+        }
+        it.status().map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
+    /// Bytes of live data RocksDB reports, for metrics and benchmarks.
+    pub fn estimated_size(&self) -> u64 {
+        self.db()
+            .property_int_value("rocksdb.estimate-live-data-size")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for RocksInstance {
+    fn drop(&mut self) {
+        self.db.take();
+        // Local state is a working copy; the checkpoint holds the durable one.
+        let _ignored = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rocks_err(uid: &str, dir: &std::path::Path, e: rocksdb::Error) -> SluiceError {
+    SluiceError::State {
+        uid: uid.to_string(),
+        state: "rocksdb".into(),
+        message: format!("RocksDB at {}: {e}", dir.display()),
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect()
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Encodes keys of one state: `[kg][id][bincode key]...`, reusing one buffer.
+struct KeyCodec {
+    name: String,
+    uid: String,
+    id: u16,
+    max_parallelism: usize,
+    buf: RefCell<Vec<u8>>,
+}
+
+impl KeyCodec {
+    fn new(name: &str, uid: &str, id: u16, max_parallelism: usize) -> Self {
+        KeyCodec {
+            name: name.to_string(),
+            uid: uid.to_string(),
+            id,
+            max_parallelism,
+            buf: RefCell::new(Vec::with_capacity(64)),
+        }
+    }
+
+    /// Runs `f` with the encoded key (and user key, if any).
+    fn with<K: Key, R>(&self, key: &K, user_key: Option<&dyn ErasedEncode>, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+        let mut b = self.buf.borrow_mut();
+        b.clear();
+        b.extend_from_slice(&key_group(key, self.max_parallelism).to_be_bytes());
+        b.extend_from_slice(&self.id.to_be_bytes());
+        encode(key, &mut b, &self.uid, &self.name)?;
+        if let Some(uk) = user_key {
+            uk.encode_into(&mut b, &self.uid, &self.name)?;
+        }
+        f(&b)
+    }
+
+    fn raw_key(&self, kg: u16, key: &[u8]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(4 + key.len());
+        b.extend_from_slice(&kg.to_be_bytes());
+        b.extend_from_slice(&self.id.to_be_bytes());
+        b.extend_from_slice(key);
+        b
+    }
+}
+
+trait ErasedEncode {
+    fn encode_into(&self, out: &mut Vec<u8>, uid: &str, state: &str) -> Result<()>;
+}
+
+impl<T: serde::Serialize> ErasedEncode for T {
+    fn encode_into(&self, out: &mut Vec<u8>, uid: &str, state: &str) -> Result<()> {
+        encode(self, out, uid, state)
+    }
+}
+
+struct CacheSlot<V> {
+    value: Option<V>,
+    dirty: bool,
+}
+
+pub struct RocksValue<K, V> {
+    db: Rc<RocksInstance>,
+    codec: KeyCodec,
+    cache: RefCell<FxHashMap<K, CacheSlot<V>>>,
+    vbuf: RefCell<Vec<u8>>,
+}
+
+impl<K: Key, V: Data> RocksValue<K, V> {
+    pub(super) fn new(name: &str, uid: &str, id: u16, db: Rc<RocksInstance>, max_parallelism: usize) -> Self {
+        RocksValue {
+            db,
+            codec: KeyCodec::new(name, uid, id, max_parallelism),
+            cache: RefCell::new(FxHashMap::default()),
+            vbuf: RefCell::new(Vec::with_capacity(64)),
+        }
+    }
+
+    fn load(&self, key: &K) -> Result<Option<V>> {
+        self.codec.with(key, None, |k| match self.db.get(k)? {
+            None => Ok(None),
+            Some(bytes) => {
+                let mut s: &[u8] = &bytes;
+                decode(&mut s, &self.codec.uid, &self.codec.name).map(Some)
+            }
+        })
+    }
+
+    /// Writes every dirty entry in one batch and empties the cache.
+    fn flush(&self) -> Result<()> {
+        let mut cache = self.cache.borrow_mut();
+        let mut batch = WriteBatch::default();
+        let mut vb = self.vbuf.borrow_mut();
+        for (k, slot) in cache.drain() {
+            if !slot.dirty {
+                continue;
+            }
+            self.codec.with(&k, None, |kb| {
+                match &slot.value {
+                    Some(v) => {
+                        vb.clear();
+                        encode(v, &mut vb, &self.codec.uid, &self.codec.name)?;
+                        batch.put(kb, &vb[..]);
+                    }
+                    None => batch.delete(kb),
+                }
+                Ok(())
+            })?;
+        }
+        if !batch.is_empty() {
+            self.db.write_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    fn make_room(&self) -> Result<()> {
+        if self.cache.borrow().len() >= self.db.cache_entries {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn get(&self, key: &K) -> Result<Option<V>> {
+        if let Some(slot) = self.cache.borrow().get(key) {
+            return Ok(slot.value.clone());
+        }
+        let v = self.load(key)?;
+        self.make_room()?;
+        self.cache.borrow_mut().insert(
+            key.clone(),
+            CacheSlot {
+                value: v.clone(),
+                dirty: false,
+            },
+        );
+        Ok(v)
+    }
+
+    pub(super) fn put(&self, key: &K, value: V) -> Result<()> {
+        if let Some(slot) = self.cache.borrow_mut().get_mut(key) {
+            slot.value = Some(value);
+            slot.dirty = true;
+            return Ok(());
+        }
+        self.make_room()?;
+        self.cache.borrow_mut().insert(
+            key.clone(),
+            CacheSlot {
+                value: Some(value),
+                dirty: true,
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn remove(&self, key: &K) -> Result<()> {
+        if let Some(slot) = self.cache.borrow_mut().get_mut(key) {
+            slot.value = None;
+            slot.dirty = true;
+            return Ok(());
+        }
+        self.make_room()?;
+        self.cache.borrow_mut().insert(key.clone(), CacheSlot { value: None, dirty: true });
+        Ok(())
+    }
+
+    #[inline]
+    pub(super) fn merge(&self, key: &K, value: V, f: impl FnOnce(&mut V, V)) -> Result<V> {
+        if let Some(slot) = self.cache.borrow_mut().get_mut(key) {
+            slot.dirty = true;
+            return Ok(match &mut slot.value {
+                Some(acc) => {
+                    f(acc, value);
+                    acc.clone()
+                }
+                None => {
+                    slot.value = Some(value.clone());
+                    value
+                }
+            });
+        }
+        let merged = match self.load(key)? {
+            Some(mut acc) => {
+                f(&mut acc, value);
+                acc
+            }
+            None => value,
+        };
+        self.make_room()?;
+        self.cache.borrow_mut().insert(
+            key.clone(),
+            CacheSlot {
+                value: Some(merged.clone()),
+                dirty: true,
+            },
+        );
+        Ok(merged)
+    }
+}
+
+impl<K: Key, V: Data> StateTable for RocksValue<K, V> {
+    fn name(&self) -> &str {
+        &self.codec.name
+    }
+
+    fn snapshot_into(&self, _table_id: u16, _groups: &mut BTreeMap<u16, Vec<u8>>) -> Result<()> {
+        self.flush()
+    }
+
+    fn restore_entry(&self, kg: u16, key: &[u8], value: &[u8]) -> Result<()> {
+        // Decode once so a type change fails here, naming the state, not on first access.
+        let (mut k, mut v) = (key, value);
+        let _: K = decode(&mut k, &self.codec.uid, &self.codec.name)?;
+        let _: V = decode(&mut v, &self.codec.uid, &self.codec.name)?;
+        self.db.put(&self.codec.raw_key(kg, key), value)
+    }
+}
+
+pub struct RocksMap<K, UK, UV> {
+    db: Rc<RocksInstance>,
+    codec: KeyCodec,
+    _types: PhantomData<(K, UK, UV)>,
+}
+
+impl<K: Key, UK: Key, UV: Data> RocksMap<K, UK, UV> {
+    pub(super) fn new(name: &str, uid: &str, id: u16, db: Rc<RocksInstance>, max_parallelism: usize) -> Self {
+        RocksMap {
+            db,
+            codec: KeyCodec::new(name, uid, id, max_parallelism),
+            _types: PhantomData,
+        }
+    }
+
+    pub(super) fn get(&self, key: &K, uk: &UK) -> Result<Option<UV>> {
+        self.codec.with(key, Some(uk), |k| match self.db.get(k)? {
+            None => Ok(None),
+            Some(bytes) => {
+                let mut s: &[u8] = &bytes;
+                decode(&mut s, &self.codec.uid, &self.codec.name).map(Some)
+            }
+        })
+    }
+
+    pub(super) fn put(&self, key: &K, uk: &UK, value: UV) -> Result<()> {
+        let mut vb = Vec::new();
+        encode(&value, &mut vb, &self.codec.uid, &self.codec.name)?;
+        self.codec.with(key, Some(uk), |k| self.db.put(k, &vb))
+    }
+
+    pub(super) fn remove(&self, key: &K, uk: &UK) -> Result<()> {
+        self.codec.with(key, Some(uk), |k| self.db.delete(k))
+    }
+
+    pub(super) fn entries(&self, key: &K) -> Result<Vec<(UK, UV)>> {
+        let raw = self.codec.with(key, None, |prefix| self.db.scan_prefix(prefix))?;
+        raw.into_iter()
+            .map(|(uk, v)| {
+                let (mut a, mut b) = (uk.as_slice(), v.as_slice());
+                Ok((
+                    decode(&mut a, &self.codec.uid, &self.codec.name)?,
+                    decode(&mut b, &self.codec.uid, &self.codec.name)?,
+                ))
+            })
+            .collect()
+    }
+
+    pub(super) fn clear(&self, key: &K) -> Result<()> {
+        self.codec.with(key, None, |prefix| {
+            let mut batch = WriteBatch::default();
+            for (suffix, _) in self.db.scan_prefix(prefix)? {
+                let mut full = prefix.to_vec();
+                full.extend_from_slice(&suffix);
+                batch.delete(full);
+            }
+            self.db.write_batch(batch)
+        })
+    }
+}
+
+impl<K: Key, UK: Key, UV: Data> StateTable for RocksMap<K, UK, UV> {
+    fn name(&self) -> &str {
+        &self.codec.name
+    }
+
+    fn snapshot_into(&self, _table_id: u16, _groups: &mut BTreeMap<u16, Vec<u8>>) -> Result<()> {
+        Ok(())
+    }
+
+    fn restore_entry(&self, kg: u16, key: &[u8], value: &[u8]) -> Result<()> {
+        let (mut k, mut v) = (key, value);
+        let _: K = decode(&mut k, &self.codec.uid, &self.codec.name)?;
+        let _: UK = decode(&mut k, &self.codec.uid, &self.codec.name)?;
+        let _: UV = decode(&mut v, &self.codec.uid, &self.codec.name)?;
+        self.db.put(&self.codec.raw_key(kg, key), value)
+    }
+}
+
+pub struct RocksList<K, V> {
+    db: Rc<RocksInstance>,
+    codec: KeyCodec,
+    _types: PhantomData<(K, V)>,
+}
+
+impl<K: Key, V: Data> RocksList<K, V> {
+    pub(super) fn new(name: &str, uid: &str, id: u16, db: Rc<RocksInstance>, max_parallelism: usize) -> Self {
+        RocksList {
+            db,
+            codec: KeyCodec::new(name, uid, id, max_parallelism),
+            _types: PhantomData,
+        }
+    }
+
+    pub(super) fn get(&self, key: &K) -> Result<Vec<V>> {
+        self.codec.with(key, None, |k| match self.db.get(k)? {
+            None => Ok(Vec::new()),
+            Some(bytes) => {
+                let mut s: &[u8] = &bytes;
+                decode(&mut s, &self.codec.uid, &self.codec.name)
+            }
+        })
+    }
+
+    pub(super) fn add(&self, key: &K, value: V) -> Result<()> {
+        let mut list = self.get(key)?;
+        list.push(value);
+        self.update(key, list)
+    }
+
+    pub(super) fn update(&self, key: &K, values: Vec<V>) -> Result<()> {
+        if values.is_empty() {
+            return self.codec.with(key, None, |k| self.db.delete(k));
+        }
+        let mut vb = Vec::new();
+        encode(&values, &mut vb, &self.codec.uid, &self.codec.name)?;
+        self.codec.with(key, None, |k| self.db.put(k, &vb))
+    }
+}
+
+impl<K: Key, V: Data> StateTable for RocksList<K, V> {
+    fn name(&self) -> &str {
+        &self.codec.name
+    }
+
+    fn snapshot_into(&self, _table_id: u16, _groups: &mut BTreeMap<u16, Vec<u8>>) -> Result<()> {
+        Ok(())
+    }
+
+    fn restore_entry(&self, kg: u16, key: &[u8], value: &[u8]) -> Result<()> {
+        let (mut k, mut v) = (key, value);
+        let _: K = decode(&mut k, &self.codec.uid, &self.codec.name)?;
+        let _: Vec<V> = decode(&mut v, &self.codec.uid, &self.codec.name)?;
+        self.db.put(&self.codec.raw_key(kg, key), value)
+    }
+}

@@ -1,0 +1,321 @@
+//! The task loops: a source task polls its source; an input task reads its channels, aligns
+//! barriers and combines watermarks. Both push batches through the task's operator chain and
+//! talk to the checkpoint coordinator over a small control channel.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError};
+
+use crate::context::{OperatorContext, SnapshotCollector, now_ms};
+use crate::data::{Barrier, BarrierKind, Event, MAX_WATERMARK, MIN_WATERMARK};
+use crate::emit::{Collector, Emit};
+use crate::exchange::{BATCH_SIZE, CANCEL_POLL};
+use crate::snapshot::OperatorSnapshot;
+use crate::source::{Source, SourcePoll};
+use sluice_core::{Result, SluiceError};
+
+/// Commands from the master to one task.
+#[derive(Debug, Clone)]
+pub enum TaskCommand {
+    /// Sources only: snapshot the read position and inject this barrier.
+    TriggerCheckpoint(Barrier),
+    /// Every task: checkpoint `id` completed; commit side effects.
+    CheckpointComplete(u64),
+}
+
+/// Reports from one task to the master.
+#[derive(Debug)]
+pub enum TaskReport {
+    /// The task passed `barrier` and took these snapshots (operator uid, state), in chain order.
+    Acknowledge {
+        task: usize,
+        subtask: usize,
+        barrier: Barrier,
+        snapshots: Vec<(String, OperatorSnapshot)>,
+    },
+}
+
+/// What a task needs from its surroundings besides its chain.
+pub struct TaskEnv {
+    /// Index of the task (chain) in the execution plan.
+    pub task: usize,
+    pub subtask: usize,
+    /// "uid (subtask/parallelism)" of the chain head, for messages.
+    pub name: String,
+    pub cancel: Arc<AtomicBool>,
+    pub commands: Option<Receiver<TaskCommand>>,
+    pub reports: Option<Sender<TaskReport>>,
+    /// Shared with every operator context of the chain.
+    pub next_processing_timer: std::rc::Rc<std::cell::Cell<i64>>,
+    pub snapshots: SnapshotCollector,
+    /// Exactly-once: block channels that delivered a barrier until all did.
+    pub align_barriers: bool,
+}
+
+impl TaskEnv {
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    fn acknowledge(&self, barrier: Barrier) -> Result<()> {
+        let snapshots = std::mem::take(&mut *self.snapshots.borrow_mut());
+        if let Some(r) = &self.reports {
+            // A master that went away cancels us anyway; nothing to do if it is gone.
+            let _ignored = r.send(TaskReport::Acknowledge {
+                task: self.task,
+                subtask: self.subtask,
+                barrier,
+                snapshots,
+            });
+        }
+        Ok(())
+    }
+
+    /// Fires processing-time timers that are due.
+    fn fire_timers<T>(&self, head: &mut dyn Emit<T>) -> Result<()> {
+        let due = self.next_processing_timer.get();
+        if due != i64::MAX {
+            let now = now_ms();
+            if due <= now {
+                self.next_processing_timer.set(i64::MAX);
+                head.processing_time(now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How long the task may block waiting for input.
+    fn wait_budget(&self) -> Duration {
+        let due = self.next_processing_timer.get();
+        if due == i64::MAX {
+            return CANCEL_POLL;
+        }
+        let left = (due - now_ms()).max(0) as u64;
+        Duration::from_millis(left).min(CANCEL_POLL)
+    }
+
+    fn checkpoint_complete<T>(&self, id: u64, head: &mut dyn Emit<T>) -> Result<()> {
+        head.checkpoint_complete(id)
+    }
+}
+
+/// Runs a source task until its source finishes, the job is cancelled or stopped, or an error.
+pub fn run_source_task<S: Source>(
+    mut source: S,
+    mut ctx: OperatorContext,
+    mut head: Box<dyn Emit<S::Out>>,
+    env: TaskEnv,
+) -> Result<()> {
+    source.open(&mut ctx)?;
+    ctx.restored = None;
+    let mut out: Collector<S::Out> = Collector::default();
+    let result = (|| -> Result<()> {
+        loop {
+            if env.cancelled() {
+                return Err(SluiceError::Cancelled { job: ctx.job_name.clone() });
+            }
+            if let Some(cmds) = &env.commands {
+                loop {
+                    match cmds.try_recv() {
+                        Ok(TaskCommand::TriggerCheckpoint(b)) => {
+                            head.flush()?;
+                            let snap = source.snapshot_state(&b, &mut ctx)?;
+                            env.snapshots.borrow_mut().push((ctx.uid.clone(), snap));
+                            if let BarrierKind::StopWithSavepoint { drain: true } = b.kind {
+                                head.watermark(MAX_WATERMARK)?;
+                            }
+                            head.barrier(b)?;
+                            env.acknowledge(b)?;
+                            if matches!(b.kind, BarrierKind::StopWithSavepoint { .. }) {
+                                // The job ends at this savepoint: nothing after it is emitted.
+                                head.finish()?;
+                                return Ok(());
+                            }
+                        }
+                        Ok(TaskCommand::CheckpointComplete(id)) => {
+                            source.notify_checkpoint_complete(id, &mut ctx)?;
+                            env.checkpoint_complete(id, head.as_mut())?;
+                        }
+                        Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+                    }
+                }
+            }
+            env.fire_timers(head.as_mut())?;
+            let poll = source.poll_next(&mut out, BATCH_SIZE, &mut ctx)?;
+            if !out.is_empty() {
+                let b = out.take();
+                ctx.metrics.records_out.fetch_add(b.len() as u64, Ordering::Relaxed);
+                head.batch(b)?;
+            }
+            match poll {
+                SourcePoll::More => {}
+                SourcePoll::Idle(d) => {
+                    head.flush()?;
+                    std::thread::sleep(d.min(env.wait_budget()));
+                }
+                SourcePoll::Finished => {
+                    head.watermark(MAX_WATERMARK)?;
+                    head.finish()?;
+                    return Ok(());
+                }
+            }
+        }
+    })();
+    source.close(&mut ctx)?;
+    result
+}
+
+/// Runs a task that reads channels until every input ended, or cancellation, or an error.
+pub fn run_input_task<T: 'static>(
+    inputs: Vec<Receiver<Event<T>>>,
+    mut head: Box<dyn Emit<T>>,
+    env: TaskEnv,
+) -> Result<()> {
+    let n = inputs.len();
+    let mut watermarks = vec![MIN_WATERMARK; n];
+    let mut ended = vec![false; n];
+    let mut blocked = vec![false; n];
+    let mut pending_barrier: Option<(Barrier, usize)> = None;
+    let mut emitted_watermark = MIN_WATERMARK;
+    let mut live = n;
+    let mut stopped = false;
+
+    while live > 0 {
+        if env.cancelled() {
+            return Err(SluiceError::Cancelled { job: String::new() });
+        }
+        if let Some(cmds) = &env.commands {
+            while let Ok(cmd) = cmds.try_recv() {
+                if let TaskCommand::CheckpointComplete(id) = cmd {
+                    env.checkpoint_complete(id, head.as_mut())?;
+                }
+            }
+        }
+        env.fire_timers(head.as_mut())?;
+        let active: Vec<usize> = (0..n).filter(|&i| !ended[i] && !blocked[i]).collect();
+        let got = receive(&inputs, &active, &mut *head, &env)?;
+        let Some((i, event)) = got else { continue };
+        match event {
+            Event::Batch(b) => head.batch(b)?,
+            Event::Watermark(w) => {
+                watermarks[i] = watermarks[i].max(w);
+                let min = min_active(&watermarks, &ended);
+                if min > emitted_watermark {
+                    emitted_watermark = min;
+                    head.watermark(min)?;
+                }
+            }
+            Event::Barrier(b) => {
+                let arrived = match &mut pending_barrier {
+                    Some((pb, count)) if pb.checkpoint_id == b.checkpoint_id => {
+                        *count += 1;
+                        *count
+                    }
+                    _ => {
+                        pending_barrier = Some((b, 1));
+                        1
+                    }
+                };
+                if env.align_barriers {
+                    blocked[i] = true;
+                }
+                if arrived >= live {
+                    pending_barrier = None;
+                    blocked.iter_mut().for_each(|x| *x = false);
+                    head.barrier(b)?;
+                    env.acknowledge(b)?;
+                    if matches!(b.kind, BarrierKind::StopWithSavepoint { .. }) {
+                        stopped = true;
+                    }
+                }
+            }
+            Event::EndOfInput => {
+                ended[i] = true;
+                blocked[i] = false;
+                live -= 1;
+                let min = min_active(&watermarks, &ended);
+                if live > 0 && min > emitted_watermark {
+                    emitted_watermark = min;
+                    head.watermark(min)?;
+                }
+                // A barrier may now be complete because the ended channel no longer counts.
+                if let Some((b, count)) = pending_barrier
+                    && count >= live
+                    && live > 0
+                {
+                    pending_barrier = None;
+                    blocked.iter_mut().for_each(|x| *x = false);
+                    head.barrier(b)?;
+                    env.acknowledge(b)?;
+                }
+            }
+        }
+    }
+    let _ = stopped;
+    head.finish()
+}
+
+fn min_active(watermarks: &[i64], ended: &[bool]) -> i64 {
+    watermarks
+        .iter()
+        .zip(ended)
+        .filter(|(_, e)| !**e)
+        .map(|(w, _)| *w)
+        .min()
+        .unwrap_or(MAX_WATERMARK)
+}
+
+/// Takes the next event from one of the `active` inputs; flushes the chain before blocking.
+fn receive<T>(
+    inputs: &[Receiver<Event<T>>],
+    active: &[usize],
+    head: &mut dyn Emit<T>,
+    env: &TaskEnv,
+) -> Result<Option<(usize, Event<T>)>> {
+    if active.is_empty() {
+        return Ok(None);
+    }
+    if let [only] = active {
+        let rx = &inputs[*only];
+        match rx.try_recv() {
+            Ok(ev) => return Ok(Some((*only, ev))),
+            Err(TryRecvError::Disconnected) => return Err(upstream_gone(env)),
+            Err(TryRecvError::Empty) => {}
+        }
+        head.flush()?;
+        return match rx.recv_timeout(env.wait_budget()) {
+            Ok(ev) => Ok(Some((*only, ev))),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(upstream_gone(env)),
+        };
+    }
+    let mut sel = Select::new();
+    for &i in active {
+        sel.recv(&inputs[i]);
+    }
+    let op = match sel.try_select() {
+        Ok(op) => op,
+        Err(_) => {
+            head.flush()?;
+            match sel.select_timeout(env.wait_budget()) {
+                Ok(op) => op,
+                Err(_) => return Ok(None),
+            }
+        }
+    };
+    let idx = active[op.index()];
+    match op.recv(&inputs[idx]) {
+        Ok(ev) => Ok(Some((idx, ev))),
+        Err(_) => Err(upstream_gone(env)),
+    }
+}
+
+fn upstream_gone(env: &TaskEnv) -> SluiceError {
+    if env.cancelled() {
+        SluiceError::Cancelled { job: String::new() }
+    } else {
+        SluiceError::Internal(format!("an upstream task of {} disappeared", env.name))
+    }
+}
