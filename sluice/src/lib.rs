@@ -9,6 +9,7 @@
 //!         .flat_map(|line: String| line.split(' ').map(|w| (w.to_string(), 1u64)).collect::<Vec<_>>())
 //!         .key_by_field(|r: &(String, u64)| &r.0)
 //!         .sum()
+//!         .map(|(word, count)| format!("({word},{count})"))
 //!         .print();
 //!     env.execute("word count")?;
 //!     Ok(())

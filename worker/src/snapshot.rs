@@ -210,7 +210,7 @@ mod tests {
         let mut items = 0;
         for i in 0..3 {
             let s = OperatorSnapshot::redistribute(&old, 128, 3, i);
-            let k = s.keyed.unwrap();
+            let k = s.keyed.as_ref().unwrap();
             let range = KeyGroupRange::for_subtask(128, 3, i);
             for (kg, blob) in &k.groups {
                 assert!(range.contains(*kg));
