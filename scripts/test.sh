@@ -4,7 +4,6 @@
 # script starts (and stops again, also when tests fail).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sluice/target}"
 
 step() { printf '\n== %s\n' "$*"; }
 

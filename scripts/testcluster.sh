@@ -469,15 +469,22 @@ cmd_up() {
     done
     write_conf
 
+    # DataNodes start once the NameNode serves: MiniDFSCluster's start-up waits for exactly its
+    # own DataNodes (none) to register and would hang if ours registered first.
+    until=$(deadline)
+    local later=()
     for c in "${comps[@]}"; do
         for n in $(names_of "$c"); do
             rm -rf "${DIR:?}/data/$n"
             prepare "$n"
-            spawn "$n"
+            if [[ $n == datanode* ]]; then later+=("$n"); else spawn "$n"; fi
         done
     done
+    if ((${#later[@]})); then
+        wait_until "$until" namenode "its READY line" ready_line namenode
+        for n in "${later[@]}"; do spawn "$n"; done
+    fi
     write_json
-    until=$(deadline)
     for c in "${comps[@]}"; do
         for n in $(names_of "$c"); do wait_process "$n" "$until"; done
         log "$c ready"

@@ -24,7 +24,8 @@ pub mod keys {
     pub const CHECKPOINT_MODE: &str = "execution.checkpointing.mode";
     pub const CHECKPOINT_TIMEOUT: &str = "execution.checkpointing.timeout";
     pub const CHECKPOINT_MIN_PAUSE: &str = "execution.checkpointing.min-pause";
-    pub const CHECKPOINT_MAX_CONCURRENT: &str = "execution.checkpointing.max-concurrent-checkpoints";
+    pub const CHECKPOINT_MAX_CONCURRENT: &str =
+        "execution.checkpointing.max-concurrent-checkpoints";
     pub const CHECKPOINT_TOLERABLE_FAILED: &str =
         "execution.checkpointing.tolerable-failed-checkpoints";
     pub const CHECKPOINTS_DIR: &str = "state.checkpoints.dir";
@@ -80,7 +81,7 @@ impl Default for Config {
             max_parallelism: 128,
             state_backend: StateBackendKind::HashMap,
             rocksdb_local_dir: None,
-            rocksdb_write_buffer_bytes: 64 << 20,
+            rocksdb_write_buffer_bytes: 8 << 20,
             rocksdb_cache_entries: 1 << 20,
             incremental: false,
             buffer_timeout: Duration::from_millis(100),
@@ -104,7 +105,8 @@ impl Config {
         let mut pairs = Vec::new();
         let mut errors = Vec::new();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| SluiceError::io(path.display(), e))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| SluiceError::io(path.display(), e))?;
             match flatten_yaml(&text) {
                 Ok(p) => pairs.extend(p),
                 Err(e) => errors.push(format!("{}: {e}", path.display())),
@@ -135,7 +137,9 @@ impl Config {
         let v = value.trim();
         let err = |what: &str| format!("{key}: '{v}' is not {what}");
         match key {
-            PARALLELISM_DEFAULT => self.parallelism = parse_positive(v).ok_or_else(|| err("a positive integer"))?,
+            PARALLELISM_DEFAULT => {
+                self.parallelism = parse_positive(v).ok_or_else(|| err("a positive integer"))?
+            }
             MAX_PARALLELISM => {
                 let p = parse_positive(v).ok_or_else(|| err("a positive integer"))?;
                 if p > 32768 {
@@ -151,10 +155,18 @@ impl Config {
                 }
             }
             ROCKSDB_LOCAL_DIR => self.rocksdb_local_dir = Some(PathBuf::from(v)),
-            ROCKSDB_WRITE_BUFFER => self.rocksdb_write_buffer_bytes = parse_memory(v).ok_or_else(|| err("a memory size such as 64mb"))?,
-            ROCKSDB_CACHE_ENTRIES => self.rocksdb_cache_entries = v.parse().map_err(|_| err("a number of entries"))?,
+            ROCKSDB_WRITE_BUFFER => {
+                self.rocksdb_write_buffer_bytes =
+                    parse_memory(v).ok_or_else(|| err("a memory size such as 64mb"))?
+            }
+            ROCKSDB_CACHE_ENTRIES => {
+                self.rocksdb_cache_entries = v.parse().map_err(|_| err("a number of entries"))?
+            }
             INCREMENTAL => self.incremental = parse_bool(v).ok_or_else(|| err("true or false"))?,
-            BUFFER_TIMEOUT => self.buffer_timeout = parse_duration(v).ok_or_else(|| err("a duration such as 100 ms"))?,
+            BUFFER_TIMEOUT => {
+                self.buffer_timeout =
+                    parse_duration(v).ok_or_else(|| err("a duration such as 100 ms"))?
+            }
             CHECKPOINT_INTERVAL => {
                 let d = parse_duration(v).ok_or_else(|| err("a duration such as 10 s"))?;
                 self.checkpoint_interval = (!d.is_zero()).then_some(d);
@@ -166,13 +178,26 @@ impl Config {
                     _ => return Err(err("EXACTLY_ONCE or AT_LEAST_ONCE")),
                 }
             }
-            CHECKPOINT_TIMEOUT => self.checkpoint_timeout = parse_duration(v).ok_or_else(|| err("a duration"))?,
-            CHECKPOINT_MIN_PAUSE => self.checkpoint_min_pause = parse_duration(v).ok_or_else(|| err("a duration"))?,
-            CHECKPOINT_MAX_CONCURRENT => self.max_concurrent_checkpoints = parse_positive(v).ok_or_else(|| err("a positive integer"))?,
-            CHECKPOINT_TOLERABLE_FAILED => self.tolerable_failed_checkpoints = v.parse().map_err(|_| err("a non-negative integer"))?,
+            CHECKPOINT_TIMEOUT => {
+                self.checkpoint_timeout = parse_duration(v).ok_or_else(|| err("a duration"))?
+            }
+            CHECKPOINT_MIN_PAUSE => {
+                self.checkpoint_min_pause = parse_duration(v).ok_or_else(|| err("a duration"))?
+            }
+            CHECKPOINT_MAX_CONCURRENT => {
+                self.max_concurrent_checkpoints =
+                    parse_positive(v).ok_or_else(|| err("a positive integer"))?
+            }
+            CHECKPOINT_TOLERABLE_FAILED => {
+                self.tolerable_failed_checkpoints =
+                    v.parse().map_err(|_| err("a non-negative integer"))?
+            }
             CHECKPOINTS_DIR => self.checkpoints_dir = Some(v.to_string()),
             SAVEPOINTS_DIR => self.savepoints_dir = Some(v.to_string()),
-            CHECKPOINTS_RETAINED => self.checkpoints_retained = parse_positive(v).ok_or_else(|| err("a positive integer"))?,
+            CHECKPOINTS_RETAINED => {
+                self.checkpoints_retained =
+                    parse_positive(v).ok_or_else(|| err("a positive integer"))?
+            }
             _ => {}
         }
         self.raw.insert(key.to_string(), v.to_string());
@@ -240,16 +265,27 @@ pub fn parse_memory(v: &str) -> Option<u64> {
 fn flatten_yaml(text: &str) -> std::result::Result<Vec<(String, String)>, String> {
     let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    fn walk(prefix: &str, v: &serde_yaml::Value, out: &mut Vec<(String, String)>) -> std::result::Result<(), String> {
+    fn walk(
+        prefix: &str,
+        v: &serde_yaml::Value,
+        out: &mut Vec<(String, String)>,
+    ) -> std::result::Result<(), String> {
         use serde_yaml::Value;
         match v {
             Value::Mapping(m) => {
                 for (k, v) in m {
                     let k = match k {
                         Value::String(s) => s.clone(),
-                        other => serde_yaml::to_string(other).map_err(|e| e.to_string())?.trim().to_string(),
+                        other => serde_yaml::to_string(other)
+                            .map_err(|e| e.to_string())?
+                            .trim()
+                            .to_string(),
                     };
-                    let key = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+                    let key = if prefix.is_empty() {
+                        k
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     walk(&key, v, out)?;
                 }
             }
@@ -260,7 +296,11 @@ fn flatten_yaml(text: &str) -> std::result::Result<Vec<(String, String)>, String
             Value::Sequence(items) => {
                 let parts: Vec<String> = items
                     .iter()
-                    .map(|i| serde_yaml::to_string(i).map(|s| s.trim().to_string()).map_err(|e| e.to_string()))
+                    .map(|i| {
+                        serde_yaml::to_string(i)
+                            .map(|s| s.trim().to_string())
+                            .map_err(|e| e.to_string())
+                    })
                     .collect::<std::result::Result<_, _>>()?;
                 out.push((prefix.to_string(), parts.join(",")));
             }
@@ -298,7 +338,11 @@ mod tests {
     fn all_errors_reported_together() {
         let e = Config::load(
             None,
-            &["parallelism.default=zero".into(), "state.backend.type=leveldb".into(), "oops".into()],
+            &[
+                "parallelism.default=zero".into(),
+                "state.backend.type=leveldb".into(),
+                "oops".into(),
+            ],
         )
         .unwrap_err()
         .to_string();

@@ -157,7 +157,10 @@ mod tests {
     #[test]
     fn stable_hash_is_fixed_forever() {
         // These values pin the algorithm: changing them breaks restoring old savepoints.
-        assert_eq!(key_group_of("hello", 128), key_group_of(&"hello".to_string(), 128));
+        assert_eq!(
+            key_group_of("hello", 128),
+            key_group_of(&"hello".to_string(), 128)
+        );
         assert_ne!(stable_hash("hello"), stable_hash("hellp"));
         assert_eq!(stable_hash("hello"), 0xca9a_826f_c58f_4ef2);
         assert_eq!(stable_hash(&42u64), 0x2558_5839_4b61_ab76);

@@ -76,7 +76,10 @@ impl JobPlan {
         let mut uids = HashSet::new();
         for (i, n) in self.nodes.iter().enumerate() {
             if n.id != i {
-                return bad(format!("operator '{}' has id {} at position {i}", n.uid, n.id));
+                return bad(format!(
+                    "operator '{}' has id {} at position {i}",
+                    n.uid, n.id
+                ));
             }
             if n.uid.is_empty() {
                 return bad(format!("operator #{i} ('{}') has an empty uid", n.name));
@@ -105,7 +108,10 @@ impl JobPlan {
             }
             for e in &n.inputs {
                 let Some(up) = self.nodes.get(e.from) else {
-                    return bad(format!("operator '{}' reads from unknown operator #{}", n.uid, e.from));
+                    return bad(format!(
+                        "operator '{}' reads from unknown operator #{}",
+                        n.uid, e.from
+                    ));
                 };
                 if e.partitioning == Partitioning::Forward && up.parallelism != n.parallelism {
                     return bad(format!(
@@ -141,7 +147,9 @@ impl JobPlan {
             }
         }
         if order.len() != n {
-            let on_cycle = (0..n).find(|&i| indegree[i] > 0).expect("a node with inputs left");
+            let on_cycle = (0..n)
+                .find(|&i| indegree[i] > 0)
+                .expect("a node with inputs left");
             return Err(SluiceError::InvalidGraph(format!(
                 "the job graph has a cycle through operator '{}'",
                 self.nodes[on_cycle].uid
@@ -205,7 +213,10 @@ mod tests {
             node(2, "b", NodeKind::Operator, 1, &[1]),
         ]);
         let e = p.validate().unwrap_err().to_string();
-        assert!(e.contains("cycle") && (e.contains("'a'") || e.contains("'b'")), "{e}");
+        assert!(
+            e.contains("cycle") && (e.contains("'a'") || e.contains("'b'")),
+            "{e}"
+        );
     }
 
     #[test]
@@ -214,13 +225,21 @@ mod tests {
             node(0, "src", NodeKind::Source, 1, &[]),
             node(1, "src", NodeKind::Sink, 1, &[0]),
         ]);
-        assert!(p.validate().unwrap_err().to_string().contains("duplicate uid 'src'"));
+        assert!(
+            p.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("duplicate uid 'src'")
+        );
         let p = plan(vec![
             node(0, "src", NodeKind::Source, 1, &[]),
             node(1, "wide", NodeKind::Sink, 200, &[0]),
         ]);
         let e = p.validate().unwrap_err().to_string();
-        assert!(e.contains("'wide'") && e.contains("200") && e.contains("128"), "{e}");
+        assert!(
+            e.contains("'wide'") && e.contains("200") && e.contains("128"),
+            "{e}"
+        );
     }
 
     #[test]

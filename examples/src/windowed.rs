@@ -16,7 +16,11 @@ pub fn click(i: u64, users: u64, step_ms: i64, delay_ms: i64) -> Click {
     let base = i as i64 * step_ms;
     Click {
         user: format!("user{}", i % users),
-        timestamp_ms: if i % 7 == 3 { (base - delay_ms).max(0) } else { base },
+        timestamp_ms: if i % 7 == 3 {
+            (base - delay_ms).max(0)
+        } else {
+            base
+        },
     }
 }
 

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use sluice::prelude::*;
-use sluice::{SluiceError, SinkHandle};
+use sluice::{SinkHandle, SluiceError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct WordCount {
@@ -22,9 +22,14 @@ impl fmt::Display for WordCount {
 pub fn tokenize(lines: &DataStream<String>, fail_on: Option<String>) -> DataStream<(String, u64)> {
     lines
         .try_flat_map(move |line: String, out: &mut Collector<(String, u64)>| {
-            for word in line.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+            for word in line
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+            {
                 if fail_on.as_deref() == Some(word) {
-                    return Err(SluiceError::job(format!("saw the word '{word}' (--fail-on)")));
+                    return Err(SluiceError::job(format!(
+                        "saw the word '{word}' (--fail-on)"
+                    )));
                 }
                 out.collect((word.to_lowercase(), 1));
             }

@@ -53,9 +53,11 @@ impl JobClient {
 
     /// Waits for the job to end.
     pub fn wait(self) -> Result<JobResult> {
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Err(SluiceError::Internal("the job driver thread panicked".into())))
+        self.thread.join().unwrap_or_else(|_| {
+            Err(SluiceError::Internal(
+                "the job driver thread panicked".into(),
+            ))
+        })
     }
 }
 
@@ -97,11 +99,20 @@ pub(crate) fn new_job_id() -> String {
     for i in 0..2u64 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(i);
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
         out.push_str(&format!("{:016x}", h.finish()));
     }
     out
 }
+
+/// An edge leaving a node: its runtime, the consumer's parallelism, and each producer
+/// subtask's senders (taken by that subtask's thread).
+type OutgoingEdge = (Arc<dyn EdgeRuntime>, usize, Vec<Option<AnySend>>);
 
 /// What a subtask thread needs to build one operator context (all `Send`).
 #[derive(Clone)]
@@ -109,7 +120,6 @@ struct NodeInfo {
     uid: String,
     name: String,
     parallelism: usize,
-    keyed: bool,
 }
 
 /// Runs the job in the background; the plan is validated before this returns.
@@ -120,7 +130,13 @@ pub(crate) fn submit(graph: &Graph, job_name: &str, config: Config) -> Result<Jo
     let cancel = Arc::new(AtomicBool::new(false));
     let user_cancelled = Arc::new(AtomicBool::new(false));
     let metrics: MetricsRegistry = Arc::default();
-    let (c, u, m, id, name) = (cancel.clone(), user_cancelled.clone(), metrics.clone(), job_id.clone(), job_name.to_string());
+    let (c, u, m, id, name) = (
+        cancel.clone(),
+        user_cancelled.clone(),
+        metrics.clone(),
+        job_id.clone(),
+        job_name.to_string(),
+    );
     let thread = std::thread::Builder::new()
         .name(format!("job {job_id}"))
         .spawn(move || run(resolved, &id, &name, config, c, u, m))
@@ -154,17 +170,23 @@ fn run(
         .join(format!("sluice-job-{job_id}"));
     let max = plan.max_parallelism;
 
-    // Channels of every edge into a chain head.
-    // outgoing[node] = (edge runtime, consumers, per-producer senders)
-    let mut outgoing: Vec<Vec<(Arc<dyn EdgeRuntime>, usize, Vec<Option<AnySend>>)>> =
-        (0..plan.nodes.len()).map(|_| Vec::new()).collect();
-    let mut incoming: Vec<Vec<Vec<AnySend>>> = plan.nodes.iter().map(|n| (0..n.parallelism).map(|_| Vec::new()).collect()).collect();
+    // Channels of every edge into a chain head, by producing node.
+    let mut outgoing: Vec<Vec<OutgoingEdge>> = (0..plan.nodes.len()).map(|_| Vec::new()).collect();
+    let mut incoming: Vec<Vec<Vec<AnySend>>> = plan
+        .nodes
+        .iter()
+        .map(|n| (0..n.parallelism).map(|_| Vec::new()).collect())
+        .collect();
     for node in &plan.nodes {
         for (k, e) in node.inputs.iter().enumerate() {
             let rt = resolved.edges[node.id][k].clone();
             let producers = plan.nodes[e.from].parallelism;
             let (senders, receivers) = rt.channels(producers, node.parallelism);
-            outgoing[e.from].push((rt, node.parallelism, senders.into_iter().map(Some).collect()));
+            outgoing[e.from].push((
+                rt,
+                node.parallelism,
+                senders.into_iter().map(Some).collect(),
+            ));
             for (j, r) in receivers.into_iter().enumerate() {
                 incoming[node.id][j].push(r);
             }
@@ -178,7 +200,6 @@ fn run(
             uid: n.uid.clone(),
             name: n.name.clone(),
             parallelism: n.parallelism,
-            keyed: n.keyed,
         })
         .collect();
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<(String, Result<()>)>();
@@ -191,7 +212,13 @@ fn run(
         for s in 0..task.parallelism {
             let outs: Vec<(Arc<dyn EdgeRuntime>, usize, AnySend)> = outgoing[tail]
                 .iter_mut()
-                .map(|(rt, consumers, senders)| (rt.clone(), *consumers, senders[s].take().expect("senders taken once")))
+                .map(|(rt, consumers, senders)| {
+                    (
+                        rt.clone(),
+                        *consumers,
+                        senders[s].take().expect("senders taken once"),
+                    )
+                })
                 .collect();
             let receivers = std::mem::take(&mut incoming[head][s]);
             let chain: Vec<(usize, NodeInfo, Arc<OperatorMetrics>)> = task
@@ -212,7 +239,12 @@ fn run(
             let done = done_tx.clone();
             let task_id = task.id;
             let handle = std::thread::Builder::new()
-                .name(format!("{} {}/{}", infos[head].uid, s + 1, task.parallelism))
+                .name(format!(
+                    "{} {}/{}",
+                    infos[head].uid,
+                    s + 1,
+                    task.parallelism
+                ))
                 .spawn(move || {
                     let name = task_name.clone();
                     let result = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
@@ -228,16 +260,18 @@ fn run(
                             c.metrics = m.clone();
                             c.local_dir = local_dir.clone();
                             c.set_task_shared(timer.clone(), Rc::clone(&snapshots));
-                            let _ = info.keyed;
                             c
                         };
-                        let (_, _, tail_rt_idx) = (0, 0, chain.last().expect("chain").0);
-                        let tail_rt = &runtimes[tail_rt_idx];
+                        let tail_rt = &runtimes[chain.last().expect("a chain has nodes").0];
                         let mut writers = Vec::new();
                         for (rt, consumers, senders) in outs {
                             writers.push(rt.writer(senders, s, consumers, max, cancel.clone())?);
                         }
-                        let mut downstream = if writers.is_empty() { tail_rt.terminal() } else { tail_rt.fanout(writers)? };
+                        let mut downstream = if writers.is_empty() {
+                            tail_rt.terminal()
+                        } else {
+                            tail_rt.fanout(writers)?
+                        };
                         for (pos, (n, info, m)) in chain.iter().enumerate().rev() {
                             if pos == 0 && is_source {
                                 break;
@@ -257,7 +291,11 @@ fn run(
                         };
                         let (head_node, head_info, head_m) = &chain[0];
                         if is_source {
-                            runtimes[*head_node].run_source(make_ctx(head_info, head_m), downstream, env)
+                            runtimes[*head_node].run_source(
+                                make_ctx(head_info, head_m),
+                                downstream,
+                                env,
+                            )
                         } else {
                             runtimes[*head_node].run_input(receivers, downstream, env)
                         }
@@ -308,7 +346,11 @@ fn run(
     Ok(JobResult {
         job_id: job_id.to_string(),
         job_name: job_name.to_string(),
-        status: if cancelled_by_user { JobStatus::Canceled } else { JobStatus::Finished },
+        status: if cancelled_by_user {
+            JobStatus::Canceled
+        } else {
+            JobStatus::Finished
+        },
         duration: started.elapsed(),
         metrics: sum_metrics(&registry.lock()),
     })

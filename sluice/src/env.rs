@@ -87,14 +87,23 @@ impl StreamEnv {
     }
 
     /// Like [`StreamEnv::add_source`] for sources that cannot run in parallel.
-    pub fn add_non_parallel_source<S: Source, F>(&self, name: &str, factory: F) -> DataStream<S::Out>
+    pub fn add_non_parallel_source<S: Source, F>(
+        &self,
+        name: &str,
+        factory: F,
+    ) -> DataStream<S::Out>
     where
         F: Fn() -> S + Send + Sync + 'static,
     {
         self.add_source_with_limit(name, Some(1), factory)
     }
 
-    fn add_source_with_limit<S: Source, F>(&self, name: &str, max: Option<usize>, factory: F) -> DataStream<S::Out>
+    fn add_source_with_limit<S: Source, F>(
+        &self,
+        name: &str,
+        max: Option<usize>,
+        factory: F,
+    ) -> DataStream<S::Out>
     where
         F: Fn() -> S + Send + Sync + 'static,
     {
@@ -125,7 +134,9 @@ impl StreamEnv {
         F: Fn(u64) -> T + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.add_source("Generator", move || GeneratorSource::new(f.clone(), count, rate))
+        self.add_source("Generator", move || {
+            GeneratorSource::new(f.clone(), count, rate)
+        })
     }
 
     /// Text lines from a TCP socket (`host:port`), e.g. fed by `nc -lk PORT`; parallelism 1.
@@ -136,7 +147,11 @@ impl StreamEnv {
 
     /// Text lines from the files in `dir`. With `watch = Some(interval)` the directory is
     /// re-listed at that interval and new files are read too (the source never ends).
-    pub fn read_text_files(&self, dir: impl AsRef<Path>, watch: Option<std::time::Duration>) -> DataStream<String> {
+    pub fn read_text_files(
+        &self,
+        dir: impl AsRef<Path>,
+        watch: Option<std::time::Duration>,
+    ) -> DataStream<String> {
         let dir = dir.as_ref().to_path_buf();
         self.add_source("Files", move || FileSource::new(dir.clone(), watch))
     }
@@ -161,7 +176,10 @@ impl StreamEnv {
     /// The job plan as JSON (uids, operators, parallelism, edges), without running it.
     pub fn plan_json(&self, job_name: &str) -> Result<String> {
         let config = self.config.borrow();
-        let resolved = self.graph.borrow().resolve(job_name, config.parallelism, config.max_parallelism)?;
+        let resolved =
+            self.graph
+                .borrow()
+                .resolve(job_name, config.parallelism, config.max_parallelism)?;
         let mut plan = resolved.plan;
         plan.config = config.explicit().clone();
         Ok(plan.to_json())

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use sluice_core::{EdgePlan, JobPlan, NodeKind, NodePlan, Partitioning, Result, SluiceError};
-use sluice_worker::node::{EdgeRuntime, NodeRuntime, PlainEdge};
 use sluice_worker::Data;
+use sluice_worker::node::{EdgeRuntime, NodeRuntime, PlainEdge};
 
 /// How an edge wants records distributed; `Default` is forward when both sides have the same
 /// parallelism and rebalance otherwise (Flink's default).
@@ -65,18 +65,31 @@ impl Graph {
         let slug: String = self.nodes[id]
             .name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect();
         format!("{}-{id}", slug.trim_matches('-'))
     }
 
-    pub fn resolve(&self, job_name: &str, default_parallelism: usize, max_parallelism: usize) -> Result<ResolvedGraph> {
+    pub fn resolve(
+        &self,
+        job_name: &str,
+        default_parallelism: usize,
+        max_parallelism: usize,
+    ) -> Result<ResolvedGraph> {
         let mut nodes = Vec::with_capacity(self.nodes.len());
         let mut edges = Vec::with_capacity(self.nodes.len());
         let mut parallelism = Vec::with_capacity(self.nodes.len());
         for (id, n) in self.nodes.iter().enumerate() {
             let uid = n.uid.clone().unwrap_or_else(|| self.default_uid(id));
-            let p = n.parallelism.unwrap_or_else(|| default_parallelism.min(n.max_node_parallelism.unwrap_or(usize::MAX)));
+            let p = n.parallelism.unwrap_or_else(|| {
+                default_parallelism.min(n.max_node_parallelism.unwrap_or(usize::MAX))
+            });
             if let Some(max) = n.max_node_parallelism
                 && p > max
             {
@@ -91,10 +104,18 @@ impl Graph {
             for e in &n.inputs {
                 let (partitioning, rt) = match &e.kind {
                     EdgeKind::Keyed(rt) => (Partitioning::Hash, rt.clone()),
-                    EdgeKind::Rebalance => (Partitioning::Rebalance, (e.plain)(Partitioning::Rebalance)),
-                    EdgeKind::Broadcast => (Partitioning::Broadcast, (e.plain)(Partitioning::Broadcast)),
+                    EdgeKind::Rebalance => {
+                        (Partitioning::Rebalance, (e.plain)(Partitioning::Rebalance))
+                    }
+                    EdgeKind::Broadcast => {
+                        (Partitioning::Broadcast, (e.plain)(Partitioning::Broadcast))
+                    }
                     EdgeKind::Default => {
-                        let p = if parallelism[e.from] == p { Partitioning::Forward } else { Partitioning::Rebalance };
+                        let p = if parallelism[e.from] == p {
+                            Partitioning::Forward
+                        } else {
+                            Partitioning::Rebalance
+                        };
                         (p, (e.plain)(p))
                     }
                 };

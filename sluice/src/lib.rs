@@ -22,8 +22,8 @@ mod graph;
 mod stream;
 
 pub use embedded::{JobClient, JobResult};
-pub use sluice_am::JobStatus;
 pub use env::StreamEnv;
+pub use sluice_am::JobStatus;
 pub use stream::{DataStream, KeyedStream, SinkHandle, WindowedStream};
 
 pub use sluice_core::config::{self, Config, StateBackendKind};
@@ -35,13 +35,15 @@ pub use sluice_worker::operators::window::{
     AggregateFunction, CountAggregate, ReduceAggregate, SumAggregate, WindowAssigner, Windowed,
 };
 pub use sluice_worker::state::{ListState, MapState, ValueState};
-pub use sluice_worker::{Batch, Collector, Data, Key, Operator, OperatorContext, Source, SourcePoll};
+pub use sluice_worker::{
+    Batch, Collector, Data, Key, Operator, OperatorContext, Source, SourcePoll,
+};
 
 /// Everything a job usually needs.
 pub mod prelude {
     pub use crate::{
-        AggregateFunction, Collector, DataStream, KeyedProcessFunction, KeyedStream, ProcessContext, StreamEnv,
-        TimeDomain, WindowAssigner, Windowed,
+        AggregateFunction, Collector, DataStream, KeyedProcessFunction, KeyedStream,
+        ProcessContext, StreamEnv, TimeDomain, WindowAssigner, Windowed,
     };
     pub use std::time::Duration;
 }

@@ -18,7 +18,8 @@ use sluice_worker::operators::keyed::KeyedMerge;
 use sluice_worker::operators::process::{KeyedProcessFunction, KeyedProcessOperator};
 use sluice_worker::operators::watermarks::BoundedOutOfOrderness;
 use sluice_worker::operators::window::{
-    AggregateFunction, CountAggregate, ReduceAggregate, SumAggregate, WindowAssigner, WindowOperator, Windowed,
+    AggregateFunction, CountAggregate, ReduceAggregate, SumAggregate, WindowAssigner,
+    WindowOperator, Windowed,
 };
 use sluice_worker::{Collector, Data, Key, Operator};
 
@@ -59,7 +60,14 @@ impl<T: Data> DataStream<T> {
         }
     }
 
-    fn add<O, Op, F>(&self, name: &str, kind: NodeKind, inputs: Vec<EdgeDef>, keyed: bool, factory: F) -> DataStream<O>
+    fn add<O, Op, F>(
+        &self,
+        name: &str,
+        kind: NodeKind,
+        inputs: Vec<EdgeDef>,
+        keyed: bool,
+        factory: F,
+    ) -> DataStream<O>
     where
         O: Data,
         Op: Operator<In = T, Out = O>,
@@ -85,7 +93,13 @@ impl<T: Data> DataStream<T> {
         Op: Operator<In = T, Out = O>,
         F: Fn() -> Op + Send + Sync + 'static,
     {
-        self.add(name, NodeKind::Operator, vec![edge::<T>(self.node, EdgeKind::Default)], false, factory)
+        self.add(
+            name,
+            NodeKind::Operator,
+            vec![edge::<T>(self.node, EdgeKind::Default)],
+            false,
+            factory,
+        )
     }
 
     /// Sets the stable identity of the operator just added; state is matched to operators by it.
@@ -146,8 +160,18 @@ impl<T: Data> DataStream<T> {
     /// Merges this stream with others of the same type.
     pub fn union(&self, others: &[DataStream<T>]) -> DataStream<T> {
         let mut inputs = vec![edge::<T>(self.node, EdgeKind::Rebalance)];
-        inputs.extend(others.iter().map(|o| edge::<T>(o.node, EdgeKind::Rebalance)));
-        self.add("Union", NodeKind::Operator, inputs, false, Identity::<T>::default)
+        inputs.extend(
+            others
+                .iter()
+                .map(|o| edge::<T>(o.node, EdgeKind::Rebalance)),
+        );
+        self.add(
+            "Union",
+            NodeKind::Operator,
+            inputs,
+            false,
+            Identity::<T>::default,
+        )
     }
 
     /// Distributes records round-robin over the next operator's subtasks.
@@ -196,7 +220,11 @@ impl<T: Data> DataStream<T> {
 
     /// Event time: takes each record's timestamp from `timestamp` and emits watermarks that
     /// trail the largest timestamp seen by `max_out_of_orderness`.
-    pub fn assign_timestamps_and_watermarks<F>(&self, max_out_of_orderness: Duration, timestamp: F) -> DataStream<T>
+    pub fn assign_timestamps_and_watermarks<F>(
+        &self,
+        max_out_of_orderness: Duration,
+        timestamp: F,
+    ) -> DataStream<T>
     where
         F: Fn(&T) -> i64 + Clone + Send + Sync + 'static,
     {
@@ -210,7 +238,13 @@ impl<T: Data> DataStream<T> {
         Op: Operator<In = T, Out = ()>,
         F: Fn() -> Op + Send + Sync + 'static,
     {
-        let s = self.add(name, NodeKind::Sink, vec![edge::<T>(self.node, EdgeKind::Default)], false, factory);
+        let s = self.add(
+            name,
+            NodeKind::Sink,
+            vec![edge::<T>(self.node, EdgeKind::Default)],
+            false,
+            factory,
+        );
         SinkHandle { stream: s }
     }
 
@@ -240,18 +274,30 @@ impl<T: Data> DataStream<T> {
     }
 
     /// Writes records as text lines into rolling part files under `dir`.
-    pub fn write_text_files(&self, dir: impl AsRef<std::path::Path>, policy: RollingPolicy) -> SinkHandle
+    pub fn write_text_files(
+        &self,
+        dir: impl AsRef<std::path::Path>,
+        policy: RollingPolicy,
+    ) -> SinkHandle
     where
         T: Display,
     {
         let dir = dir.as_ref().to_path_buf();
-        self.sink("Sink: Files", move || FileSink::new(dir.clone(), policy, TextEncoder))
+        self.sink("Sink: Files", move || {
+            FileSink::new(dir.clone(), policy, TextEncoder)
+        })
     }
 
     /// Writes records as JSON lines into rolling part files under `dir`.
-    pub fn write_json_files(&self, dir: impl AsRef<std::path::Path>, policy: RollingPolicy) -> SinkHandle {
+    pub fn write_json_files(
+        &self,
+        dir: impl AsRef<std::path::Path>,
+        policy: RollingPolicy,
+    ) -> SinkHandle {
         let dir = dir.as_ref().to_path_buf();
-        self.sink("Sink: Files", move || FileSink::new(dir.clone(), policy, JsonEncoder))
+        self.sink("Sink: Files", move || {
+            FileSink::new(dir.clone(), policy, JsonEncoder)
+        })
     }
 
     /// Discards every record (benchmarks).
@@ -324,7 +370,8 @@ impl<T: Data, S: KeySelector<T>> KeyedStream<T, S> {
             self.stream.node,
             EdgeKind::Keyed(Arc::new(KeyedEdge::<T, S>::new(self.selector.clone()))),
         );
-        self.stream.add(name, NodeKind::Operator, vec![e], true, factory)
+        self.stream
+            .add(name, NodeKind::Operator, vec![e], true, factory)
     }
 
     /// Rolling reduce: emits the reduced value of the record's key after each record.
@@ -351,7 +398,9 @@ impl<T: Data, S: KeySelector<T>> KeyedStream<T, S> {
         P: Fn() -> F + Send + Sync + 'static,
     {
         let sel = self.selector.clone();
-        self.keyed("KeyedProcess", move || KeyedProcessOperator::new(sel.clone(), factory()))
+        self.keyed("KeyedProcess", move || {
+            KeyedProcessOperator::new(sel.clone(), factory())
+        })
     }
 
     /// Rolling count per key: `(key, count so far)`.
@@ -389,7 +438,14 @@ where
 {
     fn rolling(&self, name: &str, merge: fn(&mut N, N)) -> DataStream<(A, N)> {
         let sel = self.selector.clone();
-        self.keyed(name, move || KeyedMerge::new(sel.clone(), |r: &(A, N)| r.1, merge, |r: (A, N), v: N| (r.0, v)))
+        self.keyed(name, move || {
+            KeyedMerge::new(
+                sel.clone(),
+                |r: &(A, N)| r.1,
+                merge,
+                |r: (A, N), v: N| (r.0, v),
+            )
+        })
     }
 
     pub fn sum(&self) -> DataStream<(A, N)> {
@@ -421,11 +477,16 @@ pub struct WindowedStream<T, S> {
 
 impl<T: Data, S: KeySelector<T>> WindowedStream<T, S> {
     /// Aggregates each window incrementally with `agg`.
-    pub fn aggregate<A: AggregateFunction<T>>(&self, agg: A) -> DataStream<Windowed<S::Key, A::Out>> {
+    pub fn aggregate<A: AggregateFunction<T>>(
+        &self,
+        agg: A,
+    ) -> DataStream<Windowed<S::Key, A::Out>> {
         let sel = self.keyed.selector.clone();
         let assigner = self.assigner;
         let name = format!("Window({})", assigner.describe());
-        self.keyed.keyed(&name, move || WindowOperator::new(sel.clone(), assigner, agg.clone()))
+        self.keyed.keyed(&name, move || {
+            WindowOperator::new(sel.clone(), assigner, agg.clone())
+        })
     }
 
     pub fn count(&self) -> DataStream<Windowed<S::Key, u64>> {

@@ -16,15 +16,25 @@ fn duplicate_uid_is_rejected_naming_the_operator() {
 fn parallelism_above_max_parallelism_is_rejected() {
     let env = StreamEnv::new();
     env.set_max_parallelism(8);
-    env.generate_sequence(0, 10).map(|x: u64| x).uid("wide-map").set_parallelism(9).discard();
+    env.generate_sequence(0, 10)
+        .map(|x: u64| x)
+        .uid("wide-map")
+        .set_parallelism(9)
+        .discard();
     let e = env.execute("wide").unwrap_err().to_string();
-    assert!(e.contains("'wide-map'") && e.contains("max parallelism 8"), "{e}");
+    assert!(
+        e.contains("'wide-map'") && e.contains("max parallelism 8"),
+        "{e}"
+    );
 }
 
 #[test]
 fn non_parallel_source_rejects_parallelism() {
     let env = StreamEnv::new();
-    env.from_collection(vec![1u64]).uid("coll").set_parallelism(2).discard();
+    env.from_collection(vec![1u64])
+        .uid("coll")
+        .set_parallelism(2)
+        .discard();
     let e = env.execute("coll").unwrap_err().to_string();
     assert!(e.contains("'coll'") && e.contains("at most 1"), "{e}");
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sluice::prelude::*;
-use sluice::{MapState, ListState, ValueState};
+use sluice::{ListState, MapState, ValueState};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Ev {
@@ -15,7 +15,11 @@ struct Ev {
 }
 
 fn ev(key: &str, ts: i64, v: u64) -> Ev {
-    Ev { key: key.into(), ts, v }
+    Ev {
+        key: key.into(),
+        ts,
+        v,
+    }
 }
 
 /// Emits one record per poll, so the watermark generated after each batch follows each record
@@ -27,17 +31,29 @@ struct OneByOne<T> {
 
 impl<T: sluice::Data> sluice::Source for OneByOne<T> {
     type Out = T;
-    fn poll_next(&mut self, out: &mut Collector<T>, _max: usize, _ctx: &mut sluice::OperatorContext) -> sluice::Result<sluice::SourcePoll> {
+    fn poll_next(
+        &mut self,
+        out: &mut Collector<T>,
+        _max: usize,
+        _ctx: &mut sluice::OperatorContext,
+    ) -> sluice::Result<sluice::SourcePoll> {
         if let Some(r) = self.items.get(self.next) {
             out.collect(r.clone());
             self.next += 1;
         }
-        Ok(if self.next < self.items.len() { sluice::SourcePoll::More } else { sluice::SourcePoll::Finished })
+        Ok(if self.next < self.items.len() {
+            sluice::SourcePoll::More
+        } else {
+            sluice::SourcePoll::Finished
+        })
     }
 }
 
 fn one_by_one<T: sluice::Data>(env: &StreamEnv, items: Vec<T>) -> DataStream<T> {
-    env.add_non_parallel_source("OneByOne", move || OneByOne { items: items.clone(), next: 0 })
+    env.add_non_parallel_source("OneByOne", move || OneByOne {
+        items: items.clone(),
+        next: 0,
+    })
 }
 
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
@@ -72,7 +88,11 @@ fn tumbling_windows_fire_exactly_and_drop_late_records() {
             .uid("sums")
             .collect();
         let r = env.execute("tumbling").unwrap();
-        let got: Vec<(String, i64, i64, u64)> = sums.get().into_iter().map(|w| (w.key, w.start, w.end, w.value)).collect();
+        let got: Vec<(String, i64, i64, u64)> = sums
+            .get()
+            .into_iter()
+            .map(|w| (w.key, w.start, w.end, w.value))
+            .collect();
         assert_eq!(
             sorted(got),
             sorted(vec![
@@ -97,13 +117,22 @@ fn sliding_windows_count_each_record_in_every_window() {
         .from_collection(events)
         .assign_timestamps_and_watermarks(Duration::ZERO, |e: &Ev| e.ts)
         .key_by_field(|e: &Ev| &e.key)
-        .window(WindowAssigner::sliding(Duration::from_secs(10), Duration::from_secs(5)))
+        .window(WindowAssigner::sliding(
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+        ))
         .count()
         .collect();
     env.execute("sliding").unwrap();
-    let got: BTreeMap<i64, u64> = counts.get().into_iter().map(|w| (w.start, w.value)).collect();
+    let got: BTreeMap<i64, u64> = counts
+        .get()
+        .into_iter()
+        .map(|w| (w.start, w.value))
+        .collect();
     // Windows of 10 s every 5 s over timestamps 0..19 s.
-    let expected: BTreeMap<i64, u64> = [(-5000, 5), (0, 10), (5000, 10), (10_000, 10), (15_000, 5)].into_iter().collect();
+    let expected: BTreeMap<i64, u64> = [(-5000, 5), (0, 10), (5000, 10), (10_000, 10), (15_000, 5)]
+        .into_iter()
+        .collect();
     assert_eq!(got, expected);
 }
 
@@ -114,7 +143,6 @@ struct SessionSum {
     distinct: Option<MapState<String, u64, u32>>,
     all: Option<ListState<String, u64>>,
 }
-
 
 impl KeyedProcessFunction<String, Ev, (String, u64, usize, usize)> for SessionSum {
     fn open(&mut self, ctx: &mut ProcessContext<String>) -> sluice::Result<()> {
@@ -183,7 +211,11 @@ fn keyed_process_function_with_state_and_event_timers() {
             .assign_timestamps_and_watermarks(Duration::ZERO, |e: &Ev| e.ts)
             .set_parallelism(1)
             .key_by_field(|e: &Ev| &e.key)
-            .process(|| SessionSum { sum: None, distinct: None, all: None })
+            .process(|| SessionSum {
+                sum: None,
+                distinct: None,
+                all: None,
+            })
             .collect();
         env.execute("process").unwrap();
         assert_eq!(

@@ -18,13 +18,13 @@ fn map_filter_flat_map_union_rebalance_in_parallel() {
     let out = a
         .union(&[b])
         .rebalance()
-        .filter(|x: &u64| x % 2 == 0)
+        .filter(|x: &u64| x.is_multiple_of(2))
         .flat_map(|x: u64| vec![x, x + 1_000_000])
         .map(|x: u64| x * 10);
     let (got, _) = out.collect();
     env.execute("pipeline").unwrap();
     let mut expected = Vec::new();
-    for x in (0u64..1100).filter(|x| x % 2 == 0) {
+    for x in (0u64..1100).filter(|x| x.is_multiple_of(2)) {
         expected.push(x * 10);
         expected.push((x + 1_000_000) * 10);
     }
@@ -37,14 +37,19 @@ fn keyed_rolling_aggregations_match_a_sequential_run() {
         let env = StreamEnv::new();
         env.set_parallelism(4);
         env.set("state.backend.type", backend).unwrap();
-        let input: Vec<(String, i64)> = (0..5000i64).map(|i| (format!("k{}", i % 37), (i * 7919) % 1000 - 500)).collect();
+        let input: Vec<(String, i64)> = (0..5000i64)
+            .map(|i| (format!("k{}", i % 37), (i * 7919) % 1000 - 500))
+            .collect();
         let src = env.from_collection(input.clone());
         let keyed = src.key_by_field(|r: &(String, i64)| &r.0);
         let (sums, _) = keyed.sum().collect();
         let (mins, _) = keyed.min().collect();
         let (maxs, _) = keyed.max().collect();
-        let (counts, _) = src.key_by(|r: &(String, i64)| r.0.clone()).count().collect();
-        let (reduced, _) = keyed.reduce(|a, b| (a.0, a.1.max(b.1) * 0 + a.1 + b.1)).collect();
+        let (counts, _) = src
+            .key_by(|r: &(String, i64)| r.0.clone())
+            .count()
+            .collect();
+        let (reduced, _) = keyed.reduce(|a, b| (a.0, a.1 + b.1)).collect();
         env.execute("keyed").unwrap();
 
         // Every update is emitted; the last per key is the total. Per key, updates arrive in order.
@@ -63,7 +68,11 @@ fn keyed_rolling_aggregations_match_a_sequential_run() {
             *m = (*m).max(*v);
             *cnt.entry(k.clone()).or_insert(0) += 1;
         }
-        assert_eq!(sorted(sums.get()), sorted(expected_sums.clone()), "{backend}");
+        assert_eq!(
+            sorted(sums.get()),
+            sorted(expected_sums.clone()),
+            "{backend}"
+        );
         assert_eq!(sorted(reduced.get()), sorted(expected_sums), "{backend}");
         let last = |v: Vec<(String, i64)>| -> BTreeMap<String, i64> {
             let mut m = BTreeMap::new();
@@ -75,11 +84,15 @@ fn keyed_rolling_aggregations_match_a_sequential_run() {
         // Per-key order is preserved through the keyed exchange, so the last update is final.
         assert_eq!(last(mins.get()), min, "{backend}");
         assert_eq!(last(maxs.get()), max, "{backend}");
-        let final_counts: BTreeMap<String, u64> = counts.get().into_iter().fold(BTreeMap::new(), |mut m, (k, c)| {
-            let e = m.entry(k).or_insert(0);
-            *e = (*e).max(c);
-            m
-        });
+        let final_counts: BTreeMap<String, u64> =
+            counts
+                .get()
+                .into_iter()
+                .fold(BTreeMap::new(), |mut m, (k, c)| {
+                    let e = m.entry(k).or_insert(0);
+                    *e = (*e).max(c);
+                    m
+                });
         assert_eq!(final_counts, cnt, "{backend}");
         assert_eq!(counts.len(), 5000);
     }
@@ -116,7 +129,11 @@ mod sluice_examples_shim {
     use sluice::prelude::*;
     pub fn counts(lines: &DataStream<String>) -> DataStream<(String, u64)> {
         lines
-            .flat_map(|l: String| l.split(' ').map(|w| (w.to_string(), 1u64)).collect::<Vec<_>>())
+            .flat_map(|l: String| {
+                l.split(' ')
+                    .map(|w| (w.to_string(), 1u64))
+                    .collect::<Vec<_>>()
+            })
             .key_by_field(|r: &(String, u64)| &r.0)
             .sum()
     }

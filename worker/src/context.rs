@@ -65,7 +65,11 @@ impl OperatorContext {
     }
 
     /// Shares the task-wide timer cell and snapshot collector with this operator.
-    pub fn set_task_shared(&mut self, next_processing_timer: Rc<Cell<i64>>, snapshots: SnapshotCollector) {
+    pub fn set_task_shared(
+        &mut self,
+        next_processing_timer: Rc<Cell<i64>>,
+        snapshots: SnapshotCollector,
+    ) {
         self.next_processing_timer = next_processing_timer;
         self.snapshots = snapshots;
     }

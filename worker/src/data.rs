@@ -23,17 +23,26 @@ pub struct Batch<T> {
 
 impl<T> Default for Batch<T> {
     fn default() -> Self {
-        Batch { data: Vec::new(), ts: Vec::new() }
+        Batch {
+            data: Vec::new(),
+            ts: Vec::new(),
+        }
     }
 }
 
 impl<T> Batch<T> {
     pub fn with_capacity(n: usize) -> Self {
-        Batch { data: Vec::with_capacity(n), ts: Vec::new() }
+        Batch {
+            data: Vec::with_capacity(n),
+            ts: Vec::new(),
+        }
     }
 
     pub fn from_vec(data: Vec<T>) -> Self {
-        Batch { data, ts: Vec::new() }
+        Batch {
+            data,
+            ts: Vec::new(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -72,7 +81,9 @@ impl<T> Batch<T> {
     pub fn into_iter_ts(self) -> impl Iterator<Item = (T, Option<i64>)> {
         let has = !self.ts.is_empty();
         let mut ts = self.ts.into_iter();
-        self.data.into_iter().map(move |r| (r, if has { ts.next() } else { None }))
+        self.data
+            .into_iter()
+            .map(move |r| (r, if has { ts.next() } else { None }))
     }
 
     pub fn clear(&mut self) {
@@ -95,7 +106,9 @@ pub enum BarrierKind {
     Checkpoint,
     Savepoint,
     /// Savepoint after which the job stops; with `drain`, a max watermark precedes it.
-    StopWithSavepoint { drain: bool },
+    StopWithSavepoint {
+        drain: bool,
+    },
 }
 
 /// One element of a channel between tasks.

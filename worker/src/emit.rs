@@ -138,10 +138,14 @@ impl<T: Clone> Emit<T> for Fanout<T> {
         self.outputs.iter_mut().try_for_each(|o| o.barrier(b))
     }
     fn processing_time(&mut self, now: i64) -> Result<()> {
-        self.outputs.iter_mut().try_for_each(|o| o.processing_time(now))
+        self.outputs
+            .iter_mut()
+            .try_for_each(|o| o.processing_time(now))
     }
     fn checkpoint_complete(&mut self, id: u64) -> Result<()> {
-        self.outputs.iter_mut().try_for_each(|o| o.checkpoint_complete(id))
+        self.outputs
+            .iter_mut()
+            .try_for_each(|o| o.checkpoint_complete(id))
     }
     fn flush(&mut self) -> Result<()> {
         self.outputs.iter_mut().try_for_each(|o| o.flush())

@@ -29,7 +29,11 @@ pub struct EdgeChannels<T> {
     pub receivers: Vec<Vec<Receiver<Event<T>>>>,
 }
 
-pub fn edge_channels<T>(producers: usize, consumers: usize, partitioning: Partitioning) -> EdgeChannels<T> {
+pub fn edge_channels<T>(
+    producers: usize,
+    consumers: usize,
+    partitioning: Partitioning,
+) -> EdgeChannels<T> {
     let mut senders: Vec<Vec<_>> = (0..producers).map(|_| Vec::new()).collect();
     let mut receivers: Vec<Vec<_>> = (0..consumers).map(|_| Vec::new()).collect();
     for (i, s) in senders.iter_mut().enumerate() {
@@ -130,7 +134,12 @@ pub struct ExchangeWriter<T, P> {
 }
 
 impl<T: Clone + 'static, P: Partitioner<T>> ExchangeWriter<T, P> {
-    pub fn new(senders: Vec<(usize, Sender<Event<T>>)>, consumers: usize, partitioner: P, cancel: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        senders: Vec<(usize, Sender<Event<T>>)>,
+        consumers: usize,
+        partitioner: P,
+        cancel: Arc<AtomicBool>,
+    ) -> Self {
         let broadcast = std::any::TypeId::of::<P>() == std::any::TypeId::of::<Broadcast>();
         let mut target_index = vec![usize::MAX; consumers];
         let mut targets = Vec::with_capacity(senders.len());
@@ -138,7 +147,9 @@ impl<T: Clone + 'static, P: Partitioner<T>> ExchangeWriter<T, P> {
             target_index[consumer] = slot;
             targets.push(tx);
         }
-        let buffers = (0..targets.len()).map(|_| Batch::with_capacity(BATCH_SIZE)).collect();
+        let buffers = (0..targets.len())
+            .map(|_| Batch::with_capacity(BATCH_SIZE))
+            .collect();
         ExchangeWriter {
             targets,
             consumers,

@@ -36,7 +36,7 @@ pub trait KeySelector<T>: Clone + Send + Sync + 'static {
     /// The stable hash of the record's key.
     #[inline]
     fn hash_of(&self, record: &T) -> u64 {
-        self.with_key(record, |k| stable_hash(k))
+        self.with_key(record, stable_hash)
     }
 }
 

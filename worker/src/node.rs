@@ -13,7 +13,7 @@ use sluice_core::{Result, SluiceError};
 use crate::context::OperatorContext;
 use crate::data::{Data, Event};
 use crate::emit::{Emit, Fanout, Terminal};
-use crate::exchange::{ByKey, Broadcast, ExchangeWriter, Partitioner, RoundRobin, edge_channels};
+use crate::exchange::{Broadcast, ByKey, ExchangeWriter, Partitioner, RoundRobin, edge_channels};
 use crate::key::KeySelector;
 use crate::operator::{Operator, OperatorNode};
 use crate::source::Source;
@@ -45,7 +45,9 @@ pub trait NodeRuntime: Send + Sync {
 }
 
 fn take_emit<T: 'static>(e: AnyEmit, what: &str) -> Result<Box<dyn Emit<T>>> {
-    e.downcast::<Box<dyn Emit<T>>>().map(|b| *b).map_err(|_| mismatch(what))
+    e.downcast::<Box<dyn Emit<T>>>()
+        .map(|b| *b)
+        .map_err(|_| mismatch(what))
 }
 
 fn give_emit<T: 'static>(e: Box<dyn Emit<T>>) -> AnyEmit {
@@ -75,7 +77,10 @@ impl<Op: Operator, F: Fn() -> Op + Send + Sync> NodeRuntime for OperatorRuntime<
     }
 
     fn run_source(&self, ctx: OperatorContext, _d: AnyEmit, _env: TaskEnv) -> Result<()> {
-        Err(SluiceError::Internal(format!("operator '{}' is not a source", ctx.uid)))
+        Err(SluiceError::Internal(format!(
+            "operator '{}' is not a source",
+            ctx.uid
+        )))
     }
 
     fn run_input(&self, receivers: Vec<AnySend>, head: AnyEmit, env: TaskEnv) -> Result<()> {
@@ -95,7 +100,9 @@ fn run_typed_input<T: Data>(receivers: Vec<AnySend>, head: AnyEmit, env: TaskEnv
     let head = take_emit::<T>(head, &env.name)?;
     let mut inputs: Vec<Receiver<Event<T>>> = Vec::new();
     for r in receivers {
-        let rs = r.downcast::<Vec<Receiver<Event<T>>>>().map_err(|_| mismatch(&env.name))?;
+        let rs = r
+            .downcast::<Vec<Receiver<Event<T>>>>()
+            .map_err(|_| mismatch(&env.name))?;
         inputs.extend(*rs);
     }
     run_input_task(inputs, head, env)
@@ -130,7 +137,10 @@ impl<S: Source, F: Fn() -> S + Send + Sync> SourceRuntime<S, F> {
 
 impl<S: Source, F: Fn() -> S + Send + Sync> NodeRuntime for SourceRuntime<S, F> {
     fn build_link(&self, ctx: OperatorContext, _d: AnyEmit) -> Result<AnyEmit> {
-        Err(SluiceError::Internal(format!("source '{}' cannot be chained after another operator", ctx.uid)))
+        Err(SluiceError::Internal(format!(
+            "source '{}' cannot be chained after another operator",
+            ctx.uid
+        )))
     }
 
     fn run_source(&self, ctx: OperatorContext, downstream: AnyEmit, env: TaskEnv) -> Result<()> {
@@ -139,7 +149,10 @@ impl<S: Source, F: Fn() -> S + Send + Sync> NodeRuntime for SourceRuntime<S, F> 
     }
 
     fn run_input(&self, _r: Vec<AnySend>, _h: AnyEmit, env: TaskEnv) -> Result<()> {
-        Err(SluiceError::Internal(format!("source {} has no inputs", env.name)))
+        Err(SluiceError::Internal(format!(
+            "source {} has no inputs",
+            env.name
+        )))
     }
 
     fn fanout(&self, outputs: Vec<AnyEmit>) -> Result<AnyEmit> {
@@ -157,8 +170,14 @@ pub trait EdgeRuntime: Send + Sync {
     /// `(per producer: its senders, per consumer: its receivers)`.
     fn channels(&self, producers: usize, consumers: usize) -> (Vec<AnySend>, Vec<AnySend>);
     /// The writer of producer `subtask` over `senders`, as a `Box<dyn Emit<T>>`.
-    fn writer(&self, senders: AnySend, subtask: usize, consumers: usize, max_parallelism: usize, cancel: Arc<AtomicBool>)
-    -> Result<AnyEmit>;
+    fn writer(
+        &self,
+        senders: AnySend,
+        subtask: usize,
+        consumers: usize,
+        max_parallelism: usize,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<AnyEmit>;
 }
 
 /// Forward, rebalance and broadcast edges.
@@ -169,7 +188,10 @@ pub struct PlainEdge<T> {
 
 impl<T: Data> PlainEdge<T> {
     pub fn new(partitioning: Partitioning) -> Self {
-        assert!(partitioning != Partitioning::Hash, "hash edges need a key selector");
+        assert!(
+            partitioning != Partitioning::Hash,
+            "hash edges need a key selector"
+        );
         PlainEdge {
             partitioning,
             _t: std::marker::PhantomData,
@@ -179,11 +201,21 @@ impl<T: Data> PlainEdge<T> {
 
 type Senders<T> = Vec<(usize, Sender<Event<T>>)>;
 
-fn split_channels<T: Data>(producers: usize, consumers: usize, p: Partitioning) -> (Vec<AnySend>, Vec<AnySend>) {
+fn split_channels<T: Data>(
+    producers: usize,
+    consumers: usize,
+    p: Partitioning,
+) -> (Vec<AnySend>, Vec<AnySend>) {
     let ch = edge_channels::<T>(producers, consumers, p);
     (
-        ch.senders.into_iter().map(|s| Box::new(s) as AnySend).collect(),
-        ch.receivers.into_iter().map(|r| Box::new(r) as AnySend).collect(),
+        ch.senders
+            .into_iter()
+            .map(|s| Box::new(s) as AnySend)
+            .collect(),
+        ch.receivers
+            .into_iter()
+            .map(|r| Box::new(r) as AnySend)
+            .collect(),
     )
 }
 
@@ -193,8 +225,15 @@ fn make_writer<T: Data, P: Partitioner<T>>(
     partitioner: P,
     cancel: Arc<AtomicBool>,
 ) -> Result<AnyEmit> {
-    let s = senders.downcast::<Senders<T>>().map_err(|_| mismatch("an exchange"))?;
-    Ok(give_emit::<T>(Box::new(ExchangeWriter::new(*s, consumers, partitioner, cancel))))
+    let s = senders
+        .downcast::<Senders<T>>()
+        .map_err(|_| mismatch("an exchange"))?;
+    Ok(give_emit::<T>(Box::new(ExchangeWriter::new(
+        *s,
+        consumers,
+        partitioner,
+        cancel,
+    ))))
 }
 
 impl<T: Data> EdgeRuntime for PlainEdge<T> {
@@ -206,7 +245,14 @@ impl<T: Data> EdgeRuntime for PlainEdge<T> {
         split_channels::<T>(producers, consumers, self.partitioning)
     }
 
-    fn writer(&self, senders: AnySend, subtask: usize, consumers: usize, _max: usize, cancel: Arc<AtomicBool>) -> Result<AnyEmit> {
+    fn writer(
+        &self,
+        senders: AnySend,
+        subtask: usize,
+        consumers: usize,
+        _max: usize,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<AnyEmit> {
         match self.partitioning {
             Partitioning::Broadcast => make_writer::<T, _>(senders, consumers, Broadcast, cancel),
             _ => make_writer::<T, _>(senders, consumers, RoundRobin::starting_at(subtask), cancel),
@@ -238,7 +284,14 @@ impl<T: Data, S: KeySelector<T>> EdgeRuntime for KeyedEdge<T, S> {
         split_channels::<T>(producers, consumers, Partitioning::Hash)
     }
 
-    fn writer(&self, senders: AnySend, _subtask: usize, consumers: usize, max: usize, cancel: Arc<AtomicBool>) -> Result<AnyEmit> {
+    fn writer(
+        &self,
+        senders: AnySend,
+        _subtask: usize,
+        consumers: usize,
+        max: usize,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<AnyEmit> {
         let p = ByKey {
             selector: self.selector.clone(),
             max_parallelism: max,

@@ -53,17 +53,29 @@ pub trait Operator: 'static {
     }
 
     /// Synchronous part of a checkpoint: capture state as of the barrier. Keep it cheap.
-    fn snapshot_state(&mut self, _barrier: &Barrier, _ctx: &mut OperatorContext) -> Result<OperatorSnapshot> {
+    fn snapshot_state(
+        &mut self,
+        _barrier: &Barrier,
+        _ctx: &mut OperatorContext,
+    ) -> Result<OperatorSnapshot> {
         Ok(OperatorSnapshot::default())
     }
 
     /// Checkpoint `checkpoint_id` is complete everywhere: commit side effects (two-phase sinks).
-    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64, _ctx: &mut OperatorContext) -> Result<()> {
+    fn notify_checkpoint_complete(
+        &mut self,
+        _checkpoint_id: u64,
+        _ctx: &mut OperatorContext,
+    ) -> Result<()> {
         Ok(())
     }
 
     /// All input has arrived; emit what is still buffered.
-    fn end_input(&mut self, _out: &mut Collector<Self::Out>, _ctx: &mut OperatorContext) -> Result<()> {
+    fn end_input(
+        &mut self,
+        _out: &mut Collector<Self::Out>,
+        _ctx: &mut OperatorContext,
+    ) -> Result<()> {
         Ok(())
     }
 
@@ -83,7 +95,11 @@ pub struct OperatorNode<Op: Operator> {
 }
 
 impl<Op: Operator> OperatorNode<Op> {
-    pub fn open(mut op: Op, mut ctx: OperatorContext, next: Box<dyn Emit<Op::Out>>) -> Result<Self> {
+    pub fn open(
+        mut op: Op,
+        mut ctx: OperatorContext,
+        next: Box<dyn Emit<Op::Out>>,
+    ) -> Result<Self> {
         op.open(&mut ctx)?;
         ctx.restored = None;
         Ok(OperatorNode {
@@ -99,7 +115,10 @@ impl<Op: Operator> OperatorNode<Op> {
     fn push_out(&mut self) -> Result<()> {
         if !self.out.is_empty() {
             let b = self.out.take();
-            self.ctx.metrics.records_out.fetch_add(b.len() as u64, Ordering::Relaxed);
+            self.ctx
+                .metrics
+                .records_out
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
             self.next.batch(b)?;
         }
         if let Some(w) = self.out.watermark.take() {
@@ -127,15 +146,24 @@ impl<Op: Operator> Drop for OperatorNode<Op> {
 impl<Op: Operator> Emit<Op::In> for OperatorNode<Op> {
     #[inline]
     fn batch(&mut self, batch: Batch<Op::In>) -> Result<()> {
-        self.ctx.metrics.records_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.op.process_batch(batch, &mut self.out, &mut self.ctx)?;
+        self.ctx
+            .metrics
+            .records_in
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        // A user function's error names the operator that raised it.
+        let processed = self.op.process_batch(batch, &mut self.out, &mut self.ctx);
+        processed.map_err(|e| match e {
+            sluice_core::SluiceError::Job(message) => self.ctx.error(message),
+            e => e,
+        })?;
         self.push_out()
     }
 
     fn watermark(&mut self, watermark: i64) -> Result<()> {
         self.ctx.current_watermark = watermark;
         self.out.set_current_timestamp(None);
-        self.op.on_watermark(watermark, &mut self.out, &mut self.ctx)?;
+        self.op
+            .on_watermark(watermark, &mut self.out, &mut self.ctx)?;
         self.push_out()?;
         if watermark == crate::MAX_WATERMARK || self.op.forwards_watermarks() {
             self.next.watermark(watermark)?;
@@ -147,18 +175,23 @@ impl<Op: Operator> Emit<Op::In> for OperatorNode<Op> {
         // Output produced before the barrier belongs before it downstream.
         self.push_out()?;
         let snap = self.op.snapshot_state(&barrier, &mut self.ctx)?;
-        self.ctx.snapshots.borrow_mut().push((self.ctx.uid.clone(), snap));
+        self.ctx
+            .snapshots
+            .borrow_mut()
+            .push((self.ctx.uid.clone(), snap));
         self.next.barrier(barrier)
     }
 
     fn processing_time(&mut self, now_ms: i64) -> Result<()> {
-        self.op.on_processing_time(now_ms, &mut self.out, &mut self.ctx)?;
+        self.op
+            .on_processing_time(now_ms, &mut self.out, &mut self.ctx)?;
         self.push_out()?;
         self.next.processing_time(now_ms)
     }
 
     fn checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()> {
-        self.op.notify_checkpoint_complete(checkpoint_id, &mut self.ctx)?;
+        self.op
+            .notify_checkpoint_complete(checkpoint_id, &mut self.ctx)?;
         self.next.checkpoint_complete(checkpoint_id)
     }
 

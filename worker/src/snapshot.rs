@@ -44,7 +44,12 @@ impl OperatorSnapshot {
         self.operator_state.is_empty() && self.keyed.as_ref().is_none_or(|k| k.groups.is_empty())
     }
 
-    pub fn with_operator_state(mut self, name: &str, mode: Redistribution, items: Vec<Vec<u8>>) -> Self {
+    pub fn with_operator_state(
+        mut self,
+        name: &str,
+        mode: Redistribution,
+        items: Vec<Vec<u8>>,
+    ) -> Self {
         self.operator_state.push(OperatorStateEntry {
             name: name.to_string(),
             mode,
@@ -110,7 +115,8 @@ impl OperatorSnapshot {
                     .map(|(_, v)| v.clone())
                     .collect(),
             };
-            out.operator_state.push(OperatorStateEntry { name, mode, items });
+            out.operator_state
+                .push(OperatorStateEntry { name, mode, items });
         }
         out
     }
@@ -201,10 +207,16 @@ mod tests {
             b.groups.insert(kg, blob);
         }
         let old = vec![
-            OperatorSnapshot { keyed: Some(a), operator_state: vec![] }
-                .with_operator_state("pos", Redistribution::Split, vec![vec![0], vec![1]]),
-            OperatorSnapshot { keyed: Some(b), operator_state: vec![] }
-                .with_operator_state("pos", Redistribution::Split, vec![vec![2]]),
+            OperatorSnapshot {
+                keyed: Some(a),
+                operator_state: vec![],
+            }
+            .with_operator_state("pos", Redistribution::Split, vec![vec![0], vec![1]]),
+            OperatorSnapshot {
+                keyed: Some(b),
+                operator_state: vec![],
+            }
+            .with_operator_state("pos", Redistribution::Split, vec![vec![2]]),
         ];
         let mut seen = 0;
         let mut items = 0;

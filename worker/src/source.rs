@@ -28,15 +28,27 @@ pub trait Source: 'static {
     }
 
     /// Emit up to `max_records` records into `out`.
-    fn poll_next(&mut self, out: &mut Collector<Self::Out>, max_records: usize, ctx: &mut OperatorContext)
-    -> Result<SourcePoll>;
+    fn poll_next(
+        &mut self,
+        out: &mut Collector<Self::Out>,
+        max_records: usize,
+        ctx: &mut OperatorContext,
+    ) -> Result<SourcePoll>;
 
     /// The read position as of now (called between polls, so it matches what was emitted).
-    fn snapshot_state(&mut self, _barrier: &Barrier, _ctx: &mut OperatorContext) -> Result<OperatorSnapshot> {
+    fn snapshot_state(
+        &mut self,
+        _barrier: &Barrier,
+        _ctx: &mut OperatorContext,
+    ) -> Result<OperatorSnapshot> {
         Ok(OperatorSnapshot::default())
     }
 
-    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64, _ctx: &mut OperatorContext) -> Result<()> {
+    fn notify_checkpoint_complete(
+        &mut self,
+        _checkpoint_id: u64,
+        _ctx: &mut OperatorContext,
+    ) -> Result<()> {
         Ok(())
     }
 

@@ -114,7 +114,9 @@ pub fn run_source_task<S: Source>(
     let result = (|| -> Result<()> {
         loop {
             if env.cancelled() {
-                return Err(SluiceError::Cancelled { job: ctx.job_name.clone() });
+                return Err(SluiceError::Cancelled {
+                    job: ctx.job_name.clone(),
+                });
             }
             if let Some(cmds) = &env.commands {
                 loop {
@@ -146,7 +148,9 @@ pub fn run_source_task<S: Source>(
             let poll = source.poll_next(&mut out, BATCH_SIZE, &mut ctx)?;
             if !out.is_empty() {
                 let b = out.take();
-                ctx.metrics.records_out.fetch_add(b.len() as u64, Ordering::Relaxed);
+                ctx.metrics
+                    .records_out
+                    .fetch_add(b.len() as u64, Ordering::Relaxed);
                 head.batch(b)?;
             }
             match poll {

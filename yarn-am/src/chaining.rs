@@ -56,7 +56,11 @@ pub fn build_execution_plan(plan: &JobPlan) -> Result<ExecutionPlan> {
         match chained_to {
             Some(up) => {
                 let (task, pos) = placement[up];
-                debug_assert_eq!(pos + 1, tasks[task].nodes.len(), "chains only grow at the tail");
+                debug_assert_eq!(
+                    pos + 1,
+                    tasks[task].nodes.len(),
+                    "chains only grow at the tail"
+                );
                 tasks[task].nodes.push(id);
                 tasks[task].name.push_str(&format!(" -> {}", node.name));
                 placement[id] = (task, pos + 1);

@@ -20,6 +20,9 @@ pub enum JobStatus {
 impl JobStatus {
     /// Whether the job will never run again.
     pub fn is_globally_terminal(self) -> bool {
-        matches!(self, JobStatus::Failed | JobStatus::Canceled | JobStatus::Finished)
+        matches!(
+            self,
+            JobStatus::Failed | JobStatus::Canceled | JobStatus::Finished
+        )
     }
 }

@@ -36,10 +36,18 @@ fn main() -> Result<()> {
         env.set_parallelism(p);
     }
     let (users, step) = (args.users, args.step_ms);
-    let clicks = env.generate(args.count, args.rate, move |i| click(i, users, step, 3 * step)).uid("clicks");
-    clicks_per_window(&clicks, Duration::from_millis(args.window_ms), Duration::from_millis(5 * step as u64))
-        .print()
-        .uid("print");
+    let clicks = env
+        .generate(args.count, args.rate, move |i| {
+            click(i, users, step, 3 * step)
+        })
+        .uid("clicks");
+    clicks_per_window(
+        &clicks,
+        Duration::from_millis(args.window_ms),
+        Duration::from_millis(5 * step as u64),
+    )
+    .print()
+    .uid("print");
     let result = env.execute("windowed clicks")?;
     eprintln!(
         "job {} finished in {:.2?}; late records dropped: {}",

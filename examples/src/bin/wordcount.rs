@@ -56,6 +56,9 @@ fn main() -> Result<()> {
     }
     print(&count_words(&lines, args.fail_on.clone()));
     let result = env.execute("WordCount")?;
-    eprintln!("job {} {:?} in {:.2?}", result.job_id, result.status, result.duration);
+    eprintln!(
+        "job {} {:?} in {:.2?}",
+        result.job_id, result.status, result.duration
+    );
     Ok(())
 }

@@ -65,7 +65,12 @@ impl<T: Data> Operator for CollectSink<T> {
     type In = T;
     type Out = ();
 
-    fn process_batch(&mut self, batch: Batch<T>, _out: &mut Collector<()>, _ctx: &mut OperatorContext) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        batch: Batch<T>,
+        _out: &mut Collector<()>,
+        _ctx: &mut OperatorContext,
+    ) -> Result<()> {
         self.records.lock().extend(batch.data);
         Ok(())
     }

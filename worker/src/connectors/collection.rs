@@ -26,15 +26,25 @@ impl<T: Data> Source for CollectionSource<T> {
     type Out = T;
 
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
-        if let Some(e) = ctx.restored.as_ref().and_then(|r| r.operator_state(POSITION))
+        if let Some(e) = ctx
+            .restored
+            .as_ref()
+            .and_then(|r| r.operator_state(POSITION))
             && let Some(bytes) = e.items.first()
         {
-            self.next = bincode::deserialize::<u64>(bytes).map_err(|e| ctx.error(format!("bad position state: {e}")))? as usize;
+            self.next = bincode::deserialize::<u64>(bytes)
+                .map_err(|e| ctx.error(format!("bad position state: {e}")))?
+                as usize;
         }
         Ok(())
     }
 
-    fn poll_next(&mut self, out: &mut Collector<T>, max: usize, _ctx: &mut OperatorContext) -> Result<SourcePoll> {
+    fn poll_next(
+        &mut self,
+        out: &mut Collector<T>,
+        max: usize,
+        _ctx: &mut OperatorContext,
+    ) -> Result<SourcePoll> {
         let end = (self.next + max).min(self.items.len());
         for r in &self.items[self.next..end] {
             out.collect(r.clone());
@@ -47,8 +57,16 @@ impl<T: Data> Source for CollectionSource<T> {
         })
     }
 
-    fn snapshot_state(&mut self, _b: &Barrier, _ctx: &mut OperatorContext) -> Result<OperatorSnapshot> {
+    fn snapshot_state(
+        &mut self,
+        _b: &Barrier,
+        _ctx: &mut OperatorContext,
+    ) -> Result<OperatorSnapshot> {
         let pos = bincode::serialize(&(self.next as u64)).expect("u64 serialises");
-        Ok(OperatorSnapshot::default().with_operator_state(POSITION, Redistribution::Union, vec![pos]))
+        Ok(OperatorSnapshot::default().with_operator_state(
+            POSITION,
+            Redistribution::Union,
+            vec![pos],
+        ))
     }
 }

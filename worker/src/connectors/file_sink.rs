@@ -1,7 +1,8 @@
 //! A rolling file sink: each subtask writes part files `part-<subtask>-<n>` under a directory,
 //! as text (one `Display` line per record) or JSON lines. A part is written under a hidden
 //! in-progress name and becomes visible by rename when it rolls (size or age) or the input ends,
-//! so readers never see half-written parts.
+//! so readers never see half-written parts. A part rolls by age even when no record arrives:
+//! the sink asks its task for a wake-up when the open part reaches `rollover_interval`.
 
 use std::fmt::Display;
 use std::fs::File;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::context::OperatorContext;
+use crate::context::{OperatorContext, now_ms};
 use crate::data::{Batch, Data};
 use crate::emit::Collector;
 use crate::operator::Operator;
@@ -105,6 +106,26 @@ impl<T, E> FileSink<T, E> {
         SluiceError::io(path.display(), e)
     }
 
+    /// Whether the open part has reached its age limit.
+    fn part_expired(&self) -> bool {
+        self.part
+            .as_ref()
+            .is_some_and(|p| p.opened.elapsed() >= self.policy.rollover_interval)
+    }
+
+    /// Asks for `on_processing_time` when the open part reaches its age limit.
+    fn request_roll_wakeup(&self, ctx: &OperatorContext) {
+        if let Some(p) = &self.part {
+            let left = self
+                .policy
+                .rollover_interval
+                .saturating_sub(p.opened.elapsed());
+            let left_ms = i64::try_from(left.as_millis()).unwrap_or(i64::MAX);
+            // Rounded up by a millisecond so the wake-up is not a hair early.
+            ctx.request_wakeup(now_ms().saturating_add(left_ms).saturating_add(1));
+        }
+    }
+
     fn open_part(&mut self) -> Result<()> {
         loop {
             let name = format!("part-{}-{}", self.subtask, self.counter);
@@ -129,7 +150,10 @@ impl<T, E> FileSink<T, E> {
     fn close_part(&mut self) -> Result<()> {
         if let Some(mut p) = self.part.take() {
             p.writer.flush().map_err(|e| Self::io(&p.in_progress, e))?;
-            p.writer.get_ref().sync_all().map_err(|e| Self::io(&p.in_progress, e))?;
+            p.writer
+                .get_ref()
+                .sync_all()
+                .map_err(|e| Self::io(&p.in_progress, e))?;
             std::fs::rename(&p.in_progress, &p.visible).map_err(|e| Self::io(&p.visible, e))?;
         }
         Ok(())
@@ -145,22 +169,46 @@ impl<T: Data, E: LineEncoder<T>> Operator for FileSink<T, E> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Self::io(&self.dir, e))
     }
 
-    fn process_batch(&mut self, batch: Batch<T>, _out: &mut Collector<()>, _ctx: &mut OperatorContext) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        batch: Batch<T>,
+        _out: &mut Collector<()>,
+        ctx: &mut OperatorContext,
+    ) -> Result<()> {
         for r in &batch.data {
             self.buf.clear();
             self.encoder.encode(r, &mut self.buf)?;
             if self.part.as_ref().is_some_and(|p| {
-                p.size > 0 && (p.size + self.buf.len() as u64 > self.policy.max_part_size || p.opened.elapsed() >= self.policy.rollover_interval)
+                p.size > 0
+                    && (p.size + self.buf.len() as u64 > self.policy.max_part_size
+                        || p.opened.elapsed() >= self.policy.rollover_interval)
             }) {
                 self.close_part()?;
             }
             if self.part.is_none() {
                 self.open_part()?;
+                self.request_roll_wakeup(ctx);
             }
             let p = self.part.as_mut().expect("a part is open");
-            p.writer.write_all(&self.buf).map_err(|e| SluiceError::io(p.in_progress.display(), e))?;
+            p.writer
+                .write_all(&self.buf)
+                .map_err(|e| SluiceError::io(p.in_progress.display(), e))?;
             p.size += self.buf.len() as u64;
         }
+        Ok(())
+    }
+
+    fn on_processing_time(
+        &mut self,
+        _now_ms: i64,
+        _out: &mut Collector<()>,
+        ctx: &mut OperatorContext,
+    ) -> Result<()> {
+        if self.part_expired() {
+            self.close_part()?;
+        }
+        // Wake-ups are shared by the task's operators and consumed when fired: ask again.
+        self.request_roll_wakeup(ctx);
         Ok(())
     }
 

@@ -2,7 +2,9 @@
 //! continuous mode keeps watching for new files. Files are dealt to subtasks by name, so each
 //! file is read by exactly one subtask. The position (finished files, and the byte offset in the
 //! current one) is state: after a restore, reading resumes exactly after the last line emitted.
-//! Hidden files and files starting with `_` or `.` (in-progress writes) are ignored.
+//! Hidden files and files starting with `_` or `.` (in-progress writes) are ignored, so a
+//! writer should create a file under such a name and rename it when complete. Lines end with
+//! `\n` or `\r\n`; invalid UTF-8 is replaced (U+FFFD) rather than failing the job.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -42,7 +44,7 @@ pub struct FileSource {
     /// Offset to resume at for files read partially before a restore.
     resume: Vec<FileProgress>,
     last_scan: Option<Instant>,
-    line: String,
+    line: Vec<u8>,
 }
 
 impl FileSource {
@@ -57,7 +59,7 @@ impl FileSource {
             current: None,
             resume: Vec::new(),
             last_scan: None,
-            line: String::new(),
+            line: Vec::new(),
         }
     }
 
@@ -66,14 +68,18 @@ impl FileSource {
     }
 
     fn scan(&mut self) -> Result<()> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| SluiceError::io(self.dir.display(), e))?;
+        let entries =
+            std::fs::read_dir(&self.dir).map_err(|e| SluiceError::io(self.dir.display(), e))?;
         for entry in entries {
             let entry = entry.map_err(|e| SluiceError::io(self.dir.display(), e))?;
             let name = entry.file_name().to_string_lossy().to_string();
             if name.starts_with('.') || name.starts_with('_') {
                 continue;
             }
-            let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+            // Follows symbolic links: a link to a file is read like the file.
+            let is_file = std::fs::metadata(entry.path())
+                .map(|m| m.is_file())
+                .unwrap_or(false);
             let current = self.current.as_ref().is_some_and(|(n, _, _)| *n == name);
             if is_file && self.mine(&name) && !self.done.contains(&name) && !current {
                 self.queue.insert(name);
@@ -84,12 +90,29 @@ impl FileSource {
     }
 
     fn open_next(&mut self) -> Result<bool> {
-        let Some(name) = self.queue.pop_first() else { return Ok(false) };
+        let (name, mut f) = loop {
+            let Some(name) = self.queue.pop_first() else {
+                return Ok(false);
+            };
+            let path = self.dir.join(&name);
+            match File::open(&path) {
+                Ok(f) => break (name, f),
+                // Listed but gone since (moved or deleted): nothing to read; should it come
+                // back, a later listing finds it again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(SluiceError::io(path.display(), e)),
+            }
+        };
         let path = self.dir.join(&name);
-        let mut f = File::open(&path).map_err(|e| SluiceError::io(path.display(), e))?;
-        let offset = self.resume.iter().find(|p| p.name == name).map(|p| p.offset).unwrap_or(0);
+        let offset = self
+            .resume
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.offset)
+            .unwrap_or(0);
         if offset > 0 {
-            f.seek(SeekFrom::Start(offset)).map_err(|e| SluiceError::io(path.display(), e))?;
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| SluiceError::io(path.display(), e))?;
         }
         self.current = Some((name, BufReader::with_capacity(256 * 1024, f), offset));
         Ok(true)
@@ -103,11 +126,15 @@ impl Source for FileSource {
         self.subtask = ctx.subtask;
         self.parallelism = ctx.parallelism;
         if !self.dir.is_dir() {
-            return Err(ctx.error(format!("input directory {} does not exist", self.dir.display())));
+            return Err(ctx.error(format!(
+                "input directory {} does not exist",
+                self.dir.display()
+            )));
         }
         if let Some(e) = ctx.restored.as_ref().and_then(|r| r.operator_state(STATE)) {
             for item in &e.items {
-                let p: FileProgress = bincode::deserialize(item).map_err(|e| ctx.error(format!("bad file source state: {e}")))?;
+                let p: FileProgress = bincode::deserialize(item)
+                    .map_err(|e| ctx.error(format!("bad file source state: {e}")))?;
                 if p.done {
                     self.done.insert(p.name);
                 } else {
@@ -118,7 +145,12 @@ impl Source for FileSource {
         self.scan()
     }
 
-    fn poll_next(&mut self, out: &mut Collector<String>, max: usize, _ctx: &mut OperatorContext) -> Result<SourcePoll> {
+    fn poll_next(
+        &mut self,
+        out: &mut Collector<String>,
+        max: usize,
+        _ctx: &mut OperatorContext,
+    ) -> Result<SourcePoll> {
         let mut emitted = 0;
         while emitted < max {
             if self.current.is_none() && !self.open_next()? {
@@ -131,14 +163,18 @@ impl Source for FileSource {
                                 continue;
                             }
                         }
-                        if emitted > 0 { SourcePoll::More } else { SourcePoll::Idle(interval.min(Duration::from_millis(100))) }
+                        if emitted > 0 {
+                            SourcePoll::More
+                        } else {
+                            SourcePoll::Idle(interval.min(Duration::from_millis(100)))
+                        }
                     }
                 });
             }
             let (name, reader, offset) = self.current.as_mut().expect("a current file");
             self.line.clear();
             let n = reader
-                .read_line(&mut self.line)
+                .read_until(b'\n', &mut self.line)
                 .map_err(|e| SluiceError::io(self.dir.join(&*name).display(), e))?;
             if n == 0 {
                 let (name, _, _) = self.current.take().expect("a current file");
@@ -147,20 +183,38 @@ impl Source for FileSource {
                 continue;
             }
             *offset += n as u64;
-            let text = self.line.trim_end_matches('\n').trim_end_matches('\r');
-            out.collect(text.to_string());
+            let line = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            out.collect(String::from_utf8_lossy(line).into_owned());
             emitted += 1;
         }
         Ok(SourcePoll::More)
     }
 
-    fn snapshot_state(&mut self, _b: &Barrier, _ctx: &mut OperatorContext) -> Result<OperatorSnapshot> {
+    fn snapshot_state(
+        &mut self,
+        _b: &Barrier,
+        _ctx: &mut OperatorContext,
+    ) -> Result<OperatorSnapshot> {
         let mut items: Vec<Vec<u8>> = self
             .done
             .iter()
-            .map(|n| FileProgress { name: n.clone(), offset: 0, done: true })
-            .chain(self.current.iter().map(|(n, _, off)| FileProgress { name: n.clone(), offset: *off, done: false }))
-            .chain(self.resume.iter().filter(|p| self.current.as_ref().is_none_or(|(n, _, _)| *n != p.name)).cloned())
+            .map(|n| FileProgress {
+                name: n.clone(),
+                offset: 0,
+                done: true,
+            })
+            .chain(self.current.iter().map(|(n, _, off)| FileProgress {
+                name: n.clone(),
+                offset: *off,
+                done: false,
+            }))
+            .chain(
+                self.resume
+                    .iter()
+                    .filter(|p| self.current.as_ref().is_none_or(|(n, _, _)| *n != p.name))
+                    .cloned(),
+            )
             .map(|p| bincode::serialize(&p).expect("progress serialises"))
             .collect();
         items.dedup();

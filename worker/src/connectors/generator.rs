@@ -60,7 +60,9 @@ impl<T, F> GeneratorSource<T, F> {
     }
 
     fn already_emitted(&self, x: u64) -> bool {
-        self.restored.iter().any(|p| x % p.parallelism == p.index && x < p.index + p.next * p.parallelism)
+        self.restored
+            .iter()
+            .any(|p| x % p.parallelism == p.index && x < p.index + p.next * p.parallelism)
     }
 }
 
@@ -71,13 +73,22 @@ impl<T: Data, F: Fn(u64) -> T + Send + Sync + 'static> Source for GeneratorSourc
         self.index = ctx.subtask as u64;
         self.parallelism = ctx.parallelism as u64;
         self.cursor = self.index;
-        if let Some(e) = ctx.restored.as_ref().and_then(|r| r.operator_state(POSITIONS)) {
+        if let Some(e) = ctx
+            .restored
+            .as_ref()
+            .and_then(|r| r.operator_state(POSITIONS))
+        {
             for item in &e.items {
-                let p: Progress = bincode::deserialize(item).map_err(|e| ctx.error(format!("bad generator state: {e}")))?;
+                let p: Progress = bincode::deserialize(item)
+                    .map_err(|e| ctx.error(format!("bad generator state: {e}")))?;
                 self.restored.push(p);
             }
             // Same layout as before: continue right where this subtask stopped.
-            if let Some(p) = self.restored.iter().find(|p| p.index == self.index && p.parallelism == self.parallelism) {
+            if let Some(p) = self
+                .restored
+                .iter()
+                .find(|p| p.index == self.index && p.parallelism == self.parallelism)
+            {
                 self.ordinal = p.next;
                 self.cursor = self.index + p.next * self.parallelism;
             }
@@ -85,15 +96,23 @@ impl<T: Data, F: Fn(u64) -> T + Send + Sync + 'static> Source for GeneratorSourc
         Ok(())
     }
 
-    fn poll_next(&mut self, out: &mut Collector<T>, max: usize, _ctx: &mut OperatorContext) -> Result<SourcePoll> {
+    fn poll_next(
+        &mut self,
+        out: &mut Collector<T>,
+        max: usize,
+        _ctx: &mut OperatorContext,
+    ) -> Result<SourcePoll> {
         let mut budget = max as u64;
         if let Some(rate) = self.rate {
             let started = *self.started.get_or_insert_with(Instant::now);
             let per_subtask = rate / self.parallelism as f64;
             let allowed = (started.elapsed().as_secs_f64() * per_subtask) as u64 + 1;
             if allowed <= self.emitted {
-                let wait = (self.emitted + 1) as f64 / per_subtask - started.elapsed().as_secs_f64();
-                return Ok(SourcePoll::Idle(Duration::from_secs_f64(wait.clamp(0.0005, 0.1))));
+                let wait =
+                    (self.emitted + 1) as f64 / per_subtask - started.elapsed().as_secs_f64();
+                return Ok(SourcePoll::Idle(Duration::from_secs_f64(
+                    wait.clamp(0.0005, 0.1),
+                )));
             }
             budget = budget.min(allowed - self.emitted);
         }
@@ -110,10 +129,18 @@ impl<T: Data, F: Fn(u64) -> T + Send + Sync + 'static> Source for GeneratorSourc
             budget -= 1;
             self.emitted += 1;
         }
-        Ok(if self.cursor >= count { SourcePoll::Finished } else { SourcePoll::More })
+        Ok(if self.cursor >= count {
+            SourcePoll::Finished
+        } else {
+            SourcePoll::More
+        })
     }
 
-    fn snapshot_state(&mut self, _b: &Barrier, _ctx: &mut OperatorContext) -> Result<OperatorSnapshot> {
+    fn snapshot_state(
+        &mut self,
+        _b: &Barrier,
+        _ctx: &mut OperatorContext,
+    ) -> Result<OperatorSnapshot> {
         // Everything below our cursor in our residue class is done; earlier runs' progress is
         // kept too, since with another parallelism our class does not cover theirs.
         let mut items = vec![
@@ -129,6 +156,12 @@ impl<T: Data, F: Fn(u64) -> T + Send + Sync + 'static> Source for GeneratorSourc
                 items.push(bincode::serialize(p).expect("progress serialises"));
             }
         }
-        Ok(OperatorSnapshot::default().with_operator_state(POSITIONS, Redistribution::Union, items))
+        Ok(
+            OperatorSnapshot::default().with_operator_state(
+                POSITIONS,
+                Redistribution::Union,
+                items,
+            ),
+        )
     }
 }

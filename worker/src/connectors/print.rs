@@ -36,7 +36,12 @@ impl<T: Data + Display> Operator for PrintSink<T> {
         Ok(())
     }
 
-    fn process_batch(&mut self, batch: Batch<T>, _out: &mut Collector<()>, _ctx: &mut OperatorContext) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        batch: Batch<T>,
+        _out: &mut Collector<()>,
+        _ctx: &mut OperatorContext,
+    ) -> Result<()> {
         let mut buf = Vec::with_capacity(batch.len() * 16);
         for r in &batch.data {
             // Writing to a Vec cannot fail.

@@ -15,7 +15,10 @@ pub struct Map<I, O, F> {
 
 impl<I, O, F> Map<I, O, F> {
     pub fn new(f: F) -> Self {
-        Map { f, _types: PhantomData }
+        Map {
+            f,
+            _types: PhantomData,
+        }
     }
 }
 
@@ -24,7 +27,12 @@ impl<I: Data, O: Data, F: FnMut(I) -> O + 'static> Operator for Map<I, O, F> {
     type Out = O;
 
     #[inline]
-    fn process_batch(&mut self, batch: Batch<I>, out: &mut Collector<O>, _ctx: &mut OperatorContext) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        batch: Batch<I>,
+        out: &mut Collector<O>,
+        _ctx: &mut OperatorContext,
+    ) -> Result<()> {
         let data: Vec<O> = batch.data.into_iter().map(&mut self.f).collect();
         out.collect_batch(Batch { data, ts: batch.ts });
         Ok(())
@@ -38,7 +46,10 @@ pub struct Filter<T, F> {
 
 impl<T, F> Filter<T, F> {
     pub fn new(f: F) -> Self {
-        Filter { f, _types: PhantomData }
+        Filter {
+            f,
+            _types: PhantomData,
+        }
     }
 }
 
@@ -47,7 +58,12 @@ impl<T: Data, F: FnMut(&T) -> bool + 'static> Operator for Filter<T, F> {
     type Out = T;
 
     #[inline]
-    fn process_batch(&mut self, mut batch: Batch<T>, out: &mut Collector<T>, _ctx: &mut OperatorContext) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        mut batch: Batch<T>,
+        out: &mut Collector<T>,
+        _ctx: &mut OperatorContext,
+    ) -> Result<()> {
         if batch.ts.is_empty() {
             batch.data.retain(|r| (self.f)(r));
             out.collect_batch(batch);
@@ -71,16 +87,26 @@ pub struct FlatMap<I, O, F> {
 
 impl<I, O, F> FlatMap<I, O, F> {
     pub fn new(f: F) -> Self {
-        FlatMap { f, _types: PhantomData }
+        FlatMap {
+            f,
+            _types: PhantomData,
+        }
     }
 }
 
-impl<I: Data, O: Data, F: FnMut(I, &mut Collector<O>) -> Result<()> + 'static> Operator for FlatMap<I, O, F> {
+impl<I: Data, O: Data, F: FnMut(I, &mut Collector<O>) -> Result<()> + 'static> Operator
+    for FlatMap<I, O, F>
+{
     type In = I;
     type Out = O;
 
     #[inline]
-    fn process_batch(&mut self, batch: Batch<I>, out: &mut Collector<O>, _ctx: &mut OperatorContext) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        batch: Batch<I>,
+        out: &mut Collector<O>,
+        _ctx: &mut OperatorContext,
+    ) -> Result<()> {
         if batch.ts.is_empty() {
             out.set_current_timestamp(None);
             for r in batch.data {
@@ -110,7 +136,12 @@ impl<T: Data> Operator for Identity<T> {
     type Out = T;
 
     #[inline]
-    fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<T>, _ctx: &mut OperatorContext) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        batch: Batch<T>,
+        out: &mut Collector<T>,
+        _ctx: &mut OperatorContext,
+    ) -> Result<()> {
         out.collect_batch(batch);
         Ok(())
     }

@@ -4,13 +4,13 @@
 use std::marker::PhantomData;
 
 use crate::context::OperatorContext;
+use crate::data::Barrier;
 use crate::data::{Batch, Data};
 use crate::emit::Collector;
 use crate::key::KeySelector;
 use crate::operator::Operator;
 use crate::snapshot::OperatorSnapshot;
 use crate::state::{KeyedStateStore, ValueState};
-use crate::data::Barrier;
 use sluice_core::Result;
 
 /// For each record: `lift` it to an accumulator value, `merge` that into the key's stored value,
@@ -60,14 +60,25 @@ where
     }
 
     #[inline]
-    fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<O>, _ctx: &mut OperatorContext) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        batch: Batch<T>,
+        out: &mut Collector<O>,
+        _ctx: &mut OperatorContext,
+    ) -> Result<()> {
         let state = self.state.as_ref().expect("opened");
+        if let ValueState::Rocks(_) = state {
+            let keys: Vec<S::Key> = batch.data.iter().map(|r| self.selector.key_of(r)).collect();
+            state.prefetch(keys.iter(), keys.len())?;
+        }
         let has_ts = batch.has_timestamps();
         let mut ts = batch.ts.into_iter();
         out.batch.data.reserve(batch.data.len());
         for r in batch.data {
             let v = (self.lift)(&r);
-            let merged = self.selector.with_key(&r, |k| state.merge(k, v, &self.merge))?;
+            let merged = self
+                .selector
+                .with_key(&r, |k| state.merge(k, v, &self.merge))?;
             let o = (self.emit)(r, merged);
             if has_ts {
                 out.collect_with_timestamp(o, ts.next().unwrap_or(crate::MIN_WATERMARK));
@@ -78,7 +89,11 @@ where
         Ok(())
     }
 
-    fn snapshot_state(&mut self, _b: &Barrier, _ctx: &mut OperatorContext) -> Result<OperatorSnapshot> {
+    fn snapshot_state(
+        &mut self,
+        _b: &Barrier,
+        _ctx: &mut OperatorContext,
+    ) -> Result<OperatorSnapshot> {
         Ok(OperatorSnapshot {
             keyed: Some(self.store.as_ref().expect("opened").snapshot()?),
             operator_state: Vec::new(),

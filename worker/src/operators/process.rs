@@ -28,7 +28,13 @@ pub trait KeyedProcessFunction<K: Key, I: Data, O: Data>: 'static {
         Ok(())
     }
 
-    fn process_element(&mut self, key: &K, value: I, ctx: &mut ProcessContext<K>, out: &mut Collector<O>) -> Result<()>;
+    fn process_element(
+        &mut self,
+        key: &K,
+        value: I,
+        ctx: &mut ProcessContext<K>,
+        out: &mut Collector<O>,
+    ) -> Result<()>;
 
     /// A timer registered for `key` fired. Outputs carry the timer's time as timestamp.
     fn on_timer(
@@ -144,7 +150,12 @@ impl<I: Data, O: Data, S: KeySelector<I>, F: KeyedProcessFunction<S::Key, I, O>>
         Ok(())
     }
 
-    fn process_batch(&mut self, batch: Batch<I>, out: &mut Collector<O>, _ctx: &mut OperatorContext) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        batch: Batch<I>,
+        out: &mut Collector<O>,
+        _ctx: &mut OperatorContext,
+    ) -> Result<()> {
         let pctx = self.ctx.as_mut().expect("opened");
         for (r, ts) in batch.into_iter_ts() {
             let key = self.selector.key_of(&r);
@@ -155,23 +166,35 @@ impl<I: Data, O: Data, S: KeySelector<I>, F: KeyedProcessFunction<S::Key, I, O>>
         Ok(())
     }
 
-    fn on_watermark(&mut self, watermark: i64, out: &mut Collector<O>, _ctx: &mut OperatorContext) -> Result<()> {
+    fn on_watermark(
+        &mut self,
+        watermark: i64,
+        out: &mut Collector<O>,
+        _ctx: &mut OperatorContext,
+    ) -> Result<()> {
         let pctx = self.ctx.as_mut().expect("opened");
         pctx.watermark = watermark;
         while let Some((ts, key)) = pctx.event_timers.pop_due(watermark)? {
             pctx.timestamp = Some(ts);
             out.set_current_timestamp(Some(ts));
-            self.function.on_timer(&key, ts, TimeDomain::EventTime, pctx, out)?;
+            self.function
+                .on_timer(&key, ts, TimeDomain::EventTime, pctx, out)?;
         }
         Ok(())
     }
 
-    fn on_processing_time(&mut self, now_ms: i64, out: &mut Collector<O>, ctx: &mut OperatorContext) -> Result<()> {
+    fn on_processing_time(
+        &mut self,
+        now_ms: i64,
+        out: &mut Collector<O>,
+        ctx: &mut OperatorContext,
+    ) -> Result<()> {
         let pctx = self.ctx.as_mut().expect("opened");
         while let Some((ts, key)) = pctx.processing_timers.pop_due(now_ms)? {
             pctx.timestamp = None;
             out.set_current_timestamp(None);
-            self.function.on_timer(&key, ts, TimeDomain::ProcessingTime, pctx, out)?;
+            self.function
+                .on_timer(&key, ts, TimeDomain::ProcessingTime, pctx, out)?;
         }
         if let Some(t) = pctx.processing_timers.earliest() {
             ctx.request_wakeup(t);
@@ -179,7 +202,11 @@ impl<I: Data, O: Data, S: KeySelector<I>, F: KeyedProcessFunction<S::Key, I, O>>
         Ok(())
     }
 
-    fn snapshot_state(&mut self, _b: &Barrier, _ctx: &mut OperatorContext) -> Result<OperatorSnapshot> {
+    fn snapshot_state(
+        &mut self,
+        _b: &Barrier,
+        _ctx: &mut OperatorContext,
+    ) -> Result<OperatorSnapshot> {
         Ok(OperatorSnapshot {
             keyed: Some(self.ctx.as_ref().expect("opened").store.snapshot()?),
             operator_state: Vec::new(),

@@ -34,14 +34,22 @@ impl<T: Data, F: Fn(&T) -> i64 + 'static> Operator for BoundedOutOfOrderness<T, 
     type In = T;
     type Out = T;
 
-    fn process_batch(&mut self, batch: Batch<T>, out: &mut Collector<T>, _ctx: &mut OperatorContext) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        batch: Batch<T>,
+        out: &mut Collector<T>,
+        _ctx: &mut OperatorContext,
+    ) -> Result<()> {
         let mut ts = Vec::with_capacity(batch.len());
         for r in &batch.data {
             let t = (self.extract)(r);
             self.max_ts = self.max_ts.max(t);
             ts.push(t);
         }
-        out.collect_batch(Batch { data: batch.data, ts });
+        out.collect_batch(Batch {
+            data: batch.data,
+            ts,
+        });
         if self.max_ts != MIN_WATERMARK {
             let wm = self.max_ts.saturating_sub(self.bound_ms).saturating_sub(1);
             if wm > self.emitted {

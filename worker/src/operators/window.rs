@@ -28,7 +28,9 @@ pub enum WindowAssigner {
 
 impl WindowAssigner {
     pub fn tumbling(size: Duration) -> Self {
-        WindowAssigner::Tumbling { size_ms: size.as_millis() as i64 }
+        WindowAssigner::Tumbling {
+            size_ms: size.as_millis() as i64,
+        }
     }
 
     pub fn sliding(size: Duration, slide: Duration) -> Self {
@@ -40,7 +42,9 @@ impl WindowAssigner {
 
     pub fn size_ms(&self) -> i64 {
         match *self {
-            WindowAssigner::Tumbling { size_ms } | WindowAssigner::Sliding { size_ms, .. } => size_ms,
+            WindowAssigner::Tumbling { size_ms } | WindowAssigner::Sliding { size_ms, .. } => {
+                size_ms
+            }
         }
     }
 
@@ -62,7 +66,9 @@ impl WindowAssigner {
 
     pub fn describe(&self) -> String {
         match *self {
-            WindowAssigner::Tumbling { size_ms } => format!("TumblingEventTimeWindows({size_ms} ms)"),
+            WindowAssigner::Tumbling { size_ms } => {
+                format!("TumblingEventTimeWindows({size_ms} ms)")
+            }
             WindowAssigner::Sliding { size_ms, slide_ms } => {
                 format!("SlidingEventTimeWindows({size_ms} ms, {slide_ms} ms)")
             }
@@ -90,7 +96,11 @@ pub struct Windowed<K, V> {
 
 impl<K: fmt::Display, V: fmt::Display> fmt::Display for Windowed<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "({},{},{},{})", self.key, self.start, self.end, self.value)
+        write!(
+            f,
+            "({},{},{},{})",
+            self.key, self.start, self.end, self.value
+        )
     }
 }
 
@@ -133,7 +143,12 @@ where
         Ok(())
     }
 
-    fn process_batch(&mut self, batch: Batch<T>, _out: &mut Collector<Self::Out>, ctx: &mut OperatorContext) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        batch: Batch<T>,
+        _out: &mut Collector<Self::Out>,
+        ctx: &mut OperatorContext,
+    ) -> Result<()> {
         let windows = self.windows.as_ref().expect("opened");
         let timers = self.timers.as_ref().expect("opened");
         let watermark = ctx.current_watermark;
@@ -171,12 +186,19 @@ where
             }
         }
         if late > 0 {
-            ctx.metrics.late_records_dropped.fetch_add(late, Ordering::Relaxed);
+            ctx.metrics
+                .late_records_dropped
+                .fetch_add(late, Ordering::Relaxed);
         }
         Ok(())
     }
 
-    fn on_watermark(&mut self, watermark: i64, out: &mut Collector<Self::Out>, _ctx: &mut OperatorContext) -> Result<()> {
+    fn on_watermark(
+        &mut self,
+        watermark: i64,
+        out: &mut Collector<Self::Out>,
+        _ctx: &mut OperatorContext,
+    ) -> Result<()> {
         let windows = self.windows.as_ref().expect("opened");
         let timers = self.timers.as_ref().expect("opened");
         let size = self.assigner.size_ms();
@@ -199,7 +221,11 @@ where
         Ok(())
     }
 
-    fn snapshot_state(&mut self, _b: &Barrier, _ctx: &mut OperatorContext) -> Result<OperatorSnapshot> {
+    fn snapshot_state(
+        &mut self,
+        _b: &Barrier,
+        _ctx: &mut OperatorContext,
+    ) -> Result<OperatorSnapshot> {
         Ok(OperatorSnapshot {
             keyed: Some(self.store.as_ref().expect("opened").snapshot()?),
             operator_state: Vec::new(),

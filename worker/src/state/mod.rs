@@ -110,8 +110,18 @@ impl KeyedStateStore {
     pub fn value<K: Key, V: Data>(&mut self, name: &str) -> Result<ValueState<K, V>> {
         let id = self.tables.len() as u16;
         let state = match self.rocks() {
-            None => ValueState::Heap(Rc::new(heap::HeapValue::new(name, &self.uid, self.max_parallelism))),
-            Some(db) => ValueState::Rocks(Rc::new(rocks::RocksValue::new(name, &self.uid, id, db, self.max_parallelism))),
+            None => ValueState::Heap(Rc::new(heap::HeapValue::new(
+                name,
+                &self.uid,
+                self.max_parallelism,
+            ))),
+            Some(db) => ValueState::Rocks(Rc::new(rocks::RocksValue::new(
+                name,
+                &self.uid,
+                id,
+                db,
+                self.max_parallelism,
+            ))),
         };
         self.register(state.table())?;
         Ok(state)
@@ -120,8 +130,18 @@ impl KeyedStateStore {
     pub fn map<K: Key, UK: Key, UV: Data>(&mut self, name: &str) -> Result<MapState<K, UK, UV>> {
         let id = self.tables.len() as u16;
         let state = match self.rocks() {
-            None => MapState::Heap(Rc::new(heap::HeapMap::new(name, &self.uid, self.max_parallelism))),
-            Some(db) => MapState::Rocks(Rc::new(rocks::RocksMap::new(name, &self.uid, id, db, self.max_parallelism))),
+            None => MapState::Heap(Rc::new(heap::HeapMap::new(
+                name,
+                &self.uid,
+                self.max_parallelism,
+            ))),
+            Some(db) => MapState::Rocks(Rc::new(rocks::RocksMap::new(
+                name,
+                &self.uid,
+                id,
+                db,
+                self.max_parallelism,
+            ))),
         };
         self.register(state.table())?;
         Ok(state)
@@ -130,8 +150,18 @@ impl KeyedStateStore {
     pub fn list<K: Key, V: Data>(&mut self, name: &str) -> Result<ListState<K, V>> {
         let id = self.tables.len() as u16;
         let state = match self.rocks() {
-            None => ListState::Heap(Rc::new(heap::HeapList::new(name, &self.uid, self.max_parallelism))),
-            Some(db) => ListState::Rocks(Rc::new(rocks::RocksList::new(name, &self.uid, id, db, self.max_parallelism))),
+            None => ListState::Heap(Rc::new(heap::HeapList::new(
+                name,
+                &self.uid,
+                self.max_parallelism,
+            ))),
+            Some(db) => ListState::Rocks(Rc::new(rocks::RocksList::new(
+                name,
+                &self.uid,
+                id,
+                db,
+                self.max_parallelism,
+            ))),
         };
         self.register(state.table())?;
         Ok(state)
@@ -161,7 +191,12 @@ impl KeyedStateStore {
     }
 }
 
-pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>, uid: &str, state: &str) -> Result<()> {
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+    uid: &str,
+    state: &str,
+) -> Result<()> {
     bincode::serialize_into(out, value).map_err(|e| SluiceError::State {
         uid: uid.to_string(),
         state: state.to_string(),
@@ -173,7 +208,10 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &mut &[u8], uid: &str, state: &
     bincode::deserialize_from(bytes).map_err(|e| SluiceError::State {
         uid: uid.to_string(),
         state: state.to_string(),
-        message: format!("stored value does not decode as {}: {e}", std::any::type_name::<T>()),
+        message: format!(
+            "stored value does not decode as {}: {e}",
+            std::any::type_name::<T>()
+        ),
     })
 }
 
@@ -219,6 +257,18 @@ impl<K: Key, V: Data> ValueState<K, V> {
                 Ok(())
             }
             ValueState::Rocks(t) => t.remove(key),
+        }
+    }
+
+    /// Hints that the values of `keys` are about to be read: the RocksDB backend loads the
+    /// missing ones in one batched read. `count` is the number of keys (an upper bound).
+    pub fn prefetch<'a>(&self, keys: impl Iterator<Item = &'a K>, count: usize) -> Result<()>
+    where
+        K: 'a,
+    {
+        match self {
+            ValueState::Heap(_) => Ok(()),
+            ValueState::Rocks(t) => t.prefetch(keys, count),
         }
     }
 

@@ -48,8 +48,18 @@ impl RocksInstance {
         opts.set_write_buffer_size(ctx.config.rocksdb_write_buffer_bytes as usize);
         opts.set_max_write_buffer_number(4);
         opts.increase_parallelism(2);
-        // Records are looked up by full key and scanned by key-group prefix.
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // State is read by full key: bloom filters (in SST files and the memtable) let a lookup
+        // skip every file that cannot hold the key.
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        table.set_block_cache(&rocksdb::Cache::new_lru_cache(64 << 20));
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        opts.set_block_based_table_factory(&table);
+        opts.set_memtable_prefix_bloom_ratio(0.1);
+        opts.set_memtable_whole_key_filtering(true);
+        opts.set_level_compaction_dynamic_level_bytes(true);
         let db = DB::open(&opts, &dir).map_err(|e| rocks_err(&ctx.uid, &dir, e))?;
         let mut write = WriteOptions::default();
         write.disable_wal(true);
@@ -70,31 +80,51 @@ impl RocksInstance {
         rocks_err(&self.uid, &self.dir, e)
     }
 
+    fn multi_get(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.db()
+            .multi_get(keys)
+            .into_iter()
+            .map(|r| r.map_err(|e| self.err(e)))
+            .collect()
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
         self.db().get_pinned(key).map_err(|e| self.err(e))
     }
 
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.db().put_opt(key, value, &self.write).map_err(|e| self.err(e))
+        self.db()
+            .put_opt(key, value, &self.write)
+            .map_err(|e| self.err(e))
     }
 
     fn delete(&self, key: &[u8]) -> Result<()> {
-        self.db().delete_opt(key, &self.write).map_err(|e| self.err(e))
+        self.db()
+            .delete_opt(key, &self.write)
+            .map_err(|e| self.err(e))
     }
 
     fn write_batch(&self, batch: WriteBatch) -> Result<()> {
-        self.db().write_opt(batch, &self.write).map_err(|e| self.err(e))
+        self.db()
+            .write_opt(batch, &self.write)
+            .map_err(|e| self.err(e))
     }
 
     /// Copies every entry of the key groups in `range` into snapshot blobs.
-    pub(super) fn scan_into(&self, range: KeyGroupRange, groups: &mut BTreeMap<u16, Vec<u8>>) -> Result<()> {
+    pub(super) fn scan_into(
+        &self,
+        range: KeyGroupRange,
+        groups: &mut BTreeMap<u16, Vec<u8>>,
+    ) -> Result<()> {
         let mut it = self.db().raw_iterator();
         for kg in range.iter() {
             let prefix = kg.to_be_bytes();
             it.seek(prefix);
             let mut blob = groups.remove(&kg).unwrap_or_default();
             while it.valid() {
-                let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+                let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                    break;
+                };
                 if k.len() < 4 || k[..2] != prefix {
                     break;
                 }
@@ -116,7 +146,9 @@ impl RocksInstance {
         it.seek(prefix);
         let mut out = Vec::new();
         while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
             if !k.starts_with(prefix) {
                 break;
             }
@@ -155,7 +187,13 @@ fn rocks_err(uid: &str, dir: &std::path::Path, e: rocksdb::Error) -> SluiceError
 
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -186,7 +224,12 @@ impl KeyCodec {
     }
 
     /// Runs `f` with the encoded key (and user key, if any).
-    fn with<K: Key, R>(&self, key: &K, user_key: Option<&dyn ErasedEncode>, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+    fn with<K: Key, R>(
+        &self,
+        key: &K,
+        user_key: Option<&dyn ErasedEncode>,
+        f: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
         let mut b = self.buf.borrow_mut();
         b.clear();
         b.extend_from_slice(&key_group(key, self.max_parallelism).to_be_bytes());
@@ -230,7 +273,13 @@ pub struct RocksValue<K, V> {
 }
 
 impl<K: Key, V: Data> RocksValue<K, V> {
-    pub(super) fn new(name: &str, uid: &str, id: u16, db: Rc<RocksInstance>, max_parallelism: usize) -> Self {
+    pub(super) fn new(
+        name: &str,
+        uid: &str,
+        id: u16,
+        db: Rc<RocksInstance>,
+        max_parallelism: usize,
+    ) -> Self {
         RocksValue {
             db,
             codec: KeyCodec::new(name, uid, id, max_parallelism),
@@ -283,6 +332,54 @@ impl<K: Key, V: Data> RocksValue<K, V> {
         Ok(())
     }
 
+    /// Loads the values of `keys` missing from the cache with one batched RocksDB read, so a
+    /// batch of records costs one `multi_get` instead of a lookup per record. Makes room first,
+    /// so nothing loaded here is evicted before the batch is processed.
+    pub(super) fn prefetch<'a>(&self, keys: impl Iterator<Item = &'a K>, hint: usize) -> Result<()>
+    where
+        K: 'a,
+    {
+        if self.cache.borrow().len() + hint > self.db.cache_entries {
+            self.flush()?;
+        }
+        let mut missing: Vec<K> = Vec::new();
+        {
+            let cache = self.cache.borrow();
+            let mut seen = rustc_hash::FxHashSet::default();
+            for k in keys {
+                if !cache.contains_key(k) && seen.insert(k) {
+                    missing.push(k.clone());
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let encoded = missing
+            .iter()
+            .map(|k| self.codec.with(k, None, |b| Ok(b.to_vec())))
+            .collect::<Result<Vec<_>>>()?;
+        let values = self.db.multi_get(&encoded)?;
+        let mut cache = self.cache.borrow_mut();
+        for (k, v) in missing.into_iter().zip(values) {
+            let value = match v {
+                None => None,
+                Some(bytes) => {
+                    let mut s: &[u8] = &bytes;
+                    Some(decode(&mut s, &self.codec.uid, &self.codec.name)?)
+                }
+            };
+            cache.insert(
+                k,
+                CacheSlot {
+                    value,
+                    dirty: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
     pub(super) fn get(&self, key: &K) -> Result<Option<V>> {
         if let Some(slot) = self.cache.borrow().get(key) {
             return Ok(slot.value.clone());
@@ -323,7 +420,13 @@ impl<K: Key, V: Data> RocksValue<K, V> {
             return Ok(());
         }
         self.make_room()?;
-        self.cache.borrow_mut().insert(key.clone(), CacheSlot { value: None, dirty: true });
+        self.cache.borrow_mut().insert(
+            key.clone(),
+            CacheSlot {
+                value: None,
+                dirty: true,
+            },
+        );
         Ok(())
     }
 
@@ -386,7 +489,13 @@ pub struct RocksMap<K, UK, UV> {
 }
 
 impl<K: Key, UK: Key, UV: Data> RocksMap<K, UK, UV> {
-    pub(super) fn new(name: &str, uid: &str, id: u16, db: Rc<RocksInstance>, max_parallelism: usize) -> Self {
+    pub(super) fn new(
+        name: &str,
+        uid: &str,
+        id: u16,
+        db: Rc<RocksInstance>,
+        max_parallelism: usize,
+    ) -> Self {
         RocksMap {
             db,
             codec: KeyCodec::new(name, uid, id, max_parallelism),
@@ -415,7 +524,9 @@ impl<K: Key, UK: Key, UV: Data> RocksMap<K, UK, UV> {
     }
 
     pub(super) fn entries(&self, key: &K) -> Result<Vec<(UK, UV)>> {
-        let raw = self.codec.with(key, None, |prefix| self.db.scan_prefix(prefix))?;
+        let raw = self
+            .codec
+            .with(key, None, |prefix| self.db.scan_prefix(prefix))?;
         raw.into_iter()
             .map(|(uk, v)| {
                 let (mut a, mut b) = (uk.as_slice(), v.as_slice());
@@ -465,7 +576,13 @@ pub struct RocksList<K, V> {
 }
 
 impl<K: Key, V: Data> RocksList<K, V> {
-    pub(super) fn new(name: &str, uid: &str, id: u16, db: Rc<RocksInstance>, max_parallelism: usize) -> Self {
+    pub(super) fn new(
+        name: &str,
+        uid: &str,
+        id: u16,
+        db: Rc<RocksInstance>,
+        max_parallelism: usize,
+    ) -> Self {
         RocksList {
             db,
             codec: KeyCodec::new(name, uid, id, max_parallelism),

@@ -6,7 +6,12 @@ use sluice_core::config::StateBackendKind;
 use super::*;
 use crate::snapshot::OperatorSnapshot;
 
-fn ctx(backend: StateBackendKind, parallelism: usize, index: usize, restored: Option<OperatorSnapshot>) -> OperatorContext {
+fn ctx(
+    backend: StateBackendKind,
+    parallelism: usize,
+    index: usize,
+    restored: Option<OperatorSnapshot>,
+) -> OperatorContext {
     let mut config = Config::default();
     config.state_backend = backend;
     config.rocksdb_cache_entries = 16; // force cache flushes in tests

@@ -38,7 +38,12 @@ impl StateTable for TimerTable {
 
     fn snapshot_into(&self, table_id: u16, groups: &mut BTreeMap<u16, Vec<u8>>) -> Result<()> {
         for (ts, kg, key) in self.timers.borrow().iter() {
-            write_entry(groups.entry(*kg).or_default(), table_id, key, &ts.to_le_bytes());
+            write_entry(
+                groups.entry(*kg).or_default(),
+                table_id,
+                key,
+                &ts.to_le_bytes(),
+            );
         }
         Ok(())
     }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Prints the throughput benchmarks of issue-style figures: records per CPU-second and peak RSS
+# of each case, each in a fresh process. Optionally runs Apache Flink's reference job right
+# after on the same machine (`--flink DIR`, the directory holding Flink's run.sh) for ratios.
+#
+#   bench/run.sh [--records N] [--flink ../shared/bench/flink]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+records=30000000
+flink=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --records) records="$2"; shift 2 ;;
+    --flink) flink="$2"; shift 2 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+cargo build --release -q -p sluice-bench
+bin="${CARGO_TARGET_DIR:-target}/release/sluice-bench"
+"$bin" stateless --records "$records"
+"$bin" wordcount --backend hashmap --records "$records"
+"$bin" wordcount --backend rocksdb --records "$records"
+"$bin" wordcount --backend hashmap --keys 100003 --records "$records"
+"$bin" wordcount --backend rocksdb --keys 100003 --records "$records"
+if [ -n "$flink" ]; then
+  "$flink/run.sh" wordcount "$records" heap
+  "$flink/run.sh" wordcount "$records" rocksdb 10000
+fi
