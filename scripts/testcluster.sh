@@ -50,7 +50,6 @@ build_launcher() {
 # Layout: ports are chosen once and kept while any process runs, so a restarted server comes back
 # on the same address.
 
-ZK_MEMBERS=3
 alloc_layout() {
     local n=$((9 + 4 + 5 + 3 * NUM_NODEMANAGERS + 2)) i=0
     local ports
@@ -225,7 +224,8 @@ heap_for() {
 write_run() {
     local name=$1 role=$2
     shift 2
-    local cp="$DIR/conf:$LAUNCHER/target/sluice-minicluster-0.1.0.jar:$(cat "$LAUNCHER/target/classpath.txt")"
+    local cp
+    cp="$DIR/conf:$LAUNCHER/target/sluice-minicluster-0.1.0.jar:$(cat "$LAUNCHER/target/classpath.txt")"
     {
         echo '#!/usr/bin/env bash'
         printf 'echo $$ >%q\n' "$DIR/run/$name.pid"
@@ -497,7 +497,9 @@ cmd_up() {
 # stop_group NAME...: SIGTERM to all, wait up to 30 s, then SIGKILL the rest.
 stop_group() {
     local n waited=0
-    for n in "$@"; do alive "$n" && kill -TERM "$(pid_of "$n")" 2>/dev/null || true; done
+    for n in "$@"; do
+        if alive "$n"; then kill -TERM "$(pid_of "$n")" 2>/dev/null || true; fi
+    done
     for n in "$@"; do
         while alive "$n"; do
             if ((waited >= 300)); then
@@ -586,6 +588,16 @@ cmd_restart() {
     log "$name restarted in $(($(date +%s) - start)) s"
 }
 
+# One command at a time per cluster dir: concurrent tests may call `up` together.
+lock() {
+    mkdir -p "$DIR"
+    exec 9>"$DIR/.lock"
+    flock 9
+}
+
+case ${1:-} in
+up | down | kill | restart) lock ;;
+esac
 case ${1:-} in
 up) cmd_up "${@:2}" ;;
 down) cmd_down ;;

@@ -1,1 +1,22 @@
 //! Durable storage for checkpoints, savepoints and archives behind one URL scheme (file:// today, hdfs:// later).
+//!
+//! Layers, bottom up: [`Storage`] (one URL scheme; [`LocalStorage`] for `file://` and plain
+//! paths, picked by [`resolve`]), the checksummed file frame (`frame`), the snapshot format and
+//! layout ([`SnapshotDir`], [`CheckpointMetadata`], [`load_snapshot`]) and checkpoint retention
+//! ([`enforce_retention`]).
+
+pub mod error;
+mod frame;
+pub mod local;
+pub mod retention;
+pub mod snapshot;
+pub mod storage;
+
+pub use error::{Result, StorageError};
+pub use local::LocalStorage;
+pub use retention::{completed_checkpoints, enforce_retention};
+pub use snapshot::{
+    CheckpointMetadata, FORMAT_VERSION, METADATA_FILE, OperatorState, SnapshotDir, SnapshotKind,
+    StateHandle, SubtaskState, load_snapshot, verify_snapshot,
+};
+pub use storage::{DirEntry, Storage, resolve};

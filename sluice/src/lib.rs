@@ -21,9 +21,10 @@ mod env;
 mod graph;
 mod stream;
 
-pub use embedded::{JobClient, JobResult};
+pub use embedded::{ALLOW_NON_RESTORED_KEY, JobClient, JobResult, JobView, RESTORE_PATH_KEY};
 pub use env::StreamEnv;
 pub use sluice_am::JobStatus;
+pub use sluice_am::checkpoint::{CheckpointStats, CheckpointStatus};
 pub use stream::{DataStream, KeyedStream, SinkHandle, WindowedStream};
 
 pub use sluice_core::config::{self, Config, StateBackendKind};

@@ -300,6 +300,13 @@ impl<T: Data> DataStream<T> {
         })
     }
 
+    /// Collects into an existing handle (several jobs can share one, e.g. before and after
+    /// a restore; publishing stays exactly-once across them).
+    pub fn collect_into(&self, handle: &CollectHandle<T>) -> SinkHandle {
+        let h = handle.clone();
+        self.sink("Sink: Collect", move || h.sink())
+    }
+
     /// Discards every record (benchmarks).
     pub fn discard(&self) -> SinkHandle {
         self.sink("Sink: Discard", Discard::<T>::default)

@@ -14,6 +14,7 @@ pub mod snapshot;
 pub mod source;
 pub mod state;
 pub mod task;
+pub mod upload;
 
 pub use context::OperatorContext;
 pub use data::{Batch, Data, Event, MAX_WATERMARK, MIN_WATERMARK};

@@ -23,6 +23,8 @@ pub enum TaskCommand {
     TriggerCheckpoint(Barrier),
     /// Every task: checkpoint `id` completed; commit side effects.
     CheckpointComplete(u64),
+    /// Sources only: the stop-with-savepoint `id` failed; go on processing.
+    AbortStop(u64),
 }
 
 /// Reports from one task to the master.
@@ -131,15 +133,29 @@ pub fn run_source_task<S: Source>(
                             head.barrier(b)?;
                             env.acknowledge(b)?;
                             if matches!(b.kind, BarrierKind::StopWithSavepoint { .. }) {
-                                // The job ends at this savepoint: nothing after it is emitted.
-                                head.finish()?;
-                                return Ok(());
+                                // Nothing after the savepoint is emitted. The job ends once the
+                                // savepoint completed (so sinks commit what it covers) or goes
+                                // on if it failed.
+                                head.flush()?;
+                                match wait_for_stop(cmds, &env, b.checkpoint_id)? {
+                                    true => {
+                                        source.notify_checkpoint_complete(
+                                            b.checkpoint_id,
+                                            &mut ctx,
+                                        )?;
+                                        env.checkpoint_complete(b.checkpoint_id, head.as_mut())?;
+                                        head.finish()?;
+                                        return Ok(());
+                                    }
+                                    false => continue,
+                                }
                             }
                         }
                         Ok(TaskCommand::CheckpointComplete(id)) => {
                             source.notify_checkpoint_complete(id, &mut ctx)?;
                             env.checkpoint_complete(id, head.as_mut())?;
                         }
+                        Ok(TaskCommand::AbortStop(_)) => {}
                         Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
                     }
                 }
@@ -169,6 +185,21 @@ pub fn run_source_task<S: Source>(
     })();
     source.close(&mut ctx)?;
     result
+}
+
+/// Waits for the outcome of stop-with-savepoint `id`: true when it completed.
+fn wait_for_stop(cmds: &Receiver<TaskCommand>, env: &TaskEnv, id: u64) -> Result<bool> {
+    loop {
+        if env.cancelled() {
+            return Err(SluiceError::Cancelled { job: String::new() });
+        }
+        match cmds.recv_timeout(CANCEL_POLL) {
+            Ok(TaskCommand::CheckpointComplete(c)) if c >= id => return Ok(true),
+            Ok(TaskCommand::AbortStop(c)) if c == id => return Ok(false),
+            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Ok(false),
+        }
+    }
 }
 
 /// Runs a task that reads channels until every input ended, or cancellation, or an error.

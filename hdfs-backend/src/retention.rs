@@ -1,0 +1,211 @@
+//! Which checkpoints of a job are complete, and deleting the ones no longer needed.
+//!
+//! Only `chk-<n>` directories of the job are ever looked at; savepoints belong to the user and
+//! are never deleted by the system.
+
+use crate::error::Result;
+use crate::snapshot::{METADATA_FILE, SnapshotDir, check_job_id};
+use crate::storage::{join, resolve};
+
+/// A `chk-<n>` directory of a job, complete or not.
+struct ChkDir {
+    id: u64,
+    dir: SnapshotDir,
+    complete: bool,
+}
+
+/// Every `chk-<n>` directory under `<base>/<job_id>`, ascending by id; none if the job
+/// directory does not exist yet.
+fn checkpoint_dirs(base: &str, job_id: &str) -> Result<Vec<ChkDir>> {
+    let (storage, base_path) = resolve(base)?;
+    check_job_id(&base_path, job_id)?;
+    let job_dir = join(&base_path, job_id);
+    if !storage.exists(&job_dir)? {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for entry in storage.list(&job_dir)? {
+        let Some(id) = parse_chk(&entry.name) else {
+            continue;
+        };
+        if !entry.is_dir {
+            continue;
+        }
+        let dir = SnapshotDir::new(storage.clone(), join(&job_dir, &entry.name));
+        let complete = dir.is_complete()?;
+        out.push(ChkDir { id, dir, complete });
+    }
+    out.sort_by_key(|c| c.id);
+    Ok(out)
+}
+
+/// `chk-<n>` exactly as Sluice names it (no sign, no leading zeros), so a hand-made
+/// `chk-007` or `chk-1.bak` is never taken for a checkpoint and deleted.
+fn parse_chk(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("chk-")?;
+    let id: u64 = digits.parse().ok()?;
+    (id.to_string() == digits).then_some(id)
+}
+
+/// Completed checkpoints of a job (directories `chk-<n>` that have `_metadata`), ascending by
+/// id, as (id, SnapshotDir).
+pub fn completed_checkpoints(base: &str, job_id: &str) -> Result<Vec<(u64, SnapshotDir)>> {
+    Ok(checkpoint_dirs(base, job_id)?
+        .into_iter()
+        .filter(|c| c.complete)
+        .map(|c| (c.id, c.dir))
+        .collect())
+}
+
+/// Keeps the newest `retain` completed checkpoints; deletes older completed ones and every
+/// partial `chk-<n>` directory (no `_metadata`) whose id is not in `in_progress`. Never touches
+/// anything but `chk-*` directories of that job. Returns the URLs of what it deleted.
+pub fn enforce_retention(
+    base: &str,
+    job_id: &str,
+    retain: usize,
+    in_progress: &[u64],
+) -> Result<Vec<String>> {
+    let dirs = checkpoint_dirs(base, job_id)?;
+    let completed = dirs.iter().filter(|c| c.complete).count();
+    let mut to_drop = completed.saturating_sub(retain);
+    let mut deleted = Vec::new();
+    for c in &dirs {
+        let drop = if c.complete {
+            let d = to_drop > 0; // ascending, so the first ones are the oldest
+            to_drop -= usize::from(d);
+            d
+        } else {
+            !in_progress.contains(&c.id)
+        };
+        if !drop {
+            continue;
+        }
+        if c.complete {
+            // `_metadata` first: a crash halfway then leaves a partial directory (cleaned up
+            // next time), never a "complete" checkpoint with missing state files.
+            c.dir
+                .storage()
+                .delete(&join(c.dir.path(), METADATA_FILE), false)?;
+        }
+        c.dir.discard()?;
+        deleted.push(c.dir.url().to_string());
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::tests::{meta_for, url_of};
+
+    #[test]
+    fn parses_only_canonical_names() {
+        assert_eq!(parse_chk("chk-0"), Some(0));
+        assert_eq!(parse_chk("chk-42"), Some(42));
+        for bad in [
+            "chk-",
+            "chk-007",
+            "chk-+1",
+            "chk-1.bak",
+            "chk--1",
+            "savepoint-abc",
+        ] {
+            assert_eq!(parse_chk(bad), None, "{bad}");
+        }
+    }
+
+    /// Checkpoints 1..=4 complete, 5 and 6 partial, a savepoint and another job alongside.
+    fn layout() -> (tempfile::TempDir, String) {
+        let t = tempfile::tempdir().unwrap();
+        let base = url_of(t.path());
+        for id in 1..=6 {
+            let dir = SnapshotDir::checkpoint(&base, "job1", id).unwrap();
+            let h = dir.write_state("op-0", &[id as u8; 64], 16).unwrap();
+            if id <= 4 {
+                dir.write_metadata(&meta_for("job1", id, h)).unwrap();
+            }
+        }
+        let other = SnapshotDir::checkpoint(&base, "job2", 1).unwrap();
+        other
+            .write_metadata(&meta_for(
+                "job2",
+                1,
+                crate::StateHandle::Inline { bytes: vec![] },
+            ))
+            .unwrap();
+        let sp = SnapshotDir::savepoint(&format!("{base}/job1"), "job1").unwrap();
+        sp.write_metadata(&meta_for(
+            "job1",
+            9,
+            crate::StateHandle::Inline { bytes: vec![] },
+        ))
+        .unwrap();
+        std::fs::create_dir(t.path().join("job1/chk-007")).unwrap();
+        (t, base)
+    }
+
+    fn ids(base: &str, job: &str) -> Vec<u64> {
+        completed_checkpoints(base, job)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    fn names(t: &tempfile::TempDir, job: &str) -> Vec<String> {
+        let mut v: Vec<_> = std::fs::read_dir(t.path().join(job))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn retain_two_keeps_in_progress_partials() {
+        let (t, base) = layout();
+        assert_eq!(ids(&base, "job1"), vec![1, 2, 3, 4]);
+        let deleted = enforce_retention(&base, "job1", 2, &[6]).unwrap();
+        let want: Vec<_> = ["chk-1", "chk-2", "chk-5"]
+            .iter()
+            .map(|n| format!("{}/job1/{n}", url_of(t.path())))
+            .collect();
+        assert_eq!(deleted, want);
+        assert_eq!(ids(&base, "job1"), vec![3, 4]);
+        let left = names(&t, "job1");
+        assert_eq!(&left[..4], ["chk-007", "chk-3", "chk-4", "chk-6"]);
+        assert!(left[4].starts_with("savepoint-job1-"), "{left:?}");
+        assert_eq!(ids(&base, "job2"), vec![1]);
+        // Idempotent.
+        assert!(
+            enforce_retention(&base, "job1", 2, &[6])
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn retain_one_deletes_all_other_partials() {
+        let (t, base) = layout();
+        let deleted = enforce_retention(&base, "job1", 1, &[]).unwrap();
+        assert_eq!(deleted.len(), 5, "{deleted:?}");
+        assert_eq!(ids(&base, "job1"), vec![4]);
+        let left = names(&t, "job1");
+        assert_eq!(&left[..2], ["chk-007", "chk-4"]);
+        assert_eq!(left.len(), 3);
+        assert_eq!(names(&t, "job2"), ["chk-1"]);
+    }
+
+    #[test]
+    fn missing_job_dir_is_empty() {
+        let t = tempfile::tempdir().unwrap();
+        let base = url_of(t.path());
+        assert!(completed_checkpoints(&base, "nojob").unwrap().is_empty());
+        assert!(
+            enforce_retention(&base, "nojob", 1, &[])
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! The embedded cluster: master and workers in one process. A driver thread per job schedules
+//! the plan into chained tasks, runs each subtask on its own thread, checkpoints, restarts on
+//! failure, and answers the [`JobClient`]'s requests.
+
+mod deploy;
+mod driver;
+mod restore;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+use sluice_am::JobStatus;
+use sluice_am::checkpoint::{CheckpointStats, Counts};
+use sluice_core::{Config, Result, SluiceError};
+use sluice_worker::metrics::{MetricsSnapshot, OperatorMetrics};
+
+use crate::graph::Graph;
+
+pub use driver::{ALLOW_NON_RESTORED_KEY, RESTORE_PATH_KEY};
+
+/// Live counters of a running job: (operator uid, one subtask's counters).
+pub(crate) type MetricsRegistry = Arc<Mutex<Vec<(String, Arc<OperatorMetrics>)>>>;
+
+/// What the client may ask a running job.
+pub(crate) enum Request {
+    Cancel,
+    /// A savepoint into `target` (or `state.savepoints.dir`); with `stop`, the job ends after
+    /// it (`Some(true)`: drain first, firing all event-time timers).
+    Savepoint {
+        target: Option<String>,
+        stop: Option<bool>,
+        reply: Sender<Result<String>>,
+    },
+    /// A checkpoint now, outside the periodic schedule.
+    Checkpoint {
+        reply: Sender<Result<String>>,
+    },
+}
+
+/// What the driver publishes about a job while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct JobView {
+    pub status: JobStatus,
+    /// Newest first.
+    pub checkpoints: Vec<CheckpointStats>,
+    pub checkpoint_counts: Counts,
+    /// (id, location) of the latest completed checkpoint.
+    pub latest_checkpoint: Option<(u64, String)>,
+    /// The checkpoint the current attempt restored from after a failure.
+    pub restored_checkpoint: Option<u64>,
+}
+
+/// What a finished job reports.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    pub job_id: String,
+    pub job_name: String,
+    /// `Finished` (also after stop-with-savepoint), or `Canceled`.
+    pub status: JobStatus,
+    pub duration: Duration,
+    /// How often the job restarted after failures.
+    pub restarts: u32,
+    /// Counters per operator uid, summed over subtasks (of the last attempt).
+    pub metrics: BTreeMap<String, MetricsSnapshot>,
+    pub checkpoints: Vec<CheckpointStats>,
+}
+
+impl JobResult {
+    pub fn metrics(&self, uid: &str) -> Option<MetricsSnapshot> {
+        self.metrics.get(uid).copied()
+    }
+
+    /// Late records dropped by all window operators.
+    pub fn late_records_dropped(&self) -> u64 {
+        self.metrics.values().map(|m| m.late_records_dropped).sum()
+    }
+}
+
+/// A job running on the embedded cluster in the background.
+pub struct JobClient {
+    job_id: String,
+    requests: Sender<Request>,
+    metrics: MetricsRegistry,
+    view: Arc<Mutex<JobView>>,
+    thread: std::thread::JoinHandle<Result<JobResult>>,
+}
+
+impl JobClient {
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
+    /// Asks every task to stop; [`JobClient::wait`] then returns a `Canceled` result.
+    pub fn cancel(&self) {
+        // A job that already ended has dropped the receiver: nothing left to cancel.
+        let _ = self.requests.send(Request::Cancel);
+    }
+
+    /// Takes a savepoint while the job keeps running; returns its location.
+    pub fn trigger_savepoint(&self, target_dir: Option<&str>) -> Result<String> {
+        self.ask(|reply| Request::Savepoint {
+            target: target_dir.map(str::to_string),
+            stop: None,
+            reply,
+        })
+    }
+
+    /// Takes a savepoint and ends the job after it (`drain`: fire all event-time timers
+    /// first); returns its location.
+    pub fn stop_with_savepoint(&self, target_dir: Option<&str>, drain: bool) -> Result<String> {
+        self.ask(|reply| Request::Savepoint {
+            target: target_dir.map(str::to_string),
+            stop: Some(drain),
+            reply,
+        })
+    }
+
+    /// Takes a checkpoint now; returns its location.
+    pub fn trigger_checkpoint(&self) -> Result<String> {
+        self.ask(|reply| Request::Checkpoint { reply })
+    }
+
+    fn ask(&self, make: impl FnOnce(Sender<Result<String>>) -> Request) -> Result<String> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.requests
+            .send(make(tx))
+            .map_err(|_| SluiceError::Job(format!("job {} is no longer running", self.job_id)))?;
+        rx.recv()
+            .map_err(|_| SluiceError::Job(format!("job {} ended before answering", self.job_id)))?
+    }
+
+    /// Counters so far, per operator uid, summed over subtasks.
+    pub fn metrics(&self) -> BTreeMap<String, MetricsSnapshot> {
+        sum_metrics(&self.metrics.lock())
+    }
+
+    /// Status and checkpoint history as of now.
+    pub fn view(&self) -> JobView {
+        self.view.lock().clone()
+    }
+
+    /// Waits until a checkpoint completed after this call (returns its id), or the timeout.
+    pub fn wait_for_checkpoint(&self, timeout: Duration) -> Option<u64> {
+        let before = self.view.lock().latest_checkpoint.as_ref().map(|c| c.0);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && !self.thread.is_finished() {
+            let now = self.view.lock().latest_checkpoint.as_ref().map(|c| c.0);
+            if now.is_some() && now != before {
+                return now;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Waits for the job to end.
+    pub fn wait(self) -> Result<JobResult> {
+        self.thread.join().unwrap_or_else(|_| {
+            Err(SluiceError::Internal(
+                "the job driver thread panicked".into(),
+            ))
+        })
+    }
+}
+
+fn sum_metrics(list: &[(String, Arc<OperatorMetrics>)]) -> BTreeMap<String, MetricsSnapshot> {
+    let mut per_uid: BTreeMap<String, MetricsSnapshot> = BTreeMap::new();
+    for (uid, m) in list {
+        *per_uid.entry(uid.clone()).or_default() += m.snapshot();
+    }
+    per_uid
+}
+
+/// A fresh 32-hex-digit job id, like Flink's.
+pub(crate) fn new_job_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    for i in 0..2u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+/// Runs the job in the background; the plan (and a restore path, if any) is checked first.
+pub(crate) fn submit(graph: &Graph, job_name: &str, config: Config) -> Result<JobClient> {
+    let resolved = graph.resolve(job_name, config.parallelism, config.max_parallelism)?;
+    let exec = sluice_am::build_execution_plan(&resolved.plan)?;
+    sluice_am::restart::RestartStrategy::from_config(&config)?;
+    let job_id = new_job_id();
+    let (req_tx, req_rx) = crossbeam_channel::unbounded();
+    let metrics: MetricsRegistry = Arc::default();
+    let view = Arc::new(Mutex::new(JobView {
+        status: JobStatus::Created,
+        ..Default::default()
+    }));
+    let driver = driver::Driver {
+        resolved,
+        exec,
+        job_id: job_id.clone(),
+        job_name: job_name.to_string(),
+        config: Arc::new(config),
+        requests: req_rx,
+        registry: metrics.clone(),
+        view: view.clone(),
+    };
+    let (m, v, id, name) = (
+        metrics.clone(),
+        view.clone(),
+        job_id.clone(),
+        job_name.to_string(),
+    );
+    let thread = std::thread::Builder::new()
+        .name(format!("job {job_id}"))
+        .spawn(move || {
+            let started = Instant::now();
+            let outcome = driver.run();
+            let view = v.lock().clone();
+            let (status, restarts) = outcome?;
+            Ok(JobResult {
+                job_id: id,
+                job_name: name,
+                status,
+                duration: started.elapsed(),
+                restarts,
+                metrics: sum_metrics(&m.lock()),
+                checkpoints: view.checkpoints,
+            })
+        })
+        .map_err(|e| SluiceError::Internal(format!("cannot start the job driver thread: {e}")))?;
+    Ok(JobClient {
+        job_id,
+        requests: req_tx,
+        metrics,
+        view,
+        thread,
+    })
+}
+
+/// Of all task errors, the one that caused the others: not a cancellation, and not a task
+/// noticing that its neighbour went away.
+pub(crate) fn root_cause(errors: Vec<SluiceError>) -> Option<SluiceError> {
+    let secondary = |e: &SluiceError| {
+        matches!(e, SluiceError::Cancelled { .. })
+            || matches!(e, SluiceError::Internal(m) if m.contains("disappeared"))
+    };
+    let first_root = errors.iter().position(|e| !secondary(e));
+    match first_root {
+        Some(i) => errors.into_iter().nth(i),
+        None => errors.into_iter().next(),
+    }
+}

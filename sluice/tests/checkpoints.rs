@@ -1,0 +1,359 @@
+//! Checkpoints, recovery and savepoints on the embedded cluster, measured against the output
+//! of a failure-free run: nothing lost, nothing duplicated.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sluice::prelude::*;
+use sluice::{Collector, JobStatus, SluiceError};
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+/// Compares multisets, reporting what is missing and what is extra (not whole vectors).
+fn assert_same(got: Vec<(u64, u64)>, expected: Vec<(u64, u64)>, what: &str) {
+    let mut counts: BTreeMap<(u64, u64), i64> = BTreeMap::new();
+    for r in &got {
+        *counts.entry(*r).or_default() += 1;
+    }
+    for r in &expected {
+        *counts.entry(*r).or_default() -= 1;
+    }
+    let extra: Vec<_> = counts.iter().filter(|(_, c)| **c > 0).take(5).collect();
+    let missing: Vec<_> = counts.iter().filter(|(_, c)| **c < 0).take(5).collect();
+    let n_extra: i64 = counts.values().filter(|c| **c > 0).sum();
+    let n_missing: i64 = -counts.values().filter(|c| **c < 0).sum::<i64>();
+    assert!(
+        n_extra == 0 && n_missing == 0,
+        "{what}: got {} records, expected {}; {n_extra} extra (e.g. {extra:?}), {n_missing} missing (e.g. {missing:?})",
+        got.len(),
+        expected.len()
+    );
+}
+
+fn checkpointing(env: &StreamEnv, dir: &std::path::Path, interval: &str) {
+    env.set("execution.checkpointing.interval", interval)
+        .unwrap();
+    env.set("state.checkpoints.dir", dir.to_str().unwrap())
+        .unwrap();
+    env.set("restart-strategy.type", "fixed-delay").unwrap();
+    env.set("restart-strategy.fixed-delay.delay", "10 ms")
+        .unwrap();
+}
+
+/// The job under test: generated records → keyed running sums per key, collected.
+/// `fail_at`: record values at which the flat map fails, once each.
+/// The source and the failing map run with parallelism 1 so each key's records arrive in one
+/// order, which makes the running sums deterministic; the sums run with the env's parallelism.
+fn sums_job(
+    env: &StreamEnv,
+    count: u64,
+    rate: Option<f64>,
+    fail_at: Vec<u64>,
+) -> sluice::CollectHandle<(u64, u64)> {
+    let out = sluice::CollectHandle::default();
+    sums_job_into(env, count, rate, fail_at, &out);
+    out
+}
+
+fn sums_job_into(
+    env: &StreamEnv,
+    count: u64,
+    rate: Option<f64>,
+    fail_at: Vec<u64>,
+    out: &sluice::CollectHandle<(u64, u64)>,
+) {
+    let flags: Arc<Vec<(u64, AtomicBool)>> = Arc::new(
+        fail_at
+            .into_iter()
+            .map(|v| (v, AtomicBool::new(false)))
+            .collect(),
+    );
+    env.generate(Some(count), rate, |i| i)
+        .uid("numbers")
+        .set_parallelism(1)
+        .try_flat_map(move |x: u64, out: &mut Collector<(u64, u64)>| {
+            for (v, fired) in flags.iter() {
+                if *v == x && !fired.swap(true, Ordering::SeqCst) {
+                    return Err(SluiceError::job(format!("injected failure at {x}")));
+                }
+            }
+            out.collect((x % 17, x));
+            Ok(())
+        })
+        .uid("maybe-fail")
+        .set_parallelism(1)
+        .key_by_field(|r: &(u64, u64)| &r.0)
+        .sum()
+        .uid("sums")
+        .collect_into(out);
+}
+
+fn expected_sums(count: u64) -> Vec<(u64, u64)> {
+    let mut acc: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut out = Vec::new();
+    for x in 0..count {
+        let s = acc.entry(x % 17).or_insert(0);
+        *s += x;
+        out.push((x % 17, *s));
+    }
+    sorted(out)
+}
+
+#[test]
+fn injected_failures_recover_to_exactly_the_failure_free_output() {
+    for backend in ["hashmap", "rocksdb"] {
+        let dir = tempfile::tempdir().unwrap();
+        let env = StreamEnv::new();
+        env.set_parallelism(2);
+        env.set("state.backend.type", backend).unwrap();
+        checkpointing(&env, dir.path(), "30 ms");
+        let out = sums_job(&env, 6000, Some(12_000.0), vec![1500, 3100, 4700]);
+        let r = env.execute("exactly-once").unwrap();
+        assert_eq!(r.restarts, 3, "{backend}");
+        assert!(
+            r.checkpoints
+                .iter()
+                .any(|c| c.status == sluice_am_status_completed()),
+            "{backend}"
+        );
+        assert_same(out.get(), expected_sums(6000), backend);
+    }
+}
+
+fn sluice_am_status_completed() -> sluice::CheckpointStatus {
+    sluice::CheckpointStatus::Completed
+}
+
+#[test]
+fn without_restart_strategy_a_failure_fails_the_job() {
+    let env = StreamEnv::new();
+    let _out = sums_job(&env, 1000, None, vec![10]);
+    let e = env.execute("no-restart").unwrap_err().to_string();
+    assert!(
+        e.contains("injected failure at 10") && e.contains("maybe-fail"),
+        "{e}"
+    );
+}
+
+#[test]
+fn retention_keeps_the_configured_number_of_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = StreamEnv::new();
+    checkpointing(&env, dir.path(), "20 ms");
+    env.set("state.checkpoints.num-retained", "2").unwrap();
+    let _out = sums_job(&env, 4000, Some(8000.0), vec![]);
+    let client = env.execute_async("retention").unwrap();
+    let job_id = client.job_id().to_string();
+    let r = client.wait().unwrap();
+    let completed = r
+        .checkpoints
+        .iter()
+        .filter(|c| c.status == sluice::CheckpointStatus::Completed)
+        .count();
+    assert!(completed >= 3, "{completed} checkpoints completed");
+    let mut chk: Vec<String> = std::fs::read_dir(dir.path().join(&job_id))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("chk-"))
+        .collect();
+    chk.sort();
+    assert_eq!(chk.len(), 2, "{chk:?}");
+    for c in &chk {
+        assert!(
+            dir.path().join(&job_id).join(c).join("_metadata").exists(),
+            "{c}"
+        );
+    }
+}
+
+#[test]
+fn stop_with_savepoint_then_restore_at_another_parallelism() {
+    for backend in ["hashmap", "rocksdb"] {
+        let sp = tempfile::tempdir().unwrap();
+        let ck = tempfile::tempdir().unwrap();
+        let total = 8000;
+        let env = StreamEnv::new();
+        env.set_parallelism(2);
+        env.set("state.backend.type", backend).unwrap();
+        checkpointing(&env, ck.path(), "1 h"); // savepoints only
+        let out = sluice::CollectHandle::default();
+        sums_job_into(&env, total, Some(8000.0), vec![], &out);
+        let client = env.execute_async("before").unwrap();
+        while !client.is_finished() {
+            // Nothing is published before a checkpoint or savepoint: wait for records to flow.
+            if client
+                .metrics()
+                .get("sums")
+                .is_some_and(|m| m.records_in > 2000)
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let location = client
+            .stop_with_savepoint(Some(sp.path().to_str().unwrap()), false)
+            .unwrap();
+        let r = client.wait().unwrap();
+        assert_eq!(r.status, JobStatus::Finished);
+        let before = out.len();
+        assert!(
+            before > 0 && before < total as usize,
+            "{backend}: {before} records before the stop"
+        );
+
+        // Same job, parallelism 3, from the savepoint.
+        let env = StreamEnv::new();
+        env.set_parallelism(3);
+        env.set("state.backend.type", backend).unwrap();
+        env.set(sluice::RESTORE_PATH_KEY, &location).unwrap();
+        // The same sink as before (an external system would be the same too): the restore
+        // re-publishes what the savepoint pre-committed, idempotently.
+        sums_job_into(&env, total, None, vec![], &out);
+        env.execute("after").unwrap();
+        assert_same(out.get(), expected_sums(total), backend);
+    }
+}
+
+#[test]
+fn savepoint_while_running_and_bad_restore_paths() {
+    let sp = tempfile::tempdir().unwrap();
+    let env = StreamEnv::new();
+    env.set("state.savepoints.dir", sp.path().to_str().unwrap())
+        .unwrap();
+    let _out = sums_job(&env, 3000, Some(3000.0), vec![]);
+    let client = env.execute_async("savepoint").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let location = client.trigger_savepoint(None).unwrap();
+    client.wait().unwrap();
+    assert!(location.contains("savepoint-"), "{location}");
+
+    // A restore path that does not exist.
+    let env = StreamEnv::new();
+    env.set(sluice::RESTORE_PATH_KEY, "/nonexistent/savepoint-x")
+        .unwrap();
+    let _o = sums_job(&env, 10, None, vec![]);
+    let e = env.execute("bad").unwrap_err().to_string();
+    assert!(e.contains("/nonexistent/savepoint-x"), "{e}");
+
+    // A directory without _metadata.
+    let empty = tempfile::tempdir().unwrap();
+    let env = StreamEnv::new();
+    env.set(sluice::RESTORE_PATH_KEY, empty.path().to_str().unwrap())
+        .unwrap();
+    let _o = sums_job(&env, 10, None, vec![]);
+    let e = env.execute("bad").unwrap_err().to_string();
+    assert!(e.contains("_metadata"), "{e}");
+
+    // A savepoint of a job whose operators have other uids.
+    let env = StreamEnv::new();
+    env.set(sluice::RESTORE_PATH_KEY, &location).unwrap();
+    let (_o, _) = env
+        .generate(Some(10), None, |i| i)
+        .uid("other-source")
+        .map(|x: u64| x)
+        .uid("other-map")
+        .collect();
+    let e = env.execute("other").unwrap_err().to_string();
+    assert!(
+        e.contains("'numbers'") && e.contains("allow-non-restored-state"),
+        "{e}"
+    );
+
+    // ... which --allow-non-restored-state accepts.
+    let env = StreamEnv::new();
+    env.set(sluice::RESTORE_PATH_KEY, &location).unwrap();
+    env.set(sluice::ALLOW_NON_RESTORED_KEY, "true").unwrap();
+    let (o, _) = env
+        .generate(Some(10), None, |i| i)
+        .uid("other-source")
+        .collect();
+    env.execute("other").unwrap();
+    assert_eq!(sorted(o.get()), (0..10).collect::<Vec<u64>>());
+}
+
+#[test]
+fn a_non_writable_checkpoint_directory_fails_checkpoints_not_the_job() {
+    let base = tempfile::tempdir().unwrap();
+    let blocked = base.path().join("not-a-dir");
+    std::fs::write(&blocked, b"a file where the checkpoint directory should be").unwrap();
+    let env = StreamEnv::new();
+    checkpointing(&env, &blocked, "20 ms");
+    let out = sums_job(&env, 2000, Some(10_000.0), vec![]);
+    let r = env.execute("unwritable").unwrap();
+    assert_eq!(r.status, JobStatus::Finished);
+    assert_same(out.get(), expected_sums(2000), "unwritable");
+    let failed: Vec<_> = r
+        .checkpoints
+        .iter()
+        .filter(|c| c.status == sluice::CheckpointStatus::Failed)
+        .collect();
+    assert!(!failed.is_empty(), "{:?}", r.checkpoints);
+    let why = failed[0].failure_message.clone().unwrap_or_default();
+    assert!(why.contains("not-a-dir"), "{why}");
+}
+
+/// Flink's WordCount demonstration: after `a`, `b`, `b`, a completed checkpoint, then `ERROR`,
+/// the job restarts from the checkpoint and the next `b` counts 3.
+#[test]
+fn wordcount_recovers_from_fail_on_word_with_socket_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let env = StreamEnv::new();
+    checkpointing(&env, dir.path(), "50 ms");
+    let lines = env.socket_text_stream(&addr).uid("lines");
+    let (out, _) = lines
+        .try_flat_map(|line: String, out: &mut Collector<(String, u64)>| {
+            for w in line.split_whitespace() {
+                if w == "ERROR" {
+                    return Err(SluiceError::job("saw ERROR"));
+                }
+                out.collect((w.to_string(), 1));
+            }
+            Ok(())
+        })
+        .uid("tokenizer")
+        .key_by_field(|r: &(String, u64)| &r.0)
+        .sum()
+        .uid("counts")
+        .collect();
+    let client = env.execute_async("wc").unwrap();
+    let (mut first, _) = listener.accept().unwrap();
+    first.write_all(b"a\nb\nb\n").unwrap();
+    // Counts become visible when a checkpoint covering them completes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !out.get().contains(&("b".to_string(), 2)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint covered a, b, b: {:?}",
+            client.view().checkpoints
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    first.write_all(b"ERROR\n").unwrap();
+    // The restarted source connects again.
+    let (mut second, _) = listener.accept().unwrap();
+    second.write_all(b"b\n").unwrap();
+    drop(second);
+    drop(first);
+    let r = client.wait().unwrap();
+    assert_eq!(r.restarts, 1);
+    let got = out.get();
+    assert!(got.contains(&("b".to_string(), 3)), "{got:?}");
+    assert_eq!(
+        sorted(got),
+        sorted(vec![
+            ("a".to_string(), 1),
+            ("b".into(), 1),
+            ("b".into(), 2),
+            ("b".into(), 3)
+        ])
+    );
+}

@@ -1,0 +1,129 @@
+//! The asynchronous part of a checkpoint: tasks hand their synchronous snapshots to uploader
+//! threads and go back to processing records; an uploader serialises each operator's state,
+//! stores it in the checkpoint's directory and acknowledges the checkpoint to the master with
+//! the resulting state handles (or declines it, saying why).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+use sluice_hdfs_backend::{SnapshotDir, StateHandle};
+
+use crate::task::TaskReport;
+
+/// Where each in-flight checkpoint's state goes: id → (directory, inline threshold).
+pub type CheckpointTargets = Arc<Mutex<HashMap<u64, (SnapshotDir, usize)>>>;
+
+/// What the master hears about a checkpoint from one subtask.
+#[derive(Debug)]
+pub enum CheckpointEvent {
+    Acknowledged {
+        checkpoint_id: u64,
+        task: usize,
+        subtask: usize,
+        /// (operator uid, subtask, handle) for each operator of the task's chain.
+        states: Vec<(String, usize, StateHandle)>,
+    },
+    Declined {
+        checkpoint_id: u64,
+        task: usize,
+        subtask: usize,
+        reason: String,
+    },
+}
+
+/// Uploader threads per job: enough to overlap two tasks' writes on this machine size.
+pub const UPLOAD_THREADS: usize = 2;
+
+fn file_name(uid: &str, subtask: usize) -> String {
+    let safe: String = uid
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("op-{safe}-{subtask}")
+}
+
+/// Starts the uploader threads; they stop when every sender of `reports` is gone.
+pub fn spawn_uploaders(
+    reports: Receiver<TaskReport>,
+    targets: CheckpointTargets,
+    events: Sender<CheckpointEvent>,
+) -> Vec<JoinHandle<()>> {
+    (0..UPLOAD_THREADS)
+        .map(|i| {
+            let (reports, targets, events) = (reports.clone(), targets.clone(), events.clone());
+            std::thread::Builder::new()
+                .name(format!("checkpoint-upload-{i}"))
+                .spawn(move || {
+                    for report in reports.iter() {
+                        let event = upload(report, &targets);
+                        if events.send(event).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .expect("uploader threads start")
+        })
+        .collect()
+}
+
+fn upload(report: TaskReport, targets: &CheckpointTargets) -> CheckpointEvent {
+    let TaskReport::Acknowledge {
+        task,
+        subtask,
+        barrier,
+        snapshots,
+    } = report;
+    let id = barrier.checkpoint_id;
+    let Some((dir, threshold)) = targets.lock().get(&id).cloned() else {
+        return CheckpointEvent::Declined {
+            checkpoint_id: id,
+            task,
+            subtask,
+            reason: format!("checkpoint {id} is no longer pending"),
+        };
+    };
+    let mut states = Vec::with_capacity(snapshots.len());
+    for (uid, snap) in snapshots {
+        let bytes = match bincode::serialize(&snap) {
+            Ok(b) => b,
+            Err(e) => {
+                return CheckpointEvent::Declined {
+                    checkpoint_id: id,
+                    task,
+                    subtask,
+                    reason: format!(
+                        "state of operator '{uid}' (subtask {subtask}) does not serialise: {e}"
+                    ),
+                };
+            }
+        };
+        match dir.write_state(&file_name(&uid, subtask), &bytes, threshold) {
+            Ok(handle) => states.push((uid, subtask, handle)),
+            Err(e) => {
+                return CheckpointEvent::Declined {
+                    checkpoint_id: id,
+                    task,
+                    subtask,
+                    reason: format!(
+                        "storing the state of operator '{uid}' (subtask {subtask}) failed: {e}"
+                    ),
+                };
+            }
+        }
+    }
+    CheckpointEvent::Acknowledged {
+        checkpoint_id: id,
+        task,
+        subtask,
+        states,
+    }
+}

@@ -1,0 +1,27 @@
+//! One entry of the checkpoint history, with the field names of Flink's REST API.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CheckpointStatus {
+    InProgress,
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointStats {
+    pub id: u64,
+    pub status: CheckpointStatus,
+    pub is_savepoint: bool,
+    pub trigger_timestamp: i64,
+    pub latest_ack_timestamp: i64,
+    /// Milliseconds from trigger to completion (or failure).
+    pub end_to_end_duration: u64,
+    pub state_size: u64,
+    pub num_subtasks: usize,
+    pub num_acknowledged_subtasks: usize,
+    pub external_path: Option<String>,
+    pub failure_message: Option<String>,
+}
