@@ -357,3 +357,109 @@ fn wordcount_recovers_from_fail_on_word_with_socket_input() {
         ])
     );
 }
+
+#[test]
+fn generator_rescales_from_a_savepoint_without_gaps_or_repeats() {
+    let sp = tempfile::tempdir().unwrap();
+    let out = sluice::CollectHandle::<u64>::default();
+    let env = StreamEnv::new();
+    env.set_parallelism(2);
+    env.set("state.savepoints.dir", sp.path().to_str().unwrap())
+        .unwrap();
+    env.generate(Some(20_000), Some(20_000.0), |i| i)
+        .uid("gen")
+        .collect_into(&out);
+    let client = env.execute_async("gen-before").unwrap();
+    while client
+        .metrics()
+        .get("gen")
+        .is_none_or(|m| m.records_out < 3000)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let location = client.stop_with_savepoint(None, false).unwrap();
+    client.wait().unwrap();
+    let before = out.len();
+    assert!(before > 0 && before < 20_000, "{before}");
+
+    let env = StreamEnv::new();
+    env.set_parallelism(3);
+    env.set(sluice::RESTORE_PATH_KEY, &location).unwrap();
+    env.generate(Some(20_000), None, |i| i)
+        .uid("gen")
+        .collect_into(&out);
+    env.execute("gen-after").unwrap();
+    assert_eq!(sorted(out.get()), (0..20_000).collect::<Vec<u64>>());
+}
+
+#[test]
+fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = StreamEnv::new();
+    env.set_parallelism(2);
+    checkpointing(&env, dir.path(), "1 h"); // checkpoints only when the test asks
+    env.set("state.checkpoints.num-retained", "2").unwrap();
+    env.set("state.storage.fs.memory-threshold", "0").unwrap(); // every state in its own file
+    let armed = Arc::new(AtomicBool::new(false));
+    let fired = Arc::new(AtomicBool::new(false));
+    let (a, f) = (armed.clone(), fired.clone());
+    let out = sluice::CollectHandle::<(u64, u64)>::default();
+    env.generate(Some(6000), Some(3000.0), |i| i)
+        .uid("numbers")
+        .set_parallelism(1)
+        .try_flat_map(move |x: u64, out: &mut Collector<(u64, u64)>| {
+            if a.load(Ordering::SeqCst) && !f.swap(true, Ordering::SeqCst) {
+                return Err(SluiceError::job(format!("injected failure at {x}")));
+            }
+            out.collect((x % 17, x));
+            Ok(())
+        })
+        .uid("maybe-fail")
+        .set_parallelism(1)
+        .key_by_field(|r: &(u64, u64)| &r.0)
+        .sum()
+        .uid("sums")
+        .collect_into(&out);
+    let client = env.execute_async("fallback").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let first = client.trigger_checkpoint().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let second = client.trigger_checkpoint().unwrap();
+    assert_ne!(first, second);
+    // Flip one byte in every state file of the latest checkpoint.
+    let second_dir = std::path::PathBuf::from(second.trim_start_matches("file://"));
+    let mut flipped = 0;
+    for e in std::fs::read_dir(&second_dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap() != "_metadata" {
+            let mut bytes = std::fs::read(&p).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0xff;
+            std::fs::write(&p, bytes).unwrap();
+            flipped += 1;
+        }
+    }
+    assert!(flipped > 0, "no state files in {second}");
+    armed.store(true, Ordering::SeqCst);
+    let r = client.wait().unwrap();
+    assert_eq!(r.restarts, 1);
+    let first_id: u64 = first.rsplit("chk-").next().unwrap().parse().unwrap();
+    assert_eq!(
+        r.restored_checkpoint,
+        Some(first_id),
+        "restored from {:?}",
+        r.restored_checkpoint
+    );
+    // Keyed state rolled back to the first checkpoint and was rebuilt by the replay: the last
+    // update of every key is its full sum.
+    let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+    for (k, s) in out.get() {
+        let e = last.entry(k).or_insert(0);
+        *e = (*e).max(s);
+    }
+    let mut expected: BTreeMap<u64, u64> = BTreeMap::new();
+    for x in 0..6000u64 {
+        *expected.entry(x % 17).or_insert(0) += x;
+    }
+    assert_eq!(last, expected);
+}

@@ -66,6 +66,8 @@ pub struct JobResult {
     /// Counters per operator uid, summed over subtasks (of the last attempt).
     pub metrics: BTreeMap<String, MetricsSnapshot>,
     pub checkpoints: Vec<CheckpointStats>,
+    /// The checkpoint the last restart restored from.
+    pub restored_checkpoint: Option<u64>,
 }
 
 impl JobResult {
@@ -239,6 +241,7 @@ pub(crate) fn submit(graph: &Graph, job_name: &str, config: Config) -> Result<Jo
                 restarts,
                 metrics: sum_metrics(&m.lock()),
                 checkpoints: view.checkpoints,
+                restored_checkpoint: view.restored_checkpoint,
             })
         })
         .map_err(|e| SluiceError::Internal(format!("cannot start the job driver thread: {e}")))?;
