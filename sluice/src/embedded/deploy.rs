@@ -202,7 +202,7 @@ pub(crate) fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
                         let make_ctx =
                             |info: &NodeInfo,
                              m: &Arc<OperatorMetrics>,
-                             restored: &Option<OperatorSnapshot>| {
+                             restored: Option<OperatorSnapshot>| {
                                 let mut c = OperatorContext::standalone(&info.uid, config.clone());
                                 c.job_name = job.clone();
                                 c.name = info.name.clone();
@@ -211,7 +211,7 @@ pub(crate) fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
                                 c.key_groups = KeyGroupRange::for_subtask(max, info.parallelism, s);
                                 c.metrics = m.clone();
                                 c.local_dir = local_dir.clone();
-                                c.restored = restored.clone();
+                                c.restored = restored;
                                 c.set_task_shared(timer.clone(), Rc::clone(&snapshots));
                                 c
                             };
@@ -225,12 +225,14 @@ pub(crate) fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
                         } else {
                             tail_rt.fanout(writers)?
                         };
-                        for (pos, (n, info, m, restored)) in chain.iter().enumerate().rev() {
+                        // Restored state moves into its operator: no copy of (possibly large) state.
+                        let mut chain = chain;
+                        for (pos, (n, info, m, restored)) in chain.iter_mut().enumerate().rev() {
                             if pos == 0 && is_source {
                                 break;
                             }
-                            downstream =
-                                runtimes[*n].build_link(make_ctx(info, m, restored), downstream)?;
+                            let ctx = make_ctx(info, m, restored.take());
+                            downstream = runtimes[*n].build_link(ctx, downstream)?;
                         }
                         let env = TaskEnv {
                             task: task_id,
@@ -243,10 +245,10 @@ pub(crate) fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
                             snapshots: Rc::clone(&snapshots),
                             align_barriers: align,
                         };
-                        let (head_node, head_info, head_m, head_restored) = &chain[0];
+                        let (head_node, head_info, head_m, head_restored) = &mut chain[0];
                         if is_source {
                             runtimes[*head_node].run_source(
-                                make_ctx(head_info, head_m, head_restored),
+                                make_ctx(head_info, head_m, head_restored.take()),
                                 downstream,
                                 env,
                             )
