@@ -249,7 +249,8 @@ spawn() {
     local name=$1
     [[ -f $DIR/logs/$name.log ]] && mv "$DIR/logs/$name.log" "$DIR/logs/$name.log.prev"
     rm -f "$DIR/run/$name.pid"
-    nohup bash "$DIR/run/$name.sh" >"$DIR/logs/$name.log" 2>&1 </dev/null &
+    # 9>&-: the server must not inherit (and hold forever) the command lock.
+    nohup bash "$DIR/run/$name.sh" >"$DIR/logs/$name.log" 2>&1 </dev/null 9>&- &
     local i
     for i in $(seq 50); do
         [[ -s $DIR/run/$name.pid ]] && return

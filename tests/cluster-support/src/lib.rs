@@ -1,0 +1,334 @@
+//! Finds, starts and fault-injects the loopback test cluster (HDFS, YARN, ZooKeeper, Kafka) that `scripts/testcluster.sh` runs, for integration tests.
+//!
+//! ```no_run
+//! let cluster = sluice_testcluster::TestCluster::ensure_up(&["hdfs"]).unwrap();
+//! println!("{}", cluster.hdfs_url());
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+
+/// Where the cluster lives unless `SLUICE_TESTCLUSTER_DIR` says otherwise.
+pub const DEFAULT_DIR: &str = "/tmp/sluice-testcluster";
+
+/// Errors of this crate; each names the file, command or process it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("running {command}: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}):\n{output}")]
+    Script {
+        command: String,
+        status: std::process::ExitStatus,
+        output: String,
+    },
+    #[error("unknown component or process `{0}` in the test cluster")]
+    Unknown(String),
+    #[error("{component} is not running after `testcluster.sh up` (see {dir}/logs)")]
+    NotRunning { component: String, dir: PathBuf },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// `cluster.json` as written by `scripts/testcluster.sh`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterInfo {
+    pub dir: PathBuf,
+    pub conf_dir: PathBuf,
+    pub launcher_classpath: String,
+    pub java: String,
+    pub zookeeper: ZooKeeperInfo,
+    pub hdfs: HdfsInfo,
+    pub yarn: YarnInfo,
+    pub kafka: KafkaInfo,
+    pub processes: Vec<ProcessInfo>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ZooKeeperInfo {
+    /// `zk` (standalone), `zk3` (three-member ensemble) or `none`.
+    pub mode: String,
+    /// Connect string, `127.0.0.1:p1,127.0.0.1:p2,...`.
+    pub quorum: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HdfsInfo {
+    /// `hdfs://127.0.0.1:port`, or `hdfs://sluice` with an HA pair.
+    pub url: String,
+    pub ha: bool,
+    pub namenode_http: String,
+    pub datanodes: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct YarnInfo {
+    pub rm_address: String,
+    pub rm_scheduler_address: String,
+    /// `http://127.0.0.1:port`, the REST API's base.
+    pub rm_web: String,
+    pub nodemanagers: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaInfo {
+    pub bootstrap: String,
+    pub controller_port: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProcessInfo {
+    /// `zk1`, `namenode`, `datanode2`, `resourcemanager`, `nodemanager1`, `kafka`, ...
+    pub name: String,
+    /// `zk`, `hdfs`, `yarn` or `kafka`.
+    pub component: String,
+    pub pid: Option<u32>,
+    pub alive: bool,
+    pub log: PathBuf,
+}
+
+/// A handle on the running test cluster.
+#[derive(Debug, Clone)]
+pub struct TestCluster {
+    info: ClusterInfo,
+    script: PathBuf,
+}
+
+impl TestCluster {
+    /// The cluster's state directory.
+    pub fn dir() -> PathBuf {
+        std::env::var_os("SLUICE_TESTCLUSTER_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
+    }
+
+    /// The control script (`SLUICE_TESTCLUSTER_SCRIPT` overrides the one in this repository).
+    pub fn script() -> PathBuf {
+        std::env::var_os("SLUICE_TESTCLUSTER_SCRIPT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/testcluster.sh")
+            })
+    }
+
+    /// Reads `cluster.json` of a cluster that is already up; starts nothing.
+    pub fn open() -> Result<Self> {
+        let path = Self::dir().join("cluster.json");
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let info = serde_json::from_str(&text).map_err(|source| Error::Parse { path, source })?;
+        Ok(Self {
+            info,
+            script: Self::script(),
+        })
+    }
+
+    /// Returns the cluster with every listed component (`zk`, `zk3`, `hdfs`, `yarn`, `kafka`)
+    /// running, starting the missing ones with `testcluster.sh up` (which leaves running ones
+    /// alone). `zk` is satisfied by an ensemble too.
+    pub fn ensure_up(components: &[&str]) -> Result<Self> {
+        let want: Vec<&str> = components.to_vec();
+        if let Ok(cluster) = Self::open()
+            && want.iter().all(|c| cluster.component_running(c))
+        {
+            return Ok(cluster);
+        }
+        let mut args = vec!["up"];
+        args.extend(want.iter().copied());
+        run_script(&Self::script(), &args)?;
+        let cluster = Self::open()?;
+        for c in want {
+            if !cluster.component_running(c) {
+                return Err(Error::NotRunning {
+                    component: c.to_string(),
+                    dir: cluster.info.dir.clone(),
+                });
+            }
+        }
+        Ok(cluster)
+    }
+
+    fn component_running(&self, component: &str) -> bool {
+        let (name, mode) = match component {
+            "zk" => ("zk", None),
+            "zk3" => ("zk", Some("zk3")),
+            other => (other, None),
+        };
+        if mode.is_some_and(|m| m != self.info.zookeeper.mode) {
+            return false;
+        }
+        let procs: Vec<&ProcessInfo> = self
+            .info
+            .processes
+            .iter()
+            .filter(|p| p.component == name)
+            .collect();
+        !procs.is_empty() && procs.iter().all(|p| p.alive && pid_alive(p.pid))
+    }
+
+    /// Everything `cluster.json` says.
+    pub fn info(&self) -> &ClusterInfo {
+        &self.info
+    }
+
+    /// `fs.defaultFS`, e.g. `hdfs://127.0.0.1:41631`.
+    pub fn hdfs_url(&self) -> &str {
+        &self.info.hdfs.url
+    }
+
+    /// A `HADOOP_CONF_DIR` with core-site.xml, hdfs-site.xml and yarn-site.xml.
+    pub fn conf_dir(&self) -> &Path {
+        &self.info.conf_dir
+    }
+
+    /// ZooKeeper connect string.
+    pub fn zk_quorum(&self) -> &str {
+        &self.info.zookeeper.quorum
+    }
+
+    /// The client addresses of the ZooKeeper members, in member order.
+    pub fn zk_members(&self) -> Vec<&str> {
+        self.info.zookeeper.quorum.split(',').collect()
+    }
+
+    /// Kafka `bootstrap.servers`.
+    pub fn kafka_bootstrap(&self) -> &str {
+        &self.info.kafka.bootstrap
+    }
+
+    /// Base URL of the ResourceManager's web app and REST API.
+    pub fn rm_web(&self) -> &str {
+        &self.info.yarn.rm_web
+    }
+
+    /// The JVM and classpath that start the cluster's launcher (and its smoke application
+    /// master, `io.sluice.minicluster.SmokeAppMaster`); the classpath includes the conf dir.
+    pub fn java_command(&self) -> (&str, &str) {
+        (&self.info.java, &self.info.launcher_classpath)
+    }
+
+    /// The process names, e.g. `datanode1`, for [`kill`](Self::kill) and
+    /// [`restart`](Self::restart).
+    pub fn process_names(&self, component: &str) -> Vec<&str> {
+        self.info
+            .processes
+            .iter()
+            .filter(|p| p.component == component)
+            .map(|p| p.name.as_str())
+            .collect()
+    }
+
+    /// `kill -9` one process (`datanode1`, `nodemanager2`, `zk3`, `kafka`, ...).
+    pub fn kill(&mut self, process: &str) -> Result<()> {
+        self.check_process(process)?;
+        run_script(&self.script, &["kill", process])?;
+        self.reload()
+    }
+
+    /// Starts one process again with its recorded command (killing it first if it still runs)
+    /// and waits until it serves again: DataNodes live, NodeManagers RUNNING, the ZooKeeper
+    /// member answering `srvr`, the broker answering a metadata request.
+    pub fn restart(&mut self, process: &str) -> Result<()> {
+        self.check_process(process)?;
+        run_script(&self.script, &["restart", process])?;
+        self.reload()
+    }
+
+    fn check_process(&self, process: &str) -> Result<()> {
+        if self.info.processes.iter().any(|p| p.name == process) {
+            Ok(())
+        } else {
+            Err(Error::Unknown(process.to_string()))
+        }
+    }
+
+    fn reload(&mut self) -> Result<()> {
+        self.info = Self::open()?.info;
+        Ok(())
+    }
+}
+
+fn pid_alive(pid: Option<u32>) -> bool {
+    pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+}
+
+fn run_script(script: &Path, args: &[&str]) -> Result<String> {
+    let command = format!("{} {}", script.display(), args.join(" "));
+    let out = Command::new("bash")
+        .arg(script)
+        .args(args)
+        .output()
+        .map_err(|source| Error::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+    output.push_str(&String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        Ok(output)
+    } else {
+        Err(Error::Script {
+            command,
+            status: out.status,
+            output,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cluster_json() {
+        let json = r#"{
+          "dir": "/tmp/c", "conf_dir": "/tmp/c/conf", "launcher_classpath": "/tmp/c/conf:x.jar",
+          "java": "java",
+          "zookeeper": {"mode": "zk3", "quorum": "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3"},
+          "hdfs": {"url": "hdfs://127.0.0.1:9", "ha": false,
+                   "namenode_http": "http://127.0.0.1:10", "datanodes": 2},
+          "yarn": {"rm_address": "127.0.0.1:11", "rm_scheduler_address": "127.0.0.1:12",
+                   "rm_web": "http://127.0.0.1:13", "nodemanagers": 2},
+          "kafka": {"bootstrap": "127.0.0.1:14", "controller_port": 15},
+          "processes": [
+            {"name": "zk1", "component": "zk", "pid": 1, "alive": true, "log": "/tmp/c/logs/zk1.log"},
+            {"name": "kafka", "component": "kafka", "pid": null, "alive": false, "log": "/tmp/c/logs/kafka.log"}
+          ]
+        }"#;
+        let info: ClusterInfo = serde_json::from_str(json).unwrap();
+        let cluster = TestCluster {
+            info,
+            script: PathBuf::from("testcluster.sh"),
+        };
+        assert_eq!(cluster.zk_members().len(), 3);
+        assert_eq!(cluster.kafka_bootstrap(), "127.0.0.1:14");
+        assert_eq!(cluster.process_names("zk"), vec!["zk1"]);
+        assert!(!cluster.component_running("kafka"));
+        assert!(cluster.component_running("zk3"));
+        assert!(
+            !cluster.component_running("yarn"),
+            "no yarn process recorded"
+        );
+        assert!(matches!(
+            cluster.check_process("nope"),
+            Err(Error::Unknown(_))
+        ));
+    }
+}
