@@ -59,7 +59,10 @@ impl Operator for FirstOutputAfterRecovery {
     ) -> sluice::Result<()> {
         SEEN.fetch_add(batch.len() as u64, Ordering::Relaxed);
         if self.restarted && !batch.is_empty() && RECOVERED_AFTER_US.load(Ordering::SeqCst) == 0 {
-            RECOVERED_AFTER_US.store(now_us() - FAILED_AT_US.load(Ordering::SeqCst), Ordering::SeqCst);
+            RECOVERED_AFTER_US.store(
+                now_us() - FAILED_AT_US.load(Ordering::SeqCst),
+                Ordering::SeqCst,
+            );
         }
         Ok(())
     }
@@ -93,7 +96,9 @@ fn main() -> Result<()> {
         .reduce(|_old, new| new)
         .uid("latest")
         .map(|(k, v): (u64, String)| (k, v.len() as u64))
-        .add_sink("Sink: first after recovery", || FirstOutputAfterRecovery { restarted: false });
+        .add_sink("Sink: first after recovery", || FirstOutputAfterRecovery {
+            restarted: false,
+        });
     let client = env.execute_async("recovery-bench")?;
     // Wait until every key has a value and a checkpoint holds them.
     let fill_start = Instant::now();
