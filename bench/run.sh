@@ -27,3 +27,6 @@ if [ -n "$flink" ]; then
   "$flink/run.sh" wordcount "$records" heap
   "$flink/run.sh" wordcount "$records" rocksdb 10000
 fi
+# Checkpoint and restore of ~1 GiB of RocksDB state, full and incremental, against cp -r.
+cargo build --release -q -p sluice-bench --bin sluice-state-bench
+"${CARGO_TARGET_DIR:-target}/release/sluice-state-bench" --keys 8388608

@@ -19,6 +19,8 @@ pub mod keys {
     pub const ROCKSDB_WRITE_BUFFER: &str = "state.backend.rocksdb.writebuffer.size";
     pub const ROCKSDB_CACHE_ENTRIES: &str = "state.backend.rocksdb.cache.entries";
     pub const INCREMENTAL: &str = "state.backend.incremental";
+    pub const ROCKSDB_TRANSFER_THREADS: &str =
+        "state.backend.rocksdb.checkpoint.transfer.thread.num";
     pub const BUFFER_TIMEOUT: &str = "execution.buffer-timeout";
     pub const CHECKPOINT_INTERVAL: &str = "execution.checkpointing.interval";
     pub const CHECKPOINT_MODE: &str = "execution.checkpointing.mode";
@@ -59,6 +61,8 @@ pub struct Config {
     /// Entries kept in the write-back cache in front of RocksDB, per state.
     pub rocksdb_cache_entries: usize,
     pub incremental: bool,
+    /// Parallel file downloads when restoring an incremental RocksDB checkpoint.
+    pub rocksdb_transfer_threads: usize,
     /// How long an output buffer may hold records before it is flushed downstream.
     pub buffer_timeout: Duration,
     pub checkpoint_interval: Option<Duration>,
@@ -84,6 +88,7 @@ impl Default for Config {
             rocksdb_write_buffer_bytes: 8 << 20,
             rocksdb_cache_entries: 1 << 20,
             incremental: false,
+            rocksdb_transfer_threads: 4,
             buffer_timeout: Duration::from_millis(100),
             checkpoint_interval: None,
             checkpoint_mode: CheckpointingMode::ExactlyOnce,
@@ -163,6 +168,9 @@ impl Config {
                 self.rocksdb_cache_entries = v.parse().map_err(|_| err("a number of entries"))?
             }
             INCREMENTAL => self.incremental = parse_bool(v).ok_or_else(|| err("true or false"))?,
+            ROCKSDB_TRANSFER_THREADS => {
+                self.rocksdb_transfer_threads = v.parse().map_err(|_| err("a number of threads"))?
+            }
             BUFFER_TIMEOUT => {
                 self.buffer_timeout =
                     parse_duration(v).ok_or_else(|| err("a duration such as 100 ms"))?

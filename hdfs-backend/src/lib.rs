@@ -14,9 +14,9 @@ pub mod storage;
 
 pub use error::{Result, StorageError};
 pub use local::LocalStorage;
-pub use retention::{completed_checkpoints, enforce_retention};
+pub use retention::{completed_checkpoints, enforce_retention, shared_file_name};
 pub use snapshot::{
-    CheckpointMetadata, FORMAT_VERSION, METADATA_FILE, OperatorState, SnapshotDir, SnapshotKind,
-    StateHandle, SubtaskState, load_snapshot, verify_snapshot,
+    CheckpointMetadata, FORMAT_VERSION, METADATA_FILE, NativeFile, OperatorState, SHARED_DIR,
+    SnapshotDir, SnapshotKind, StateHandle, SubtaskState, load_snapshot, verify_snapshot,
 };
 pub use storage::{DirEntry, Storage, resolve};

@@ -1,11 +1,32 @@
 //! Which checkpoints of a job are complete, and deleting the ones no longer needed.
 //!
-//! Only `chk-<n>` directories of the job are ever looked at; savepoints belong to the user and
-//! are never deleted by the system.
+//! Only `chk-<n>` directories and the `shared/` directory of the job are ever looked at;
+//! savepoints belong to the user and are never deleted by the system. Files in `shared/` are
+//! immutable files of incremental checkpoints, referenced from the `_metadata` of every
+//! checkpoint that uses them: one is deleted once no retained checkpoint references it and the
+//! checkpoint that uploaded it (named in the file name) is not in progress.
+
+use std::collections::HashSet;
 
 use crate::error::Result;
-use crate::snapshot::{METADATA_FILE, SnapshotDir, check_job_id};
+use crate::snapshot::{METADATA_FILE, SHARED_DIR, SnapshotDir, StateHandle, check_job_id};
 use crate::storage::{join, resolve};
+
+/// The name of a shared file: `<instance>-<checkpoint id>-<file name>`. `instance` (the
+/// database instance the file comes from; no `-`) keeps two databases' `000012.sst` apart, the
+/// id of the uploading checkpoint lets retention spare the uploads of pending checkpoints.
+pub fn shared_file_name(instance: &str, checkpoint_id: u64, file: &str) -> String {
+    debug_assert!(
+        !instance.contains('-'),
+        "instance ids have no '-': {instance}"
+    );
+    format!("{instance}-{checkpoint_id}-{file}")
+}
+
+/// The checkpoint that uploaded a shared file, from its name.
+fn uploaded_by(name: &str) -> Option<u64> {
+    name.split('-').nth(1)?.parse().ok()
+}
 
 /// A `chk-<n>` directory of a job, complete or not.
 struct ChkDir {
@@ -90,6 +111,51 @@ pub fn enforce_retention(
         }
         c.dir.discard()?;
         deleted.push(c.dir.url().to_string());
+    }
+    let kept: Vec<&ChkDir> = dirs
+        .iter()
+        .filter(|c| !deleted.iter().any(|d| d == c.dir.url()))
+        .collect();
+    deleted.extend(collect_shared(base, job_id, &kept, in_progress)?);
+    Ok(deleted)
+}
+
+/// Deletes the shared files no kept complete checkpoint references, sparing uploads of the
+/// checkpoints in `in_progress` (their references are not written yet) and temporary files.
+/// If a kept checkpoint's `_metadata` cannot be read, its references are unknown: nothing is
+/// deleted then.
+fn collect_shared(
+    base: &str,
+    job_id: &str,
+    kept: &[&ChkDir],
+    in_progress: &[u64],
+) -> Result<Vec<String>> {
+    let (storage, base_path) = resolve(base)?;
+    let shared_dir = join(&join(&base_path, job_id), SHARED_DIR);
+    if !storage.exists(&shared_dir)? {
+        return Ok(Vec::new());
+    }
+    let mut referenced = HashSet::new();
+    for c in kept.iter().filter(|c| c.complete) {
+        let Ok((_, meta)) = crate::snapshot::load_snapshot(c.dir.url()) else {
+            return Ok(Vec::new());
+        };
+        for st in meta.operators.iter().flat_map(|o| &o.subtasks) {
+            if let StateHandle::Incremental { shared, .. } = &st.handle {
+                referenced.extend(shared.iter().map(|f| f.path.clone()));
+            }
+        }
+    }
+    let mut deleted = Vec::new();
+    for entry in storage.list(&shared_dir)? {
+        let rel = format!("{SHARED_DIR}/{}", entry.name);
+        let pending = uploaded_by(&entry.name).is_some_and(|id| in_progress.contains(&id));
+        if entry.is_dir || entry.name.starts_with('.') || pending || referenced.contains(&rel) {
+            continue;
+        }
+        let path = join(&shared_dir, &entry.name);
+        storage.delete(&path, false)?;
+        deleted.push(storage.url(&path));
     }
     Ok(deleted)
 }
@@ -195,6 +261,67 @@ mod tests {
         assert_eq!(&left[..2], ["chk-007", "chk-4"]);
         assert_eq!(left.len(), 3);
         assert_eq!(names(&t, "job2"), ["chk-1"]);
+    }
+
+    /// Three incremental checkpoints sharing files: with one retained, only the files the
+    /// newest references survive, plus the upload of a pending checkpoint.
+    #[test]
+    fn retention_deletes_unreferenced_shared_files() {
+        let t = tempfile::tempdir().unwrap();
+        let base = url_of(t.path());
+        let mut uploaded = std::collections::HashMap::new();
+        // chk-1: a, b; chk-2: b, c; chk-3: c, d (compaction replaced a and b).
+        for (id, files) in [(1u64, ["a", "b"]), (2, ["b", "c"]), (3, ["c", "d"])] {
+            let dir = SnapshotDir::checkpoint(&base, "job1", id).unwrap();
+            let shared = files
+                .iter()
+                .map(|f| {
+                    uploaded
+                        .entry(*f)
+                        .or_insert_with(|| {
+                            let name = shared_file_name("i0", id, &format!("{f}.sst"));
+                            dir.write_shared_file(&name, &format!("{f}.sst"), f.as_bytes())
+                                .unwrap()
+                        })
+                        .clone()
+                })
+                .collect();
+            let private = vec![
+                dir.write_private_file("op/MANIFEST-1", "MANIFEST-1", b"m")
+                    .unwrap(),
+            ];
+            let h = crate::StateHandle::Incremental {
+                meta: vec![1],
+                private,
+                shared,
+            };
+            dir.write_metadata(&meta_for("job1", id, h)).unwrap();
+        }
+        // A pending checkpoint 4 has uploaded e but written no `_metadata` yet.
+        let pending = SnapshotDir::checkpoint(&base, "job1", 4).unwrap();
+        pending
+            .write_shared_file(&shared_file_name("i0", 4, "e.sst"), "e.sst", b"e")
+            .unwrap();
+        let shared = |t: &tempfile::TempDir| {
+            let mut v: Vec<String> = std::fs::read_dir(t.path().join("job1/shared"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(shared(&t).len(), 5);
+        let deleted = enforce_retention(&base, "job1", 1, &[4]).unwrap();
+        assert_eq!(deleted.len(), 4, "chk-1, chk-2, a and b: {deleted:?}");
+        assert_eq!(shared(&t), ["i0-2-c.sst", "i0-3-d.sst", "i0-4-e.sst"]);
+        let (dir, meta) = crate::load_snapshot(&format!("{base}/job1/chk-3")).unwrap();
+        crate::verify_snapshot(&dir, &meta).unwrap();
+        assert_eq!(meta.state_size(), 1 + 1 + 1 + 1);
+        // Checkpoint 4 aborted: its upload goes too; nothing once no checkpoint is retained.
+        enforce_retention(&base, "job1", 1, &[]).unwrap();
+        assert_eq!(shared(&t), ["i0-2-c.sst", "i0-3-d.sst"]);
+        enforce_retention(&base, "job1", 0, &[]).unwrap();
+        assert!(shared(&t).is_empty());
     }
 
     #[test]

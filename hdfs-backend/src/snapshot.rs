@@ -35,7 +35,31 @@ pub enum StateHandle {
     /// A state file; `path` is relative to the snapshot directory, `len` and `crc32` are of the
     /// state bytes (not of the frame).
     File { path: String, len: u64, crc32: u32 },
+    /// An incremental RocksDB checkpoint: `meta` (the operator snapshot with the native part
+    /// described, opaque here), the files private to this checkpoint (paths relative to the
+    /// snapshot directory) and the immutable SST files shared between the job's checkpoints
+    /// (paths relative to the job directory, `shared/<name>`). Retention reads `shared` to know
+    /// which shared files are still referenced.
+    Incremental {
+        #[serde(with = "hex_bytes")]
+        meta: Vec<u8>,
+        private: Vec<NativeFile>,
+        shared: Vec<NativeFile>,
+    },
 }
+
+/// One file of a native (RocksDB) checkpoint: `name` is the file's name in the database
+/// directory; `len` and `crc32` are of the file's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeFile {
+    pub name: String,
+    pub path: String,
+    pub len: u64,
+    pub crc32: u32,
+}
+
+/// Where the job's shared files are, relative to the job directory.
+pub const SHARED_DIR: &str = "shared";
 
 impl StateHandle {
     /// The number of state bytes behind this handle.
@@ -43,6 +67,11 @@ impl StateHandle {
         match self {
             StateHandle::Inline { bytes } => bytes.len() as u64,
             StateHandle::File { len, .. } => *len,
+            StateHandle::Incremental {
+                meta,
+                private,
+                shared,
+            } => meta.len() as u64 + private.iter().chain(shared).map(|f| f.len).sum::<u64>(),
         }
     }
 
@@ -201,12 +230,17 @@ impl SnapshotDir {
     pub fn read_state(&self, handle: &StateHandle) -> Result<Vec<u8>> {
         let (name, len, crc32) = match handle {
             StateHandle::Inline { bytes } => return Ok(bytes.clone()),
+            StateHandle::Incremental { meta, .. } => return Ok(meta.clone()),
             StateHandle::File { path, len, crc32 } => (path, *len, *crc32),
         };
         self.check_state_name(name)?;
-        let path = join(&self.path, name);
-        let url = self.storage.url(&path);
-        let file = self.storage.read(&path)?;
+        self.read_checked(&join(&self.path, name), len, crc32)
+    }
+
+    /// Reads a framed file and checks its length and CRC32 against what `_metadata` expects.
+    fn read_checked(&self, path: &str, len: u64, crc32: u32) -> Result<Vec<u8>> {
+        let url = self.storage.url(path);
+        let file = self.storage.read(path)?;
         let bytes = frame::decode_owned(&url, STATE_MAGIC, FORMAT_VERSION, file)?;
         if bytes.len() as u64 != len {
             return Err(StorageError::corrupt(
@@ -225,6 +259,70 @@ impl SnapshotDir {
             ));
         }
         Ok(bytes)
+    }
+
+    /// The job directory (`<base>/<job-id>`) of a checkpoint directory.
+    fn job_dir(&self) -> &str {
+        parent(&self.path)
+    }
+
+    /// The job directory as a URL: shared files may only be reused by checkpoints of the job
+    /// directory that holds them.
+    pub fn job_dir_url(&self) -> String {
+        self.storage.url(self.job_dir())
+    }
+
+    /// Whether checkpoint `checkpoint_id` of the same job directory has completed (has
+    /// `_metadata`): only then may later checkpoints reuse its shared files.
+    pub fn checkpoint_complete(&self, checkpoint_id: u64) -> Result<bool> {
+        let chk = join(self.job_dir(), &format!("chk-{checkpoint_id}"));
+        self.storage.exists(&join(&chk, METADATA_FILE))
+    }
+
+    /// Stores a file of a native checkpoint that only this checkpoint uses, as `path` in the
+    /// snapshot directory (checksummed frame, atomic); `file_name` is its name in the database
+    /// directory.
+    pub fn write_private_file(
+        &self,
+        path: &str,
+        file_name: &str,
+        bytes: &[u8],
+    ) -> Result<NativeFile> {
+        self.check_state_name(path)?;
+        let framed = frame::encode(STATE_MAGIC, FORMAT_VERSION, bytes);
+        self.storage
+            .write_atomic(&join(&self.path, path), &framed)?;
+        Ok(native_file(file_name, path.to_string(), bytes))
+    }
+
+    /// Stores an immutable file shared between checkpoints as `shared/<unique_name>` in the
+    /// job directory; `file_name` is its name in the database directory.
+    pub fn write_shared_file(
+        &self,
+        unique_name: &str,
+        file_name: &str,
+        bytes: &[u8],
+    ) -> Result<NativeFile> {
+        let rel = format!("{SHARED_DIR}/{unique_name}");
+        self.check_state_name(&rel)?;
+        let framed = frame::encode(STATE_MAGIC, FORMAT_VERSION, bytes);
+        self.storage
+            .write_atomic(&join(self.job_dir(), &rel), &framed)?;
+        Ok(native_file(file_name, rel, bytes))
+    }
+
+    /// Reads a private (`shared == false`) or shared file of a native checkpoint, verifying
+    /// length and CRC32.
+    pub fn read_native_file(&self, file: &NativeFile, shared: bool) -> Result<Vec<u8>> {
+        self.check_state_name(&file.path)?;
+        if shared && !file.path.starts_with(&format!("{SHARED_DIR}/")) {
+            return Err(StorageError::invalid_path(
+                format!("{}/{}", self.job_dir_url(), file.path),
+                "a shared file must be under shared/",
+            ));
+        }
+        let base = if shared { self.job_dir() } else { &self.path };
+        self.read_checked(&join(base, &file.path), file.len, file.crc32)
     }
 
     /// Writes `_metadata`, atomically (temp name + rename) and framed with magic, version and
@@ -335,12 +433,34 @@ fn decode_metadata(url: &str, bytes: &[u8]) -> Result<CheckpointMetadata> {
 pub fn verify_snapshot(dir: &SnapshotDir, meta: &CheckpointMetadata) -> Result<()> {
     for op in &meta.operators {
         for st in &op.subtasks {
-            if let StateHandle::File { .. } = st.handle {
-                dir.read_state(&st.handle)?;
+            match &st.handle {
+                StateHandle::Inline { .. } => {}
+                StateHandle::File { .. } => {
+                    dir.read_state(&st.handle)?;
+                }
+                StateHandle::Incremental {
+                    private, shared, ..
+                } => {
+                    for f in private {
+                        dir.read_native_file(f, false)?;
+                    }
+                    for f in shared {
+                        dir.read_native_file(f, true)?;
+                    }
+                }
             }
         }
     }
     Ok(())
+}
+
+fn native_file(name: &str, path: String, bytes: &[u8]) -> NativeFile {
+    NativeFile {
+        name: name.to_string(),
+        path,
+        len: bytes.len() as u64,
+        crc32: crc32fast::hash(bytes),
+    }
 }
 
 /// Inline state as a hex string: readable in `_metadata`, half the size of a JSON number array.

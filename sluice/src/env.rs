@@ -32,9 +32,20 @@ impl Default for StreamEnv {
 }
 
 impl StreamEnv {
-    /// An environment with the default configuration (embedded cluster, heap state).
+    /// An environment with the configuration handed over by `sluice run` (see
+    /// [`StreamEnv::from_env`]), else the defaults. A bad configuration is printed and the
+    /// process exits with status 2, as a job cannot run without it.
     pub fn new() -> Self {
-        Self::with_config(Config::default())
+        Self::from_env().unwrap_or_else(|e| {
+            eprintln!("{e}");
+            std::process::exit(2)
+        })
+    }
+
+    /// The configuration handed over by the CLI: `$SLUICE_CONF_DIR/sluice.yaml` if present,
+    /// then the `key=value` lines of `$SLUICE_DYNAMIC_PROPERTIES`.
+    pub fn from_env() -> Result<Self> {
+        Ok(Self::with_config(crate::rest::conf::load(None, &[])?))
     }
 
     pub fn with_config(config: Config) -> Self {
@@ -44,9 +55,10 @@ impl StreamEnv {
         }
     }
 
-    /// Loads `conf/sluice.yaml`-style configuration plus `key=value` overrides.
+    /// Loads `conf/sluice.yaml`-style configuration plus `key=value` overrides. Without a
+    /// file, the one handed over by the CLI is used; `overrides` come after the CLI's.
     pub fn from_config_file(file: Option<&Path>, overrides: &[String]) -> Result<Self> {
-        Ok(Self::with_config(Config::load(file, overrides)?))
+        Ok(Self::with_config(crate::rest::conf::load(file, overrides)?))
     }
 
     pub fn config(&self) -> Config {
@@ -163,14 +175,22 @@ impl StreamEnv {
 
     /// Plans and runs the job on the embedded, in-process cluster; returns when it ends.
     pub fn execute(&self, job_name: &str) -> Result<JobResult> {
-        self.execute_async(job_name)?.wait()
+        let result = self.execute_async(job_name)?.wait();
+        crate::rest::linger();
+        result
     }
 
     /// Plans the job, starts it on the embedded cluster and returns at once.
     pub fn execute_async(&self, job_name: &str) -> Result<JobClient> {
         let config = self.config.borrow().clone();
         let graph = self.graph.borrow();
-        embedded::submit(&graph, job_name, config)
+        // The REST API starts before the job, so a taken port fails the submission.
+        let rest = crate::rest::start_if_configured(&config)?;
+        let client = embedded::submit(&graph, job_name, config.clone())?;
+        if let Some(rest) = rest {
+            rest.register(&client, &graph, job_name, &config)?;
+        }
+        Ok(client)
     }
 
     /// The job plan as JSON (uids, operators, parallelism, edges), without running it.

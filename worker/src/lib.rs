@@ -5,6 +5,7 @@ pub mod context;
 pub mod data;
 pub mod emit;
 pub mod exchange;
+pub mod incremental;
 pub mod key;
 pub mod metrics;
 pub mod node;

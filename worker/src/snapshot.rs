@@ -4,11 +4,17 @@
 //! (so a savepoint taken on the heap backend restores into RocksDB and back), and can be split
 //! or merged when parallelism changes. Operator (non-keyed) state is a named list of items that
 //! is either split among the new subtasks or given whole to each of them.
+//!
+//! An incremental RocksDB checkpoint carries the database itself instead ([`NativeState`]):
+//! the heap-held part (timers) stays in `groups`, the rest is in the native directory.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sluice_core::KeyGroupRange;
+use sluice_hdfs_backend::NativeFile;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Redistribution {
@@ -31,6 +37,51 @@ pub struct OperatorStateEntry {
 pub struct KeyedSnapshot {
     pub tables: Vec<String>,
     pub groups: BTreeMap<u16, Vec<u8>>,
+    /// RocksDB directories holding (more of) this state; never serialised: the uploader stores
+    /// their files and describes them in an [`IncrementalMeta`].
+    #[serde(skip)]
+    pub native: Vec<NativeState>,
+}
+
+/// A local directory that is deleted when the last reference to it goes.
+#[derive(Debug)]
+pub struct LocalDir(pub PathBuf);
+
+impl Drop for LocalDir {
+    fn drop(&mut self) {
+        let _ignored = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A RocksDB database in its own files: at a checkpoint the local RocksDB checkpoint (hard
+/// links) waiting for upload; on restore the downloaded files waiting to be opened.
+#[derive(Debug, Clone)]
+pub struct NativeState {
+    pub dir: Arc<LocalDir>,
+    /// Unique id of the database instance the files belong to (hex, no '-').
+    pub instance: String,
+    /// The key groups the database holds.
+    pub range: KeyGroupRange,
+    /// The state names; an entry's state id is the position of its name here.
+    pub tables: Vec<String>,
+    /// The job directory URL and shared files the SST files were downloaded from: a checkpoint
+    /// of that job directory references them instead of uploading them again.
+    pub inherited: Option<(String, Vec<NativeFile>)>,
+}
+
+impl PartialEq for NativeState {
+    fn eq(&self, other: &Self) -> bool {
+        self.dir.0 == other.dir.0 && self.instance == other.instance && self.range == other.range
+    }
+}
+
+/// What `StateHandle::Incremental::meta` holds: the operator snapshot (heap-held keyed state
+/// and operator state) and what the database files are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncrementalMeta {
+    pub snapshot: OperatorSnapshot,
+    pub instance: String,
+    pub range: KeyGroupRange,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -41,7 +92,11 @@ pub struct OperatorSnapshot {
 
 impl OperatorSnapshot {
     pub fn is_empty(&self) -> bool {
-        self.operator_state.is_empty() && self.keyed.as_ref().is_none_or(|k| k.groups.is_empty())
+        self.operator_state.is_empty()
+            && self
+                .keyed
+                .as_ref()
+                .is_none_or(|k| k.groups.is_empty() && k.native.is_empty())
     }
 
     pub fn with_operator_state(
@@ -77,8 +132,14 @@ impl OperatorSnapshot {
             if let Some(k) = &snap.keyed {
                 let dst = keyed.get_or_insert_with(|| KeyedSnapshot {
                     tables: k.tables.clone(),
-                    groups: BTreeMap::new(),
+                    ..KeyedSnapshot::default()
                 });
+                dst.native.extend(
+                    k.native
+                        .iter()
+                        .filter(|n| n.range.start < range.end && range.start < n.range.end)
+                        .cloned(),
+                );
                 let remap = remap_tables(&mut dst.tables, &k.tables);
                 for (&kg, blob) in k.groups.range(range.start..range.end) {
                     let blob = if remap.iter().enumerate().all(|(i, &j)| i == j as usize) {
@@ -133,6 +194,21 @@ fn remap_tables(dst: &mut Vec<String>, src: &[String]) -> Vec<u16> {
             }
         })
         .collect()
+}
+
+impl KeyedSnapshot {
+    /// Appends `groups`, whose state ids index `tables`, remapping ids onto `self.tables`.
+    pub fn merge_groups(&mut self, tables: &[String], groups: BTreeMap<u16, Vec<u8>>) {
+        let remap = remap_tables(&mut self.tables, tables);
+        for (kg, blob) in groups {
+            let blob = if remap.iter().enumerate().all(|(i, &j)| i == j as usize) {
+                blob
+            } else {
+                rewrite_table_ids(&blob, &remap)
+            };
+            self.groups.entry(kg).or_default().extend_from_slice(&blob);
+        }
+    }
 }
 
 fn rewrite_table_ids(blob: &[u8], remap: &[u16]) -> Vec<u8> {
@@ -190,7 +266,7 @@ mod tests {
     fn redistribute_splits_key_groups_and_operator_state() {
         let mut a = KeyedSnapshot {
             tables: vec!["count".into()],
-            groups: BTreeMap::new(),
+            ..KeyedSnapshot::default()
         };
         for kg in 0..64u16 {
             let mut blob = Vec::new();
@@ -199,7 +275,7 @@ mod tests {
         }
         let mut b = KeyedSnapshot {
             tables: vec!["other".into(), "count".into()],
-            groups: BTreeMap::new(),
+            ..KeyedSnapshot::default()
         };
         for kg in 64..128u16 {
             let mut blob = Vec::new();

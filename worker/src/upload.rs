@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use sluice_hdfs_backend::{SnapshotDir, StateHandle};
 
+use crate::incremental::{SharedRegistry, store_native};
 use crate::task::TaskReport;
 
 /// Where each in-flight checkpoint's state goes: id → (directory, inline threshold).
@@ -37,7 +38,8 @@ pub enum CheckpointEvent {
 /// Uploader threads per job: enough to overlap two tasks' writes on this machine size.
 pub const UPLOAD_THREADS: usize = 2;
 
-fn file_name(uid: &str, subtask: usize) -> String {
+/// The name of an operator subtask's state in a checkpoint directory.
+pub fn file_name(uid: &str, subtask: usize) -> String {
     let safe: String = uid
         .chars()
         .map(|c| {
@@ -57,14 +59,16 @@ pub fn spawn_uploaders(
     targets: CheckpointTargets,
     events: Sender<CheckpointEvent>,
 ) -> Vec<JoinHandle<()>> {
+    let registry = Arc::new(SharedRegistry::default());
     (0..UPLOAD_THREADS)
         .map(|i| {
             let (reports, targets, events) = (reports.clone(), targets.clone(), events.clone());
+            let registry = registry.clone();
             std::thread::Builder::new()
                 .name(format!("checkpoint-upload-{i}"))
                 .spawn(move || {
                     for report in reports.iter() {
-                        let event = upload(report, &targets);
+                        let event = upload(report, &targets, &registry);
                         if events.send(event).is_err() {
                             break;
                         }
@@ -75,7 +79,11 @@ pub fn spawn_uploaders(
         .collect()
 }
 
-fn upload(report: TaskReport, targets: &CheckpointTargets) -> CheckpointEvent {
+fn upload(
+    report: TaskReport,
+    targets: &CheckpointTargets,
+    registry: &SharedRegistry,
+) -> CheckpointEvent {
     let TaskReport::Acknowledge {
         task,
         subtask,
@@ -93,6 +101,25 @@ fn upload(report: TaskReport, targets: &CheckpointTargets) -> CheckpointEvent {
     };
     let mut states = Vec::with_capacity(snapshots.len());
     for (uid, snap) in snapshots {
+        if snap.keyed.as_ref().is_some_and(|k| !k.native.is_empty()) {
+            let name = file_name(&uid, subtask);
+            match store_native(&dir, id, &name, snap, registry) {
+                Ok(stored) => states.push((uid, subtask, stored.handle)),
+                Err(e) => {
+                    return CheckpointEvent::Declined {
+                        checkpoint_id: id,
+                        task,
+                        subtask,
+                        reason: format!(
+                            "storing the RocksDB checkpoint of operator '{uid}' (subtask \
+                             {subtask}) in {} failed: {e}",
+                            dir.url()
+                        ),
+                    };
+                }
+            }
+            continue;
+        }
         let bytes = match bincode::serialize(&snap) {
             Ok(b) => b,
             Err(e) => {

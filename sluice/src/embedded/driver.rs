@@ -88,12 +88,7 @@ impl Driver {
         let (report_tx, report_rx) = crossbeam_channel::unbounded::<TaskReport>();
         let (event_tx, event_rx) = crossbeam_channel::unbounded::<CheckpointEvent>();
         let uploaders = spawn_uploaders(report_rx, targets.clone(), event_tx);
-        let local_dir = self
-            .config
-            .rocksdb_local_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir)
-            .join(format!("sluice-job-{}", self.job_id));
+        let local_dir = self.local_dir();
 
         let mut states = match self.config.get_raw(RESTORE_PATH_KEY) {
             Some(path) => {
@@ -101,7 +96,11 @@ impl Driver {
                     .config
                     .get_raw(ALLOW_NON_RESTORED_KEY)
                     .is_some_and(|v| v == "true");
-                let (states, meta) = restore::load(path, plan, allow)?;
+                let local = restore::Local {
+                    dir: &local_dir,
+                    threads: self.config.rocksdb_transfer_threads,
+                };
+                let (states, meta) = restore::load(path, plan, allow, &local)?;
                 // Ids continue after the restored one, so new checkpoints never reuse a name.
                 coord = coord_after(coord, meta.checkpoint_id);
                 states
@@ -196,8 +195,26 @@ impl Driver {
         for u in uploaders {
             let _ = u.join();
         }
+        // Uploads of checkpoints aborted as the job ended may have landed after the abort
+        // cleaned up; with every uploader gone, one last retention pass removes them.
+        if let Some(base) = &settings.dir {
+            let keep = match result {
+                Ok(JobStatus::Canceled) if !settings.retain_on_cancel => 0,
+                _ => settings.retained,
+            };
+            let _ = sluice_hdfs_backend::enforce_retention(base, &self.job_id, keep, &[]);
+        }
         let _ = std::fs::remove_dir_all(&local_dir);
         result.map(|s| (s, restarts.restarts()))
+    }
+
+    /// Where this job's RocksDB instances and restored RocksDB checkpoints live.
+    fn local_dir(&self) -> std::path::PathBuf {
+        self.config
+            .rocksdb_local_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+            .join(format!("sluice-job-{}", self.job_id))
     }
 
     /// The state of the latest completed checkpoint; a corrupt one falls back to the previous
@@ -214,8 +231,13 @@ impl Driver {
             .map_err(|e| SluiceError::Job(e.to_string()))?;
         candidates.reverse();
         let mut last_error = None;
+        let local_dir = self.local_dir();
+        let local = restore::Local {
+            dir: &local_dir,
+            threads: self.config.rocksdb_transfer_threads,
+        };
         for (id, dir) in candidates {
-            match restore::load(dir.url(), plan, false) {
+            match restore::load(dir.url(), plan, false, &local) {
                 Ok((states, _)) => {
                     if let Some(e) = &last_error {
                         eprintln!("restoring from checkpoint {id} instead: {e}");
@@ -441,7 +463,9 @@ impl Driver {
         let deadline = deadline.unwrap_or_else(|| {
             Instant::now() + coord.settings().timeout.min(Duration::from_secs(60))
         });
-        while coord.counts().in_progress > 0 && Instant::now() < deadline {
+        // Only savepoints someone waits for (stop-with-savepoint) are worth waiting for; a periodic
+        // checkpoint triggered as the sources finished will never be acknowledged by them.
+        while waiting.keys().any(|id| coord.target_of(*id).is_some()) && Instant::now() < deadline {
             match events.recv_timeout(Duration::from_millis(50)) {
                 Ok(CheckpointEvent::Acknowledged {
                     checkpoint_id,

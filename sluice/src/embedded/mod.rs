@@ -51,6 +51,11 @@ pub struct JobView {
     pub latest_checkpoint: Option<(u64, String)>,
     /// The checkpoint the current attempt restored from after a failure.
     pub restored_checkpoint: Option<u64>,
+    /// When the job was submitted and when it reached a terminal status (ms since the epoch).
+    pub start_time_ms: i64,
+    pub end_time_ms: Option<i64>,
+    /// Why the job failed, once its status is `Failed`.
+    pub failure: Option<String>,
 }
 
 /// What a finished job reports.
@@ -83,14 +88,29 @@ impl JobResult {
 
 /// A job running on the embedded cluster in the background.
 pub struct JobClient {
+    handle: JobHandle,
+    thread: std::thread::JoinHandle<Result<JobResult>>,
+}
+
+/// A second, cloneable handle on a job for observers other than the owner of its
+/// [`JobClient`] (the REST API): everything but waiting for the result. Calls on a job that
+/// ended fail (savepoints) or do nothing (cancel); [`JobView::status`] says it ended.
+#[derive(Clone)]
+pub struct JobHandle {
     job_id: String,
     requests: Sender<Request>,
     metrics: MetricsRegistry,
     view: Arc<Mutex<JobView>>,
-    thread: std::thread::JoinHandle<Result<JobResult>>,
 }
 
-impl JobClient {
+impl std::ops::Deref for JobClient {
+    type Target = JobHandle;
+    fn deref(&self) -> &JobHandle {
+        &self.handle
+    }
+}
+
+impl JobHandle {
     pub fn job_id(&self) -> &str {
         &self.job_id
     }
@@ -142,6 +162,13 @@ impl JobClient {
     /// Status and checkpoint history as of now.
     pub fn view(&self) -> JobView {
         self.view.lock().clone()
+    }
+}
+
+impl JobClient {
+    /// A cloneable handle for observers (e.g. the REST API) that outlives this client.
+    pub fn handle(&self) -> JobHandle {
+        self.handle.clone()
     }
 
     /// Waits until a checkpoint completed after this call (returns its id), or the timeout.
@@ -208,6 +235,7 @@ pub(crate) fn submit(graph: &Graph, job_name: &str, config: Config) -> Result<Jo
     let metrics: MetricsRegistry = Arc::default();
     let view = Arc::new(Mutex::new(JobView {
         status: JobStatus::Created,
+        start_time_ms: epoch_ms(),
         ..Default::default()
     }));
     let driver = driver::Driver {
@@ -231,7 +259,17 @@ pub(crate) fn submit(graph: &Graph, job_name: &str, config: Config) -> Result<Jo
         .spawn(move || {
             let started = Instant::now();
             let outcome = driver.run();
-            let view = v.lock().clone();
+            // Observers holding only a `JobHandle` learn from the view that the job ended.
+            let view = {
+                let mut view = v.lock();
+                view.status = match &outcome {
+                    Ok((status, _)) => *status,
+                    Err(_) => JobStatus::Failed,
+                };
+                view.failure = outcome.as_ref().err().map(|e| e.to_string());
+                view.end_time_ms = Some(epoch_ms());
+                view.clone()
+            };
             let (status, restarts) = outcome?;
             Ok(JobResult {
                 job_id: id,
@@ -246,12 +284,21 @@ pub(crate) fn submit(graph: &Graph, job_name: &str, config: Config) -> Result<Jo
         })
         .map_err(|e| SluiceError::Internal(format!("cannot start the job driver thread: {e}")))?;
     Ok(JobClient {
-        job_id,
-        requests: req_tx,
-        metrics,
-        view,
+        handle: JobHandle {
+            job_id,
+            requests: req_tx,
+            metrics,
+            view,
+        },
         thread,
     })
+}
+
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Of all task errors, the one that caused the others: not a cancellation, and not a task

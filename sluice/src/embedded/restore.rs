@@ -3,9 +3,11 @@
 //! empty; state of an operator this job lacks fails the restore unless it may be dropped.
 
 use std::collections::HashSet;
+use std::path::Path;
 
 use sluice_core::{JobPlan, Result, SluiceError};
-use sluice_hdfs_backend::{CheckpointMetadata, SnapshotDir, load_snapshot};
+use sluice_hdfs_backend::{CheckpointMetadata, SnapshotDir, StateHandle, load_snapshot};
+use sluice_worker::incremental::fetch_native;
 use sluice_worker::snapshot::OperatorSnapshot;
 
 /// Per plan node: the old subtasks' snapshots, if the node has state to restore.
@@ -15,16 +17,24 @@ pub(crate) fn empty(plan: &JobPlan) -> RestoredStates {
     vec![None; plan.nodes.len()]
 }
 
+/// Where and how restored files of incremental RocksDB checkpoints are downloaded.
+pub(crate) struct Local<'a> {
+    pub dir: &'a Path,
+    pub threads: usize,
+}
+
 /// Loads and decodes the snapshot at `path` for `plan`. Reads everything before returning, so
-/// a corrupt file fails here, before any task starts, naming the file.
+/// a corrupt file fails here, before any task starts, naming the file. The files of an
+/// incremental checkpoint are downloaded under `local.dir`.
 pub(crate) fn load(
     path: &str,
     plan: &JobPlan,
     allow_non_restored: bool,
+    local: &Local<'_>,
 ) -> Result<(RestoredStates, CheckpointMetadata)> {
     let (dir, meta) = load_snapshot(path)
         .map_err(|e| SluiceError::Job(format!("cannot restore from {path}: {e}")))?;
-    let states = decode(&dir, &meta, plan, allow_non_restored)?;
+    let states = decode(&dir, &meta, plan, allow_non_restored, local)?;
     Ok((states, meta))
 }
 
@@ -33,6 +43,7 @@ fn decode(
     meta: &CheckpointMetadata,
     plan: &JobPlan,
     allow_non_restored: bool,
+    local: &Local<'_>,
 ) -> Result<RestoredStates> {
     let path = dir.url();
     let known: HashSet<&str> = plan.nodes.iter().map(|n| n.uid.as_str()).collect();
@@ -81,6 +92,20 @@ fn decode(
         }
         let mut snaps = Vec::with_capacity(op.subtasks.len());
         for st in &op.subtasks {
+            if let StateHandle::Incremental { .. } = &st.handle {
+                let snap =
+                    fetch_native(dir, &st.handle, local.dir, local.threads).map_err(|e| {
+                        SluiceError::State {
+                            uid: op.uid.clone(),
+                            state: format!("subtask {}", st.subtask),
+                            message: format!(
+                                "the RocksDB checkpoint in {path} cannot be fetched: {e}"
+                            ),
+                        }
+                    })?;
+                snaps.push(snap);
+                continue;
+            }
             let bytes = dir
                 .read_state(&st.handle)
                 .map_err(|e| SluiceError::Job(format!("cannot restore from {path}: {e}")))?;

@@ -7,3 +7,4 @@ pub mod files;
 pub mod generator;
 pub mod print;
 pub mod socket;
+pub mod two_phase;

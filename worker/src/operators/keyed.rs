@@ -91,11 +91,11 @@ where
 
     fn snapshot_state(
         &mut self,
-        _b: &Barrier,
+        b: &Barrier,
         _ctx: &mut OperatorContext,
     ) -> Result<OperatorSnapshot> {
         Ok(OperatorSnapshot {
-            keyed: Some(self.store.as_ref().expect("opened").snapshot()?),
+            keyed: Some(self.store.as_ref().expect("opened").snapshot_at(b)?),
             operator_state: Vec::new(),
         })
     }

@@ -204,11 +204,11 @@ impl<I: Data, O: Data, S: KeySelector<I>, F: KeyedProcessFunction<S::Key, I, O>>
 
     fn snapshot_state(
         &mut self,
-        _b: &Barrier,
+        b: &Barrier,
         _ctx: &mut OperatorContext,
     ) -> Result<OperatorSnapshot> {
         Ok(OperatorSnapshot {
-            keyed: Some(self.ctx.as_ref().expect("opened").store.snapshot()?),
+            keyed: Some(self.ctx.as_ref().expect("opened").store.snapshot_at(b)?),
             operator_state: Vec::new(),
         })
     }

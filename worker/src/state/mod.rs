@@ -17,7 +17,7 @@ use sluice_core::keygroup::key_group_of;
 use sluice_core::{KeyGroupRange, Result, SluiceError};
 
 use crate::context::OperatorContext;
-use crate::data::Data;
+use crate::data::{Barrier, BarrierKind, Data};
 use crate::key::Key;
 use crate::snapshot::{EntryIter, KeyedSnapshot};
 
@@ -47,17 +47,45 @@ pub struct KeyedStateStore {
     range: KeyGroupRange,
     tables: Vec<Rc<dyn StateTable>>,
     restored: Option<KeyedSnapshot>,
+    /// `state.backend.incremental`: checkpoints (not savepoints) of RocksDB state are native.
+    incremental: bool,
+    /// The state names of a database restored natively: state ids are baked into its keys, so
+    /// states must be registered under the same ids.
+    native_tables: Option<Vec<String>>,
 }
 
 impl KeyedStateStore {
     /// Opens the backend chosen by `state.backend.type` and takes the keyed part of
     /// `ctx.restored`, which each state registered later loads from.
+    ///
+    /// Restored native (incremental) state is opened as the database itself when this subtask
+    /// has exactly the key groups of one restored database; otherwise (other parallelism, heap
+    /// backend) the key groups of this subtask are read out of every overlapping database into
+    /// the canonical format and restored like any snapshot.
     pub fn open(ctx: &mut OperatorContext) -> Result<Self> {
-        let backend = match ctx.config.state_backend {
-            StateBackendKind::HashMap => Backend::Heap,
-            StateBackendKind::RocksDb => Backend::Rocks(Rc::new(RocksInstance::open(ctx)?)),
+        let mut restored = ctx.restored.as_mut().and_then(|r| r.keyed.take());
+        let rocks = ctx.config.state_backend == StateBackendKind::RocksDb;
+        let native = restored.as_mut().map(|k| std::mem::take(&mut k.native));
+        let mut native_tables = None;
+        let backend = match native {
+            Some(n) if rocks && n.len() == 1 && n[0].range == ctx.key_groups => {
+                native_tables = Some(n[0].tables.clone());
+                Backend::Rocks(Rc::new(RocksInstance::open_native(ctx, &n[0])?))
+            }
+            other => {
+                for n in other.unwrap_or_default() {
+                    let groups = rocks::scan_native(&n, ctx.key_groups, &ctx.uid)?;
+                    if let Some(k) = restored.as_mut() {
+                        k.merge_groups(&n.tables, groups);
+                    }
+                }
+                if rocks {
+                    Backend::Rocks(Rc::new(RocksInstance::open(ctx)?))
+                } else {
+                    Backend::Heap
+                }
+            }
         };
-        let restored = ctx.restored.as_mut().and_then(|r| r.keyed.take());
         Ok(KeyedStateStore {
             backend,
             uid: ctx.uid.clone(),
@@ -65,6 +93,8 @@ impl KeyedStateStore {
             range: ctx.key_groups,
             tables: Vec::new(),
             restored,
+            incremental: ctx.config.incremental,
+            native_tables,
         })
     }
 
@@ -82,6 +112,18 @@ impl KeyedStateStore {
             });
         }
         let id = self.tables.len() as u16;
+        if let Some(old) = self.native_tables.as_ref().and_then(|t| t.get(id as usize))
+            && *old != name
+        {
+            return Err(SluiceError::State {
+                uid: self.uid.clone(),
+                state: name,
+                message: format!(
+                    "registered as state {id}, but the incremental checkpoint restored has \
+                     '{old}' there; register states in the same order, or restore from a savepoint"
+                ),
+            });
+        }
         if let Some(r) = &self.restored
             && let Some(old_id) = r.tables.iter().position(|t| *t == name)
         {
@@ -174,6 +216,43 @@ impl KeyedStateStore {
         Ok(TimerService::new(table))
     }
 
+    /// Writes cached changes to RocksDB and waits until its flushes and compactions are done,
+    /// so the files stop changing (for tests and benchmarks); nothing to do on the heap.
+    pub fn wait_for_compactions(&self) -> Result<()> {
+        let Backend::Rocks(db) = &self.backend else {
+            return Ok(());
+        };
+        let mut ignored = BTreeMap::new();
+        for (id, t) in self.tables.iter().enumerate() {
+            t.snapshot_into(id as u16, &mut ignored)?;
+        }
+        db.wait_for_compactions()
+    }
+
+    /// The keyed state at `barrier`: with `state.backend.incremental` on RocksDB, a checkpoint
+    /// is a native RocksDB checkpoint (plus heap-held state in `groups`); savepoints, and
+    /// everything else, are canonical.
+    pub fn snapshot_at(&self, barrier: &Barrier) -> Result<KeyedSnapshot> {
+        let Backend::Rocks(db) = &self.backend else {
+            return self.snapshot();
+        };
+        if !self.incremental || barrier.kind != BarrierKind::Checkpoint {
+            return self.snapshot();
+        }
+        let mut groups = BTreeMap::new();
+        for (id, t) in self.tables.iter().enumerate() {
+            t.snapshot_into(id as u16, &mut groups)?;
+        }
+        groups.retain(|_, b: &mut Vec<u8>| !b.is_empty());
+        let tables: Vec<String> = self.tables.iter().map(|t| t.name().to_string()).collect();
+        let native = db.native_checkpoint(barrier.checkpoint_id, self.range, tables.clone())?;
+        Ok(KeyedSnapshot {
+            tables,
+            groups,
+            native: vec![native],
+        })
+    }
+
     /// A consistent copy of all keyed state, per key group.
     pub fn snapshot(&self) -> Result<KeyedSnapshot> {
         let mut groups = BTreeMap::new();
@@ -187,6 +266,7 @@ impl KeyedStateStore {
         Ok(KeyedSnapshot {
             tables: self.tables.iter().map(|t| t.name().to_string()).collect(),
             groups,
+            native: Vec::new(),
         })
     }
 }

@@ -7,8 +7,9 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use rocksdb::{DB, Options, WriteBatch, WriteOptions};
 use rustc_hash::FxHashMap;
@@ -18,7 +19,7 @@ use super::{StateTable, decode, encode, key_group};
 use crate::context::OperatorContext;
 use crate::data::Data;
 use crate::key::Key;
-use crate::snapshot::write_entry;
+use crate::snapshot::{LocalDir, NativeState, write_entry};
 
 pub struct RocksInstance {
     db: Option<DB>,
@@ -26,10 +27,26 @@ pub struct RocksInstance {
     uid: String,
     write: WriteOptions,
     cache_entries: usize,
+    /// Unique id of this database instance, naming its files in the job's shared directory.
+    instance: String,
+    /// Shared files this database's SST files were restored from (see [`NativeState`]).
+    inherited: Option<(String, Vec<sluice_hdfs_backend::NativeFile>)>,
 }
 
 impl RocksInstance {
+    /// A new, empty database.
     pub fn open(ctx: &OperatorContext) -> Result<Self> {
+        Self::open_with(ctx, None)
+    }
+
+    /// Opens a copy of a restored native checkpoint: its SST files are hard-linked (they are
+    /// immutable), the other files copied, so the restored directory stays intact for another
+    /// attempt.
+    pub(crate) fn open_native(ctx: &OperatorContext, native: &NativeState) -> Result<Self> {
+        Self::open_with(ctx, Some(native))
+    }
+
+    fn open_with(ctx: &OperatorContext, native: Option<&NativeState>) -> Result<Self> {
         let base = ctx
             .config
             .rocksdb_local_dir
@@ -43,23 +60,10 @@ impl RocksInstance {
             unique()
         ));
         std::fs::create_dir_all(&dir).map_err(|e| SluiceError::io(dir.display(), e))?;
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.set_write_buffer_size(ctx.config.rocksdb_write_buffer_bytes as usize);
-        opts.set_max_write_buffer_number(4);
-        opts.increase_parallelism(2);
-        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        // State is read by full key: bloom filters (in SST files and the memtable) let a lookup
-        // skip every file that cannot hold the key.
-        let mut table = rocksdb::BlockBasedOptions::default();
-        table.set_bloom_filter(10.0, false);
-        table.set_block_cache(&rocksdb::Cache::new_lru_cache(64 << 20));
-        table.set_cache_index_and_filter_blocks(true);
-        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-        opts.set_block_based_table_factory(&table);
-        opts.set_memtable_prefix_bloom_ratio(0.1);
-        opts.set_memtable_whole_key_filtering(true);
-        opts.set_level_compaction_dynamic_level_bytes(true);
+        if let Some(n) = native {
+            link_or_copy_dir(&n.dir.0, &dir)?;
+        }
+        let opts = db_options(ctx.config.rocksdb_write_buffer_bytes as usize);
         let db = DB::open(&opts, &dir).map_err(|e| rocks_err(&ctx.uid, &dir, e))?;
         let mut write = WriteOptions::default();
         write.disable_wal(true);
@@ -69,6 +73,39 @@ impl RocksInstance {
             uid: ctx.uid.clone(),
             write,
             cache_entries: ctx.config.rocksdb_cache_entries.max(1),
+            instance: instance_id(),
+            inherited: native.and_then(|n| n.inherited.clone()),
+        })
+    }
+
+    pub(super) fn wait_for_compactions(&self) -> Result<()> {
+        let mut opts = rocksdb::WaitForCompactOptions::default();
+        opts.set_flush(true);
+        self.db().wait_for_compact(&opts).map_err(|e| self.err(e))
+    }
+
+    /// Flushes the memtable and takes a RocksDB checkpoint (hard links to the SST files, a copy
+    /// of the small rest) next to the database: cheap, and the files stay valid while the
+    /// database goes on changing. The directory is deleted once the returned state is dropped.
+    pub(crate) fn native_checkpoint(
+        &self,
+        checkpoint_id: u64,
+        range: KeyGroupRange,
+        tables: Vec<String>,
+    ) -> Result<NativeState> {
+        let mut target = self.dir.clone().into_os_string();
+        target.push(format!(".chk-{checkpoint_id}-{}", unique()));
+        let target = PathBuf::from(target);
+        self.db().flush().map_err(|e| self.err(e))?;
+        rocksdb::checkpoint::Checkpoint::new(self.db())
+            .and_then(|c| c.create_checkpoint(&target))
+            .map_err(|e| self.err(e))?;
+        Ok(NativeState {
+            dir: Arc::new(LocalDir(target)),
+            instance: self.instance.clone(),
+            range,
+            tables,
+            inherited: self.inherited.clone(),
         })
     }
 
@@ -116,28 +153,7 @@ impl RocksInstance {
         range: KeyGroupRange,
         groups: &mut BTreeMap<u16, Vec<u8>>,
     ) -> Result<()> {
-        let mut it = self.db().raw_iterator();
-        for kg in range.iter() {
-            let prefix = kg.to_be_bytes();
-            it.seek(prefix);
-            let mut blob = groups.remove(&kg).unwrap_or_default();
-            while it.valid() {
-                let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                    break;
-                };
-                if k.len() < 4 || k[..2] != prefix {
-                    break;
-                }
-                let table = u16::from_be_bytes([k[2], k[3]]);
-                write_entry(&mut blob, table, &k[4..], v);
-                it.next();
-            }
-            it.status().map_err(|e| self.err(e))?;
-            if !blob.is_empty() {
-                groups.insert(kg, blob);
-            }
-        }
-        Ok(())
+        scan_db(self.db(), range, groups).map_err(|e| self.err(e))
     }
 
     /// Prefix-scans `prefix`, returning (key suffix after the prefix, value) pairs.
@@ -175,6 +191,105 @@ impl Drop for RocksInstance {
         // Local state is a working copy; the checkpoint holds the durable one.
         let _ignored = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The entries of the key groups in `range` of `db`, appended to per-key-group blobs.
+fn scan_db(
+    db: &DB,
+    range: KeyGroupRange,
+    groups: &mut BTreeMap<u16, Vec<u8>>,
+) -> std::result::Result<(), rocksdb::Error> {
+    let mut it = db.raw_iterator();
+    for kg in range.iter() {
+        let prefix = kg.to_be_bytes();
+        it.seek(prefix);
+        let mut blob = groups.remove(&kg).unwrap_or_default();
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if k.len() < 4 || k[..2] != prefix {
+                break;
+            }
+            let table = u16::from_be_bytes([k[2], k[3]]);
+            write_entry(&mut blob, table, &k[4..], v);
+            it.next();
+        }
+        it.status()?;
+        if !blob.is_empty() {
+            groups.insert(kg, blob);
+        }
+    }
+    Ok(())
+}
+
+/// Reads the key groups of `range` out of a native checkpoint (opened read-only, in place) in
+/// the canonical format, with state ids indexing `native.tables`: how a restore at another
+/// parallelism, or into the heap backend, takes state from an incremental checkpoint.
+pub(crate) fn scan_native(
+    native: &NativeState,
+    range: KeyGroupRange,
+    uid: &str,
+) -> Result<BTreeMap<u16, Vec<u8>>> {
+    let dir = &native.dir.0;
+    let db = DB::open_for_read_only(&db_options(8 << 20), dir, false)
+        .map_err(|e| rocks_err(uid, dir, e))?;
+    let mut groups = BTreeMap::new();
+    let overlap = KeyGroupRange {
+        start: range.start.max(native.range.start),
+        end: range.end.min(native.range.end),
+    };
+    if overlap.start < overlap.end {
+        scan_db(&db, overlap, &mut groups).map_err(|e| rocks_err(uid, dir, e))?;
+    }
+    Ok(groups)
+}
+
+fn db_options(write_buffer_bytes: usize) -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.set_write_buffer_size(write_buffer_bytes);
+    opts.set_max_write_buffer_number(4);
+    opts.increase_parallelism(2);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // State is read by full key: bloom filters (in SST files and the memtable) let a lookup
+    // skip every file that cannot hold the key.
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    table.set_block_cache(&rocksdb::Cache::new_lru_cache(64 << 20));
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    opts.set_block_based_table_factory(&table);
+    opts.set_memtable_prefix_bloom_ratio(0.1);
+    opts.set_memtable_whole_key_filtering(true);
+    opts.set_level_compaction_dynamic_level_bytes(true);
+    opts
+}
+
+/// Hard-links SST files (immutable) from `from` into `to` and copies the rest (RocksDB
+/// rewrites them); copies where links are impossible (another file system).
+fn link_or_copy_dir(from: &Path, to: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(from).map_err(|e| SluiceError::io(from.display(), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| SluiceError::io(from.display(), e))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let is_sst = src.extension().is_some_and(|e| e == "sst");
+        if !(is_sst && std::fs::hard_link(&src, &dst).is_ok()) {
+            std::fs::copy(&src, &dst).map_err(|e| SluiceError::io(src.display(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// 16 hex digits unique per database instance within the job: process, clock and a counter.
+fn instance_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mixed = (u64::from(std::process::id()) << 40)
+        ^ (u64::from(nanos) << 12)
+        ^ unique().wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    format!("{mixed:016x}")
 }
 
 fn rocks_err(uid: &str, dir: &std::path::Path, e: rocksdb::Error) -> SluiceError {

@@ -1,0 +1,130 @@
+//! Verbs and flags, Flink's where Flink has them (`run -s -n -d -p -D`, `-m host:port`,
+//! `stop --savepointPath --drain`), so Flink users need not relearn them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Run Sluice jobs and operate them over the REST API"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a job binary, handing it configuration, a restore path and a REST port.
+    Run(RunArgs),
+    /// List the jobs of the process behind the REST address.
+    List(ListArgs),
+    /// Take a savepoint of a running job.
+    Savepoint(SavepointArgs),
+    /// Stop a job with a savepoint (Flink's stop-with-savepoint).
+    Stop(StopArgs),
+    /// Cancel a job (no savepoint).
+    Cancel(JobArgs),
+    /// Show a job's checkpoint history.
+    Checkpoints(JobArgs),
+    /// Show what a savepoint or checkpoint holds.
+    Inspect(InspectArgs),
+}
+
+/// `-m host:port`: where the REST API is; default `rest.address`/`rest.port` of the
+/// configuration (`$SLUICE_CONF_DIR` or `./conf`), else 127.0.0.1:8081.
+#[derive(Args, Debug, Clone)]
+pub struct Address {
+    #[arg(short = 'm', long = "jobmanager", value_name = "HOST:PORT")]
+    pub jobmanager: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Default parallelism of the job (`parallelism.default`).
+    #[arg(short = 'p', long = "parallelism")]
+    pub parallelism: Option<usize>,
+    /// Restore from this savepoint or checkpoint (directory or its `_metadata` file).
+    #[arg(short = 's', long = "fromSavepoint", value_name = "PATH")]
+    pub from_savepoint: Option<String>,
+    /// Allow state in the savepoint that no operator of the job claims.
+    #[arg(
+        short = 'n',
+        long = "allowNonRestoredState",
+        alias = "allow-non-restored-state"
+    )]
+    pub allow_non_restored: bool,
+    /// Configuration for the job, with Flink's key names (repeatable).
+    #[arg(short = 'D', value_name = "KEY=VALUE")]
+    pub dynamic: Vec<String>,
+    /// Return once the job is submitted; its output goes to a log file.
+    #[arg(short = 'd', long = "detached")]
+    pub detached: bool,
+    /// Port of the job's REST API (0: a free one); default `rest.port`, else 8081.
+    #[arg(long = "rest-port", value_name = "PORT")]
+    pub rest_port: Option<u16>,
+    /// Where a detached job's output goes (default `$SLUICE_LOG_DIR`, else `./log`).
+    #[arg(long = "log-dir", value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// The job binary (a Rust program using the `sluice` crate).
+    pub job: PathBuf,
+    /// Arguments for the job binary (after `--`).
+    #[arg(last = true)]
+    pub job_args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub address: Address,
+    /// Also show jobs that ended.
+    #[arg(short = 'a', long = "all")]
+    pub all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct JobArgs {
+    #[command(flatten)]
+    pub address: Address,
+    /// The 32-hex-digit job id (see `sluice list`).
+    pub job_id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct SavepointArgs {
+    #[command(flatten)]
+    pub address: Address,
+    pub job_id: String,
+    /// Where the savepoint directory is created (default `state.savepoints.dir` of the job).
+    pub target_dir: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub address: Address,
+    /// Where the savepoint directory is created (default `state.savepoints.dir` of the job).
+    #[arg(short = 'p', long = "savepointPath", value_name = "DIR")]
+    pub savepoint_path: Option<String>,
+    /// Fire all event-time timers before the savepoint (for a job that is not resumed).
+    #[arg(short = 'd', long = "drain")]
+    pub drain: bool,
+    pub job_id: String,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Keys and values are bincode as the job wrote them, printed as hex. \
+A key whose bytes after an 8-byte length prefix are valid UTF-8 (a String key) also gets \
+\"key_utf8\": a best-effort decoding, since the key type is known only to the job."
+)]
+pub struct InspectArgs {
+    /// A savepoint or checkpoint directory, or its `_metadata` file (path or file:// URL).
+    pub path: String,
+    /// Print the keyed state entries of the operator with this uid as JSON lines.
+    #[arg(long = "dump", value_name = "UID")]
+    pub dump: Option<String>,
+}

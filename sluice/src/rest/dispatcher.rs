@@ -1,0 +1,140 @@
+//! The jobs of this process as the REST API sees them, and the asynchronous operations
+//! (savepoints, stop-with-savepoint, checkpoints) triggered through it, keyed by trigger id
+//! like Flink's dispatcher. The `JobClient` calls block until the snapshot completes, so each
+//! operation runs on a thread of its own and the handlers only poll its state.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use sluice_am::checkpoint::CheckpointSettings;
+use sluice_core::config::StateBackendKind;
+use sluice_core::{Config, JobPlan};
+
+use crate::embedded::{JobHandle, new_job_id};
+
+/// One job, running or ended.
+pub struct JobEntry {
+    pub id: String,
+    pub name: String,
+    pub handle: JobHandle,
+    pub plan: JobPlan,
+    pub settings: CheckpointSettings,
+    pub backend: StateBackendKind,
+}
+
+/// The state of a triggered operation, as `GET .../savepoints/:trigger-id` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    InProgress,
+    /// The snapshot's location.
+    Completed(String),
+    /// The error message.
+    Failed(String),
+}
+
+/// What an operation does.
+#[derive(Debug, Clone)]
+pub enum OperationKind {
+    Savepoint {
+        target: Option<String>,
+        cancel_job: bool,
+    },
+    Stop {
+        target: Option<String>,
+        drain: bool,
+    },
+    Checkpoint,
+}
+
+#[derive(Default)]
+pub struct Dispatcher {
+    jobs: Mutex<Vec<Arc<JobEntry>>>,
+    /// (job id, trigger id) → state.
+    operations: Mutex<HashMap<(String, String), Operation>>,
+    /// Operations whose outcome no client has read yet; the process waits for those before
+    /// it exits (see [`super::linger`]), else `sluice stop` could never learn its savepoint.
+    unread: Mutex<HashSet<(String, String)>>,
+}
+
+impl Dispatcher {
+    /// Registers a job just submitted.
+    pub fn add_job(&self, handle: JobHandle, name: &str, plan: JobPlan, config: &Config) {
+        self.jobs.lock().push(Arc::new(JobEntry {
+            id: handle.job_id().to_string(),
+            name: name.to_string(),
+            handle,
+            plan,
+            settings: CheckpointSettings::from_config(config),
+            backend: config.state_backend,
+        }));
+    }
+
+    pub fn job(&self, id: &str) -> Option<Arc<JobEntry>> {
+        self.jobs.lock().iter().find(|j| j.id == id).cloned()
+    }
+
+    /// All jobs, in the order they were submitted.
+    pub fn jobs(&self) -> Vec<Arc<JobEntry>> {
+        self.jobs.lock().clone()
+    }
+
+    /// Starts `kind` on `job` in the background; returns the trigger id to poll.
+    pub fn trigger(self: &Arc<Self>, job: &Arc<JobEntry>, kind: OperationKind) -> String {
+        let trigger = new_job_id();
+        let key = (job.id.clone(), trigger.clone());
+        self.operations
+            .lock()
+            .insert(key.clone(), Operation::InProgress);
+        self.unread.lock().insert(key.clone());
+        let (me, entry) = (self.clone(), job.clone());
+        let run = move || {
+            let h = &entry.handle;
+            let result = match kind {
+                OperationKind::Savepoint { target, cancel_job } => {
+                    let r = h.trigger_savepoint(target.as_deref());
+                    // Flink's cancel-with-savepoint: the savepoint first, the cancel only if
+                    // it succeeded, so a failed savepoint never loses the job's state.
+                    if cancel_job && r.is_ok() {
+                        h.cancel();
+                    }
+                    r
+                }
+                OperationKind::Stop { target, drain } => {
+                    h.stop_with_savepoint(target.as_deref(), drain)
+                }
+                OperationKind::Checkpoint => h.trigger_checkpoint(),
+            };
+            let state = match result {
+                Ok(location) => Operation::Completed(location),
+                Err(e) => Operation::Failed(e.to_string()),
+            };
+            me.operations.lock().insert(key, state);
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("rest-op {trigger}"))
+            .spawn(run);
+        if let Err(e) = spawned {
+            self.operations.lock().insert(
+                (job.id.clone(), trigger.clone()),
+                Operation::Failed(format!("cannot start a thread for the operation: {e}")),
+            );
+        }
+        trigger
+    }
+
+    /// The state of an operation; reading a final state marks it as read.
+    pub fn operation(&self, job_id: &str, trigger: &str) -> Option<Operation> {
+        let key = (job_id.to_string(), trigger.to_string());
+        let op = self.operations.lock().get(&key).cloned();
+        if op.as_ref().is_some_and(|o| *o != Operation::InProgress) {
+            self.unread.lock().remove(&key);
+        }
+        op
+    }
+
+    /// Whether an operation is running or its outcome was not read yet.
+    pub fn has_unread_operations(&self) -> bool {
+        !self.unread.lock().is_empty()
+    }
+}

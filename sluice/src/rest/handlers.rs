@@ -1,0 +1,295 @@
+//! Routes and handlers. Every error is Flink's `{"errors": [...]}` with Flink's status code,
+//! and names the job or trigger id it is about.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sluice_am::JobStatus;
+
+use super::dispatcher::{Dispatcher, JobEntry, OperationKind};
+use super::json;
+
+type Shared = State<Arc<Dispatcher>>;
+
+/// An error response: status and message.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "errors": [self.1] }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn ok(v: Value) -> ApiResult<Response> {
+    Ok(axum::Json(v).into_response())
+}
+
+fn accepted(v: Value) -> ApiResult<Response> {
+    Ok((StatusCode::ACCEPTED, axum::Json(v)).into_response())
+}
+
+pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
+    let api = Router::new()
+        .route("/overview", get(overview))
+        .route("/config", get(config))
+        .route("/jobs", get(jobs))
+        .route("/jobs/overview", get(jobs_overview))
+        .route("/jobs/{id}", get(job).patch(job_patch))
+        .route("/jobs/{id}/status", get(job_status))
+        .route(
+            "/jobs/{id}/checkpoints",
+            get(checkpoints).post(trigger_checkpoint),
+        )
+        .route("/jobs/{id}/checkpoints/config", get(checkpoint_config))
+        .route("/jobs/{id}/checkpoints/{trigger}", get(checkpoint_status))
+        .route("/jobs/{id}/savepoints", axum::routing::post(savepoint))
+        .route("/jobs/{id}/savepoints/{trigger}", get(savepoint_status))
+        .route("/jobs/{id}/stop", axum::routing::post(stop));
+    Router::new()
+        .nest("/v1", api.clone())
+        .merge(api)
+        .fallback(not_found)
+        .with_state(dispatcher)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("Not found: {}", uri.path()))
+}
+
+fn find(d: &Dispatcher, id: &str) -> ApiResult<Arc<JobEntry>> {
+    d.job(id)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("Job {id} not found")))
+}
+
+/// Parses a request body; an empty body means "all fields absent", as Flink's client sends
+/// `{}` or nothing for requests without options.
+fn body<T: for<'a> Deserialize<'a> + Default>(bytes: &Bytes) -> ApiResult<T> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("Request did not match expected format: {e}"),
+        )
+    })
+}
+
+async fn overview(State(d): Shared) -> ApiResult<Response> {
+    let (mut running, mut finished, mut cancelled, mut failed) = (0, 0, 0, 0);
+    for j in d.jobs() {
+        match j.handle.view().status {
+            JobStatus::Finished => finished += 1,
+            JobStatus::Canceled => cancelled += 1,
+            JobStatus::Failed => failed += 1,
+            _ => running += 1,
+        }
+    }
+    ok(json!({
+        "taskmanagers": 1,
+        "slots-total": 1,
+        "slots-available": if running > 0 { 0 } else { 1 },
+        "jobs-running": running,
+        "jobs-finished": finished,
+        "jobs-cancelled": cancelled,
+        "jobs-failed": failed,
+        "flink-version": env!("CARGO_PKG_VERSION"),
+        "flink-commit": "",
+    }))
+}
+
+async fn config() -> ApiResult<Response> {
+    ok(json!({
+        "refresh-interval": 3000,
+        "timezone-name": "Coordinated Universal Time",
+        "timezone-offset": 0,
+        "flink-version": env!("CARGO_PKG_VERSION"),
+        "flink-revision": "",
+        "features": {
+            "web-submit": false,
+            "web-cancel": true,
+            "web-rescale": false,
+            "web-history": false,
+        },
+    }))
+}
+
+async fn jobs(State(d): Shared) -> ApiResult<Response> {
+    let jobs: Vec<Value> = d
+        .jobs()
+        .iter()
+        .map(|j| json!({"id": j.id, "status": json::status_name(j.handle.view().status)}))
+        .collect();
+    ok(json!({ "jobs": jobs }))
+}
+
+async fn jobs_overview(State(d): Shared) -> ApiResult<Response> {
+    // Newest first, as Flink lists them.
+    let jobs: Vec<Value> = d
+        .jobs()
+        .iter()
+        .rev()
+        .map(|j| json::job_overview(j))
+        .collect();
+    ok(json!({ "jobs": jobs }))
+}
+
+async fn job(State(d): Shared, Path(id): Path<String>) -> ApiResult<Response> {
+    let job = find(&d, &id)?;
+    ok(json::job_details(&job))
+}
+
+async fn job_status(State(d): Shared, Path(id): Path<String>) -> ApiResult<Response> {
+    let job = find(&d, &id)?;
+    ok(json!({"status": json::status_name(job.handle.view().status)}))
+}
+
+#[derive(Deserialize)]
+struct PatchQuery {
+    mode: Option<String>,
+}
+
+/// `PATCH /jobs/:id?mode=cancel`: 202 with an empty JSON body, also for a job that already
+/// ended (cancelling it changes nothing), like Flink.
+async fn job_patch(
+    State(d): Shared,
+    Path(id): Path<String>,
+    Query(q): Query<PatchQuery>,
+) -> ApiResult<Response> {
+    let job = find(&d, &id)?;
+    match q.mode.as_deref().unwrap_or("cancel") {
+        "cancel" => {
+            let status = job.handle.view().status;
+            // Flink answers 409 for a job that ended otherwise; cancelling twice is fine.
+            if status.is_globally_terminal() && status != JobStatus::Canceled {
+                return Err(ApiError(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "Job cancellation failed because job {id} has already reached another terminal state ({}).",
+                        json::status_name(status)
+                    ),
+                ));
+            }
+            job.handle.cancel();
+            accepted(json!({}))
+        }
+        other => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("mode '{other}' is not supported; use mode=cancel or POST /jobs/{id}/stop"),
+        )),
+    }
+}
+
+async fn checkpoints(State(d): Shared, Path(id): Path<String>) -> ApiResult<Response> {
+    let job = find(&d, &id)?;
+    ok(json::checkpoints(&job))
+}
+
+async fn checkpoint_config(State(d): Shared, Path(id): Path<String>) -> ApiResult<Response> {
+    let job = find(&d, &id)?;
+    match json::checkpoint_config(&job) {
+        Some(v) => ok(v),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("Checkpointing is not enabled for job {id}"),
+        )),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct SavepointRequest {
+    #[serde(rename = "target-directory")]
+    target: Option<String>,
+    #[serde(rename = "cancel-job", default)]
+    cancel_job: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct StopRequest {
+    #[serde(rename = "targetDirectory")]
+    target: Option<String>,
+    #[serde(default)]
+    drain: bool,
+}
+
+/// Flink rejects savepoint requests without a target when no default is configured, at
+/// trigger time; so does this, naming the config key.
+fn target_or_default(job: &JobEntry, target: Option<String>) -> ApiResult<Option<String>> {
+    if target.is_none() && job.settings.savepoint_dir.is_none() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "No savepoint directory given for job {} and state.savepoints.dir is not configured",
+                job.id
+            ),
+        ));
+    }
+    Ok(target)
+}
+
+async fn savepoint(State(d): Shared, Path(id): Path<String>, raw: Bytes) -> ApiResult<Response> {
+    let job = find(&d, &id)?;
+    let req: SavepointRequest = body(&raw)?;
+    let target = target_or_default(&job, req.target)?;
+    let trigger = d.trigger(
+        &job,
+        OperationKind::Savepoint {
+            target,
+            cancel_job: req.cancel_job,
+        },
+    );
+    accepted(json!({ "request-id": trigger }))
+}
+
+async fn stop(State(d): Shared, Path(id): Path<String>, raw: Bytes) -> ApiResult<Response> {
+    let job = find(&d, &id)?;
+    let req: StopRequest = body(&raw)?;
+    let target = target_or_default(&job, req.target)?;
+    let trigger = d.trigger(
+        &job,
+        OperationKind::Stop {
+            target,
+            drain: req.drain,
+        },
+    );
+    accepted(json!({ "request-id": trigger }))
+}
+
+async fn trigger_checkpoint(State(d): Shared, Path(id): Path<String>) -> ApiResult<Response> {
+    let job = find(&d, &id)?;
+    let trigger = d.trigger(&job, OperationKind::Checkpoint);
+    accepted(json!({ "request-id": trigger }))
+}
+
+fn operation(d: &Dispatcher, id: &str, trigger: &str) -> ApiResult<super::Operation> {
+    find(d, id)?;
+    d.operation(id, trigger).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("There is no operation with trigger id {trigger} for job {id}"),
+        )
+    })
+}
+
+async fn savepoint_status(
+    State(d): Shared,
+    Path((id, trigger)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    ok(json::savepoint_status(&operation(&d, &id, &trigger)?))
+}
+
+async fn checkpoint_status(
+    State(d): Shared,
+    Path((id, trigger)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    ok(json::checkpoint_status(&operation(&d, &id, &trigger)?))
+}

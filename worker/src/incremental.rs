@@ -1,0 +1,227 @@
+//! Incremental RocksDB checkpoints, the uploader's and the restorer's part.
+//!
+//! A native checkpoint is a directory of RocksDB files. SST files never change once written, so
+//! each is stored once, as `shared/<instance>-<checkpoint>-<name>` in the job directory, and
+//! every later checkpoint of the same database only references it; the other files (MANIFEST,
+//! CURRENT, OPTIONS) are small and stored per checkpoint. A job-wide [`SharedRegistry`]
+//! remembers what is already stored. An upload is only reused once the checkpoint that made it
+//! has completed: the files of an aborted checkpoint are deleted by retention.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use sluice_hdfs_backend::{NativeFile, SnapshotDir, StateHandle, shared_file_name};
+
+use crate::snapshot::{IncrementalMeta, KeyedSnapshot, LocalDir, NativeState, OperatorSnapshot};
+
+struct Uploaded {
+    file: NativeFile,
+    by: u64,
+    confirmed: bool,
+}
+
+/// Which local SST file of which database instance is stored where; shared by the uploader
+/// threads of a job.
+#[derive(Default)]
+pub struct SharedRegistry {
+    files: Mutex<HashMap<(String, String), Uploaded>>,
+}
+
+/// The handle of a stored snapshot and the bytes this store actually wrote.
+pub struct Stored {
+    pub handle: StateHandle,
+    pub written: u64,
+}
+
+/// Stores the native part of `snap` (checkpoint `checkpoint_id`, files of this subtask named
+/// `<prefix>/<file>` in the checkpoint directory) and returns its `Incremental` handle.
+pub fn store_native(
+    dir: &SnapshotDir,
+    checkpoint_id: u64,
+    prefix: &str,
+    mut snap: OperatorSnapshot,
+    registry: &SharedRegistry,
+) -> Result<Stored, String> {
+    let keyed = snap.keyed.as_mut().ok_or("no keyed state")?;
+    if keyed.native.len() != 1 {
+        return Err(format!(
+            "{} native databases in one snapshot",
+            keyed.native.len()
+        ));
+    }
+    let native = keyed.native.pop().expect("one");
+    let local = &native.dir.0;
+    let mut names: Vec<String> = std::fs::read_dir(local)
+        .and_then(|d| {
+            d.map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
+        .map_err(|e| format!("listing {}: {e}", local.display()))?;
+    names.sort();
+    let job_dir = dir.job_dir_url();
+    let inherited: HashMap<&str, &NativeFile> = match &native.inherited {
+        Some((from, files)) if *from == job_dir => {
+            files.iter().map(|f| (f.name.as_str(), f)).collect()
+        }
+        _ => HashMap::new(),
+    };
+    let read = |name: &str| {
+        let p = local.join(name);
+        std::fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display()))
+    };
+    let (mut private, mut shared, mut written) = (Vec::new(), Vec::new(), 0u64);
+    for name in &names {
+        if !name.ends_with(".sst") {
+            let bytes = read(name)?;
+            written += bytes.len() as u64;
+            let f = dir
+                .write_private_file(&format!("{prefix}/{name}"), name, &bytes)
+                .map_err(|e| e.to_string())?;
+            private.push(f);
+            continue;
+        }
+        let key = (native.instance.clone(), name.clone());
+        if let Some(f) = reusable(dir, registry, &key, checkpoint_id)? {
+            shared.push(f);
+            continue;
+        }
+        if let Some(f) = inherited.get(name.as_str()) {
+            shared.push((*f).clone());
+            continue;
+        }
+        let bytes = read(name)?;
+        written += bytes.len() as u64;
+        let unique = shared_file_name(&native.instance, checkpoint_id, name);
+        let f = dir
+            .write_shared_file(&unique, name, &bytes)
+            .map_err(|e| e.to_string())?;
+        registry.files.lock().insert(
+            key,
+            Uploaded {
+                file: f.clone(),
+                by: checkpoint_id,
+                confirmed: false,
+            },
+        );
+        shared.push(f);
+    }
+    // SST files RocksDB deleted never come back under the same name: forget them.
+    registry
+        .files
+        .lock()
+        .retain(|(inst, name), _| *inst != native.instance || names.contains(name));
+    let meta = IncrementalMeta {
+        snapshot: snap,
+        instance: native.instance.clone(),
+        range: native.range,
+    };
+    let meta = bincode::serialize(&meta).map_err(|e| format!("does not serialise: {e}"))?;
+    written += meta.len() as u64;
+    Ok(Stored {
+        handle: StateHandle::Incremental {
+            meta,
+            private,
+            shared,
+        },
+        written,
+    })
+}
+
+/// The stored copy of a file, if the checkpoint that stored it has completed.
+fn reusable(
+    dir: &SnapshotDir,
+    registry: &SharedRegistry,
+    key: &(String, String),
+    checkpoint_id: u64,
+) -> Result<Option<NativeFile>, String> {
+    let (file, by) = match registry.files.lock().get(key) {
+        None => return Ok(None),
+        Some(u) if u.confirmed => return Ok(Some(u.file.clone())),
+        Some(u) => (u.file.clone(), u.by),
+    };
+    if by >= checkpoint_id || !dir.checkpoint_complete(by).map_err(|e| e.to_string())? {
+        return Ok(None);
+    }
+    if let Some(u) = registry.files.lock().get_mut(key) {
+        u.confirmed = true;
+    }
+    Ok(Some(file))
+}
+
+/// Downloads the files of an incremental handle into a new directory under `local_base`
+/// (`threads` at a time) and returns the snapshot with the database attached as native state.
+pub fn fetch_native(
+    dir: &SnapshotDir,
+    handle: &StateHandle,
+    local_base: &Path,
+    threads: usize,
+) -> Result<OperatorSnapshot, String> {
+    let StateHandle::Incremental {
+        meta,
+        private,
+        shared,
+    } = handle
+    else {
+        return Err("not an incremental state handle".into());
+    };
+    let meta: IncrementalMeta =
+        bincode::deserialize(meta).map_err(|e| format!("its description does not decode: {e}"))?;
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let target = local_base.join(format!(
+        "restore-{}-{}-{n}",
+        meta.instance,
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&target).map_err(|e| format!("creating {}: {e}", target.display()))?;
+    let local = Arc::new(LocalDir(target));
+    let files: Vec<(&NativeFile, bool)> = private
+        .iter()
+        .map(|f| (f, false))
+        .chain(shared.iter().map(|f| (f, true)))
+        .collect();
+    let threads = threads.clamp(1, files.len().max(1));
+    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (files, local) = (&files, &local);
+                s.spawn(move || {
+                    for (f, is_shared) in files.iter().skip(t).step_by(threads) {
+                        fetch_one(dir, f, *is_shared, &local.0)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err("a download thread panicked".into()))
+            })
+            .collect()
+    });
+    results.into_iter().collect::<Result<(), String>>()?;
+    let mut snap = meta.snapshot;
+    let keyed = snap.keyed.get_or_insert_with(KeyedSnapshot::default);
+    keyed.native.push(NativeState {
+        dir: local,
+        instance: meta.instance,
+        range: meta.range,
+        tables: keyed.tables.clone(),
+        inherited: Some((dir.job_dir_url(), shared.clone())),
+    });
+    Ok(snap)
+}
+
+fn fetch_one(dir: &SnapshotDir, f: &NativeFile, shared: bool, local: &Path) -> Result<(), String> {
+    // The name comes from `_metadata`: it must stay a plain file name inside `local`.
+    if f.name.is_empty() || f.name.contains('/') || f.name.starts_with('.') {
+        return Err(format!("'{}' is not a database file name", f.name));
+    }
+    let bytes = dir.read_native_file(f, shared).map_err(|e| e.to_string())?;
+    let p = local.join(&f.name);
+    std::fs::write(&p, bytes).map_err(|e| format!("writing {}: {e}", p.display()))
+}
