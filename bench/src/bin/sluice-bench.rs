@@ -7,6 +7,11 @@
 //! - `stateless`: generator → map → filter → discarding sink
 //! - `wordcount --backend hashmap|rocksdb [--keys K]`
 
+/// Records are allocated on one task thread and freed on another; mimalloc handles that
+/// far better than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Instant;
 
 use anyhow::Result;

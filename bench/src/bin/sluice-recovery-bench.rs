@@ -6,6 +6,11 @@
 //! is the engine's own: cancel the failed attempt, read the latest checkpoint, redeploy,
 //! restore state, and deliver the first record to the sink.
 
+/// Records are allocated on one task thread and freed on another; mimalloc handles that
+/// far better than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 

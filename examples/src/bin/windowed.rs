@@ -2,6 +2,10 @@
 //!
 //! `windowed [--count N] [--rate R] [--users U] [--window-ms W] [-p P] [-D key=value]...`
 
+/// Records cross task threads; mimalloc frees them cheaply on the receiving side.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Result;
 use clap::Parser;
 use sluice::prelude::*;

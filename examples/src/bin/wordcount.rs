@@ -4,6 +4,10 @@
 //!
 //! `wordcount [--socket HOST:PORT | --input DIR [--continuous]] [--fail-on WORD] [-p N] [-D key=value]...`
 
+/// Records cross task threads; mimalloc frees them cheaply on the receiving side.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Duration;
 
 use anyhow::{Result, bail};
