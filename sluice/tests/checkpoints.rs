@@ -463,3 +463,42 @@ fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
     }
     assert_eq!(last, expected);
 }
+
+#[test]
+fn stop_with_drain_fires_every_window_before_the_savepoint() {
+    for drain in [true, false] {
+        let sp = tempfile::tempdir().unwrap();
+        let env = StreamEnv::new();
+        env.set("state.savepoints.dir", sp.path().to_str().unwrap())
+            .unwrap();
+        let (windows, _) = env
+            .generate(None, Some(2000.0), |i| (i % 3, i as i64 * 10))
+            .uid("events")
+            .assign_timestamps_and_watermarks(Duration::ZERO, |e: &(u64, i64)| e.1)
+            .uid("ts")
+            .key_by_field(|e: &(u64, i64)| &e.0)
+            .window(WindowAssigner::tumbling(Duration::from_secs(1)))
+            .count()
+            .uid("windows")
+            .collect();
+        let client = env.execute_async("drain").unwrap();
+        while client
+            .metrics()
+            .get("events")
+            .is_none_or(|m| m.records_out < 1500)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        client.stop_with_savepoint(None, drain).unwrap();
+        let r = client.wait().unwrap();
+        let emitted = r.metrics("events").unwrap().records_out;
+        let counted: u64 = windows.get().iter().map(|w| w.value).sum();
+        if drain {
+            // The final max watermark fired every window, the last partial ones included.
+            assert_eq!(counted, emitted);
+        } else {
+            // Without drain the open windows stay in the savepoint, unfired.
+            assert!(counted < emitted, "{counted} of {emitted}");
+        }
+    }
+}
