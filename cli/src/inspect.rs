@@ -40,8 +40,12 @@ fn decode(dir: &SnapshotDir, op: &OperatorState) -> Result<Vec<(usize, OperatorS
     op.subtasks
         .iter()
         .map(|st| {
-            let bytes = dir.read_state(&st.handle)?;
-            let snap: OperatorSnapshot = bincode::deserialize(&bytes).map_err(|e| {
+            // Incremental RocksDB state is downloaded into a temporary directory and read out.
+            let scratch =
+                std::env::temp_dir().join(format!("sluice-inspect-{}", std::process::id()));
+            let snap = sluice_worker::incremental::read_canonical(dir, &st.handle, &scratch);
+            let _ = std::fs::remove_dir_all(&scratch);
+            let snap: OperatorSnapshot = snap.map_err(|e| {
                 anyhow!(
                     "{} (operator {}, subtask {}) is not a state snapshot this build can read: {e}",
                     handle_location(dir, &st.handle),

@@ -225,3 +225,30 @@ fn fetch_one(dir: &SnapshotDir, f: &NativeFile, shared: bool, local: &Path) -> R
     let p = local.join(&f.name);
     std::fs::write(&p, bytes).map_err(|e| format!("writing {}: {e}", p.display()))
 }
+
+/// Any state handle in the canonical form (key-group blobs indexed by `tables`): incremental
+/// handles are downloaded under `local_base` and read out of their RocksDB files. For tools
+/// such as `sluice inspect`, which show state without running the job.
+pub fn read_canonical(
+    dir: &SnapshotDir,
+    handle: &StateHandle,
+    local_base: &Path,
+) -> Result<OperatorSnapshot, String> {
+    if !matches!(handle, StateHandle::Incremental { .. }) {
+        let bytes = dir.read_state(handle).map_err(|e| e.to_string())?;
+        return bincode::deserialize(&bytes).map_err(|e| format!("the state does not decode: {e}"));
+    }
+    let mut snap = fetch_native(dir, handle, local_base, 4)?;
+    if let Some(k) = snap.keyed.as_mut() {
+        for n in std::mem::take(&mut k.native) {
+            let groups =
+                crate::state::scan_native(&n, n.range, "inspect").map_err(|e| e.to_string())?;
+            let remap = crate::snapshot::remap_tables(&mut k.tables, &n.tables);
+            for (kg, blob) in groups {
+                let blob = crate::snapshot::rewrite_table_ids(&blob, &remap);
+                k.groups.entry(kg).or_default().extend_from_slice(&blob);
+            }
+        }
+    }
+    Ok(snap)
+}

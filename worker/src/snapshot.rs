@@ -184,7 +184,7 @@ impl OperatorSnapshot {
 }
 
 /// Maps table ids of `src` onto `dst`, appending names `dst` lacks.
-fn remap_tables(dst: &mut Vec<String>, src: &[String]) -> Vec<u16> {
+pub(crate) fn remap_tables(dst: &mut Vec<String>, src: &[String]) -> Vec<u16> {
     src.iter()
         .map(|name| match dst.iter().position(|n| n == name) {
             Some(i) => i as u16,
@@ -211,7 +211,7 @@ impl KeyedSnapshot {
     }
 }
 
-fn rewrite_table_ids(blob: &[u8], remap: &[u16]) -> Vec<u8> {
+pub(crate) fn rewrite_table_ids(blob: &[u8], remap: &[u16]) -> Vec<u8> {
     let mut out = Vec::with_capacity(blob.len());
     for (table, key, value) in EntryIter::new(blob) {
         write_entry(&mut out, remap[table as usize], key, value);

@@ -22,6 +22,7 @@ use crate::key::Key;
 use crate::snapshot::{EntryIter, KeyedSnapshot};
 
 pub use rocks::RocksInstance;
+pub(crate) use rocks::scan_native;
 pub use timers::{TimerService, TimerTable};
 
 /// One registered state, as the store sees it for snapshots and restores.
