@@ -21,7 +21,9 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{url}: unsupported storage scheme (supported: file:// URLs and plain paths)")]
+    #[error(
+        "{url}: unsupported storage scheme (supported: file://, hdfs://, viewfs:// URLs and plain paths)"
+    )]
     UnsupportedScheme { url: String },
     #[error("invalid path {path}: {reason}")]
     InvalidPath { path: String, reason: String },

@@ -1,18 +1,20 @@
-//! Durable storage for checkpoints, savepoints and archives behind one URL scheme (file:// today, hdfs:// later).
+//! Durable storage for checkpoints, savepoints and archives behind one URL scheme (file://, hdfs://, viewfs://).
 //!
 //! Layers, bottom up: [`Storage`] (one URL scheme; [`LocalStorage`] for `file://` and plain
-//! paths, picked by [`resolve`]), the checksummed file frame (`frame`), the snapshot format and
+//! paths, [`HdfsStorage`] for `hdfs://` and `viewfs://`, picked by [`resolve`]), the checksummed file frame (`frame`), the snapshot format and
 //! layout ([`SnapshotDir`], [`CheckpointMetadata`], [`load_snapshot`]) and checkpoint retention
 //! ([`enforce_retention`]).
 
 pub mod error;
 mod frame;
+pub mod hdfs;
 pub mod local;
 pub mod retention;
 pub mod snapshot;
 pub mod storage;
 
 pub use error::{Result, StorageError};
+pub use hdfs::{HdfsOptions, HdfsStorage};
 pub use local::LocalStorage;
 pub use retention::{completed_checkpoints, enforce_retention, shared_file_name};
 pub use snapshot::{

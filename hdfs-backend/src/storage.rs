@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Result, StorageError};
+use crate::hdfs::HdfsStorage;
 use crate::local::LocalStorage;
 
 /// One entry of a directory listing.
@@ -46,7 +47,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
 /// Picks the storage for a URL: `file:///abs/path` (also `file:/abs/path` and
 /// `file://localhost/abs/path`), or a plain path (a relative one resolved against the current
-/// directory) => [`LocalStorage`]. Any other scheme => `UnsupportedScheme` naming the URL.
+/// directory) => [`LocalStorage`]; `hdfs://authority/path`, `viewfs://cluster/path` and
+/// `hdfs:///path` (the authority of `fs.defaultFS`) => [`HdfsStorage`], one cached client per
+/// authority (building it connects to nothing yet). Plain paths stay local even when
+/// `fs.defaultFS` is HDFS. Any other scheme => `UnsupportedScheme` naming the URL.
 /// Returns the storage and the normalized path within it (`.`, `..`, `//` and a trailing `/`
 /// removed). URLs are not percent-decoded: `file:///a b` is the path `/a b`.
 pub fn resolve(url: &str) -> Result<(Arc<dyn Storage>, String)> {
@@ -61,6 +65,19 @@ pub fn resolve(url: &str) -> Result<(Arc<dyn Storage>, String)> {
     }
     let path = match split_scheme(url) {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("file") => file_url_path(url, rest)?,
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("hdfs") || scheme.eq_ignore_ascii_case("viewfs") =>
+        {
+            let Some(after) = rest.strip_prefix("//") else {
+                return Err(StorageError::invalid_path(
+                    url,
+                    format!("write {scheme}://namenode/path or {scheme}:///path"),
+                ));
+            };
+            let (authority, path) = after.split_at(after.find('/').unwrap_or(after.len()));
+            let storage = HdfsStorage::for_authority(scheme, authority)?;
+            return Ok((Arc::new(storage), normalize(path)));
+        }
         Some(_) => {
             return Err(StorageError::UnsupportedScheme {
                 url: url.to_string(),
@@ -177,9 +194,9 @@ mod tests {
 
     #[test]
     fn rejects_other_schemes_and_file_hosts() {
-        let e = resolve("hdfs://nn:8020/ckpt").unwrap_err();
+        let e = resolve("s3://bucket/ckpt").unwrap_err();
         assert!(matches!(e, StorageError::UnsupportedScheme { .. }), "{e}");
-        assert!(e.to_string().contains("hdfs://nn:8020/ckpt"), "{e}");
+        assert!(e.to_string().contains("s3://bucket/ckpt"), "{e}");
         let e = resolve("file://tmp/x").unwrap_err();
         assert!(matches!(e, StorageError::InvalidPath { .. }), "{e}");
         assert!(e.to_string().contains("file://tmp/x"), "{e}");
