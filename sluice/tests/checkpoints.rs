@@ -10,100 +10,10 @@ use std::time::Duration;
 
 use sluice::prelude::*;
 use sluice::{Collector, JobStatus, SluiceError};
-
-fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
-    v.sort();
-    v
-}
-
-/// Compares multisets, reporting what is missing and what is extra (not whole vectors).
-fn assert_same(got: Vec<(u64, u64)>, expected: Vec<(u64, u64)>, what: &str) {
-    let mut counts: BTreeMap<(u64, u64), i64> = BTreeMap::new();
-    for r in &got {
-        *counts.entry(*r).or_default() += 1;
-    }
-    for r in &expected {
-        *counts.entry(*r).or_default() -= 1;
-    }
-    let extra: Vec<_> = counts.iter().filter(|(_, c)| **c > 0).take(5).collect();
-    let missing: Vec<_> = counts.iter().filter(|(_, c)| **c < 0).take(5).collect();
-    let n_extra: i64 = counts.values().filter(|c| **c > 0).sum();
-    let n_missing: i64 = -counts.values().filter(|c| **c < 0).sum::<i64>();
-    assert!(
-        n_extra == 0 && n_missing == 0,
-        "{what}: got {} records, expected {}; {n_extra} extra (e.g. {extra:?}), {n_missing} missing (e.g. {missing:?})",
-        got.len(),
-        expected.len()
-    );
-}
+use sluice_testkit::{assert_same, expected_sums, sorted, sums_job, sums_job_into};
 
 fn checkpointing(env: &StreamEnv, dir: &std::path::Path, interval: &str) {
-    env.set("execution.checkpointing.interval", interval)
-        .unwrap();
-    env.set("state.checkpoints.dir", dir.to_str().unwrap())
-        .unwrap();
-    env.set("restart-strategy.type", "fixed-delay").unwrap();
-    env.set("restart-strategy.fixed-delay.delay", "10 ms")
-        .unwrap();
-}
-
-/// The job under test: generated records → keyed running sums per key, collected.
-/// `fail_at`: record values at which the flat map fails, once each.
-/// The source and the failing map run with parallelism 1 so each key's records arrive in one
-/// order, which makes the running sums deterministic; the sums run with the env's parallelism.
-fn sums_job(
-    env: &StreamEnv,
-    count: u64,
-    rate: Option<f64>,
-    fail_at: Vec<u64>,
-) -> sluice::CollectHandle<(u64, u64)> {
-    let out = sluice::CollectHandle::default();
-    sums_job_into(env, count, rate, fail_at, &out);
-    out
-}
-
-fn sums_job_into(
-    env: &StreamEnv,
-    count: u64,
-    rate: Option<f64>,
-    fail_at: Vec<u64>,
-    out: &sluice::CollectHandle<(u64, u64)>,
-) {
-    let flags: Arc<Vec<(u64, AtomicBool)>> = Arc::new(
-        fail_at
-            .into_iter()
-            .map(|v| (v, AtomicBool::new(false)))
-            .collect(),
-    );
-    env.generate(Some(count), rate, |i| i)
-        .uid("numbers")
-        .set_parallelism(1)
-        .try_flat_map(move |x: u64, out: &mut Collector<(u64, u64)>| {
-            for (v, fired) in flags.iter() {
-                if *v == x && !fired.swap(true, Ordering::SeqCst) {
-                    return Err(SluiceError::job(format!("injected failure at {x}")));
-                }
-            }
-            out.collect((x % 17, x));
-            Ok(())
-        })
-        .uid("maybe-fail")
-        .set_parallelism(1)
-        .key_by_field(|r: &(u64, u64)| &r.0)
-        .sum()
-        .uid("sums")
-        .collect_into(out);
-}
-
-fn expected_sums(count: u64) -> Vec<(u64, u64)> {
-    let mut acc: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut out = Vec::new();
-    for x in 0..count {
-        let s = acc.entry(x % 17).or_insert(0);
-        *s += x;
-        out.push((x % 17, *s));
-    }
-    sorted(out)
+    sluice_testkit::checkpointing(env, dir.to_str().unwrap(), interval);
 }
 
 #[test]

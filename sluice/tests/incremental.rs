@@ -2,33 +2,17 @@
 //! retention of shared files, restore at another parallelism, and that a checkpoint of
 //! unchanged state stores almost nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use sluice::JobStatus;
 use sluice::prelude::*;
-use sluice::{Collector, JobStatus, SluiceError};
 use sluice_hdfs_backend::{
     CheckpointMetadata, FORMAT_VERSION, OperatorState, SnapshotDir, SnapshotKind, StateHandle,
     SubtaskState, load_snapshot, verify_snapshot,
 };
-
-fn assert_same(mut got: Vec<(u64, u64)>, mut expected: Vec<(u64, u64)>, what: &str) {
-    got.sort();
-    expected.sort();
-    if got != expected {
-        let g: BTreeSet<_> = got.iter().collect();
-        let e: BTreeSet<_> = expected.iter().collect();
-        let extra: Vec<_> = g.difference(&e).take(5).collect();
-        let missing: Vec<_> = e.difference(&g).take(5).collect();
-        panic!(
-            "{what}: got {} records, expected {}; extra e.g. {extra:?}, missing e.g. {missing:?}",
-            got.len(),
-            expected.len()
-        );
-    }
-}
+use sluice_testkit::{assert_same, expected_sums, sums_job_into};
 
 fn incremental(env: &StreamEnv, dir: &std::path::Path, interval: &str) {
     for (k, v) in [
@@ -41,52 +25,6 @@ fn incremental(env: &StreamEnv, dir: &std::path::Path, interval: &str) {
     ] {
         env.set(k, v).unwrap();
     }
-}
-
-/// Generated records → keyed running sums per key (17 keys), collected; the map fails once at
-/// each value of `fail_at`. Source and map run with parallelism 1 so the sums are deterministic.
-fn sums_job_into(
-    env: &StreamEnv,
-    count: u64,
-    rate: Option<f64>,
-    fail_at: Vec<u64>,
-    out: &sluice::CollectHandle<(u64, u64)>,
-) {
-    let flags: Arc<Vec<(u64, AtomicBool)>> = Arc::new(
-        fail_at
-            .into_iter()
-            .map(|v| (v, AtomicBool::new(false)))
-            .collect(),
-    );
-    env.generate(Some(count), rate, |i| i)
-        .uid("numbers")
-        .set_parallelism(1)
-        .try_flat_map(move |x: u64, out: &mut Collector<(u64, u64)>| {
-            for (v, fired) in flags.iter() {
-                if *v == x && !fired.swap(true, Ordering::SeqCst) {
-                    return Err(SluiceError::job(format!("injected failure at {x}")));
-                }
-            }
-            out.collect((x % 17, x));
-            Ok(())
-        })
-        .uid("maybe-fail")
-        .set_parallelism(1)
-        .key_by_field(|r: &(u64, u64)| &r.0)
-        .sum()
-        .uid("sums")
-        .collect_into(out);
-}
-
-fn expected_sums(count: u64) -> Vec<(u64, u64)> {
-    let mut acc: BTreeMap<u64, u64> = BTreeMap::new();
-    (0..count)
-        .map(|x| {
-            let s = acc.entry(x % 17).or_insert(0);
-            *s += x;
-            (x % 17, *s)
-        })
-        .collect()
 }
 
 /// The shared files `_metadata` of a checkpoint references, as paths relative to the job dir.

@@ -6,19 +6,18 @@
 //!   scripts/testcluster.sh up hdfs
 //!   cargo test --release -p sluice-integration-tests --test checkpoints_hdfs -- --test-threads=1
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use hdfs_native::{Client, ClientBuilder, WriteOptions};
 use sluice::prelude::*;
-use sluice::{CheckpointStatus, Collector, JobStatus, SluiceError};
+use sluice::{CheckpointStatus, JobStatus};
 use sluice_hdfs_backend::{
     HdfsOptions, StateHandle, StorageError, load_snapshot, resolve, verify_snapshot,
 };
 use sluice_integration_tests::{TestCluster, unique};
+use sluice_testkit::{assert_same, checkpointing, expected_sums, sums_job_into};
 
 /// The cluster with HDFS up, and `HADOOP_CONF_DIR` pointing at its configuration (as Hadoop
 /// tools expect), so `hdfs://` URLs resolve like they do in production.
@@ -131,85 +130,6 @@ fn copy_local_to_hdfs(rt: &tokio::runtime::Runtime, c: &Client, src: &Path, dst:
         }
     }
     files
-}
-
-/// Compares multisets, reporting what is missing and what is extra.
-fn assert_same(got: Vec<(u64, u64)>, expected: Vec<(u64, u64)>, what: &str) {
-    let mut counts: BTreeMap<(u64, u64), i64> = BTreeMap::new();
-    for r in &got {
-        *counts.entry(*r).or_default() += 1;
-    }
-    for r in &expected {
-        *counts.entry(*r).or_default() -= 1;
-    }
-    let extra: Vec<_> = counts.iter().filter(|(_, c)| **c > 0).take(5).collect();
-    let missing: Vec<_> = counts.iter().filter(|(_, c)| **c < 0).take(5).collect();
-    let n_extra: i64 = counts.values().filter(|c| **c > 0).sum();
-    let n_missing: i64 = -counts.values().filter(|c| **c < 0).sum::<i64>();
-    assert!(
-        n_extra == 0 && n_missing == 0,
-        "{what}: got {} records, expected {}; {n_extra} extra (e.g. {extra:?}), {n_missing} missing (e.g. {missing:?})",
-        got.len(),
-        expected.len()
-    );
-}
-
-fn checkpointing(env: &StreamEnv, dir: &str, interval: &str) {
-    for (k, v) in [
-        ("execution.checkpointing.interval", interval),
-        ("state.checkpoints.dir", dir),
-        ("restart-strategy.type", "fixed-delay"),
-        ("restart-strategy.fixed-delay.delay", "10 ms"),
-    ] {
-        env.set(k, v).unwrap();
-    }
-}
-
-/// Generated records → a flat map failing once at each value of `fail_at` → keyed running
-/// sums (17 keys) → collected. Source and map run with parallelism 1, so the sums are
-/// deterministic.
-fn sums_job_into(
-    env: &StreamEnv,
-    count: u64,
-    rate: Option<f64>,
-    fail_at: Vec<u64>,
-    out: &sluice::CollectHandle<(u64, u64)>,
-) {
-    let flags: Arc<Vec<(u64, AtomicBool)>> = Arc::new(
-        fail_at
-            .into_iter()
-            .map(|v| (v, AtomicBool::new(false)))
-            .collect(),
-    );
-    env.generate(Some(count), rate, |i| i)
-        .uid("numbers")
-        .set_parallelism(1)
-        .try_flat_map(move |x: u64, out: &mut Collector<(u64, u64)>| {
-            for (v, fired) in flags.iter() {
-                if *v == x && !fired.swap(true, Ordering::SeqCst) {
-                    return Err(SluiceError::job(format!("injected failure at {x}")));
-                }
-            }
-            out.collect((x % 17, x));
-            Ok(())
-        })
-        .uid("maybe-fail")
-        .set_parallelism(1)
-        .key_by_field(|r: &(u64, u64)| &r.0)
-        .sum()
-        .uid("sums")
-        .collect_into(out);
-}
-
-fn expected_sums(count: u64) -> Vec<(u64, u64)> {
-    let mut acc: BTreeMap<u64, u64> = BTreeMap::new();
-    (0..count)
-        .map(|x| {
-            let s = acc.entry(x % 17).or_insert(0);
-            *s += x;
-            (x % 17, *s)
-        })
-        .collect()
 }
 
 fn completed(r: &[sluice::CheckpointStats]) -> Vec<u64> {
