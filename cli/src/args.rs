@@ -28,8 +28,8 @@ pub enum Command {
     Stop(StopArgs),
     /// Cancel a job (no savepoint).
     Cancel(JobArgs),
-    /// Show a job's checkpoint history.
-    Checkpoints(JobArgs),
+    /// Show a job's checkpoint history, or `gc <dir>`: remove checkpoint files nothing references.
+    Checkpoints(CheckpointsArgs),
     /// Show what a savepoint or checkpoint holds.
     Inspect(InspectArgs),
 }
@@ -91,6 +91,35 @@ pub struct JobArgs {
     pub address: Address,
     /// The 32-hex-digit job id (see `sluice list`).
     pub job_id: String,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct CheckpointsArgs {
+    #[command(subcommand)]
+    pub action: Option<CheckpointsAction>,
+    #[command(flatten)]
+    pub address: Address,
+    /// The 32-hex-digit job id (see `sluice list`).
+    pub job_id: Option<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum CheckpointsAction {
+    /// List (or with --delete remove) the files under a checkpoint directory that no retained
+    /// checkpoint references: partial `chk-<n>` directories and unreferenced shared files.
+    /// Completed checkpoints and savepoints are never touched. Run it only for jobs that are
+    /// not running: a checkpoint in progress looks exactly like garbage.
+    Gc(GcArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// The checkpoint base directory (`state.checkpoints.dir`): a path, file:// or hdfs:// URL.
+    pub dir: String,
+    /// Delete the files instead of only printing what would be deleted.
+    #[arg(long)]
+    pub delete: bool,
 }
 
 #[derive(Args, Debug)]

@@ -34,7 +34,19 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Savepoint(a) => ops::savepoint(a).map(|_| ExitCode::SUCCESS),
         Command::Stop(a) => ops::stop(a).map(|_| ExitCode::SUCCESS),
         Command::Cancel(a) => ops::cancel(a).map(|_| ExitCode::SUCCESS),
-        Command::Checkpoints(a) => ops::checkpoints(a).map(|_| ExitCode::SUCCESS),
+        Command::Checkpoints(a) => match a.action {
+            Some(args::CheckpointsAction::Gc(g)) => ops::gc(g).map(|_| ExitCode::SUCCESS),
+            None => {
+                let job_id = a.job_id.ok_or_else(|| {
+                    anyhow::anyhow!("give a job id, or `gc <dir>` to clean a checkpoint directory")
+                })?;
+                ops::checkpoints(args::JobArgs {
+                    address: a.address,
+                    job_id,
+                })
+                .map(|_| ExitCode::SUCCESS)
+            }
+        },
         Command::Inspect(a) => inspect::inspect(a).map(|_| ExitCode::SUCCESS),
     }
 }

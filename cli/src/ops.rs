@@ -244,6 +244,25 @@ fn format_time(ms: i64) -> String {
     )
 }
 
+/// `sluice checkpoints gc <dir> [--delete]`.
+pub fn gc(a: crate::args::GcArgs) -> Result<()> {
+    let files = sluice_hdfs_backend::collect_garbage(&a.dir, a.delete)
+        .map_err(|e| anyhow::anyhow!("cannot clean {}: {e}", a.dir))?;
+    let verb = if a.delete { "deleted" } else { "would delete" };
+    for f in &files {
+        println!("{verb} {f}");
+    }
+    if files.is_empty() {
+        println!("nothing to delete under {}", a.dir);
+    } else if !a.delete {
+        println!(
+            "{} entries; run again with --delete to remove them",
+            files.len()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -481,3 +481,58 @@ fn the_default_address_comes_from_the_configuration() {
         bad.stderr
     );
 }
+
+#[test]
+fn checkpoints_gc_lists_by_default_and_deletes_only_with_delete() {
+    use sluice_hdfs_backend::{CheckpointMetadata, FORMAT_VERSION, SnapshotDir, SnapshotKind};
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().to_str().unwrap().to_string();
+    let job = "0123456789abcdef0123456789abcdef";
+    // A complete checkpoint, a partial one and an orphaned shared file.
+    let done = SnapshotDir::checkpoint(&base, job, 1).unwrap();
+    done.write_metadata(&CheckpointMetadata {
+        format_version: FORMAT_VERSION,
+        job_id: job.into(),
+        job_name: "gc".into(),
+        checkpoint_id: 1,
+        kind: SnapshotKind::Checkpoint,
+        timestamp_ms: 0,
+        max_parallelism: 128,
+        operators: vec![],
+    })
+    .unwrap();
+    let partial = SnapshotDir::checkpoint(&base, job, 2).unwrap();
+    partial.write_state("op-x-0", &[7; 100], 0).unwrap();
+    let shared = t.path().join(job).join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("abc-2-000009.sst"), b"orphan").unwrap();
+
+    let dry = sluice(t.path(), &["checkpoints", "gc", &base], &[]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout.contains("would delete") && dry.stdout.contains("chk-2"),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains("abc-2-000009.sst"), "{}", dry.stdout);
+    assert!(t.path().join(job).join("chk-2").exists() && shared.join("abc-2-000009.sst").exists());
+
+    let real = sluice(t.path(), &["checkpoints", "gc", &base, "--delete"], &[]);
+    assert_eq!(real.code, 0, "{}", real.stderr);
+    assert!(
+        !t.path().join(job).join("chk-2").exists() && !shared.join("abc-2-000009.sst").exists()
+    );
+    assert!(t.path().join(job).join("chk-1").join("_metadata").exists());
+
+    let missing = sluice(
+        t.path(),
+        &["checkpoints", "gc", "/nonexistent/checkpoints"],
+        &[],
+    );
+    assert_ne!(missing.code, 0);
+    assert!(
+        missing.stderr.contains("/nonexistent/checkpoints"),
+        "{}",
+        missing.stderr
+    );
+}

@@ -16,7 +16,7 @@ pub mod storage;
 pub use error::{Result, StorageError};
 pub use hdfs::{HdfsOptions, HdfsStorage};
 pub use local::LocalStorage;
-pub use retention::{completed_checkpoints, enforce_retention, shared_file_name};
+pub use retention::{collect_garbage, completed_checkpoints, enforce_retention, shared_file_name};
 pub use snapshot::{
     CheckpointMetadata, FORMAT_VERSION, METADATA_FILE, NativeFile, OperatorState, SHARED_DIR,
     SnapshotDir, SnapshotKind, StateHandle, SubtaskState, load_snapshot, verify_snapshot,

@@ -120,6 +120,37 @@ pub fn enforce_retention(
     Ok(deleted)
 }
 
+/// `sluice checkpoints gc`: under a checkpoint base directory (`state.checkpoints.dir`), for
+/// every job, the partial `chk-<n>` directories (no `_metadata`) and the files of `shared/` that
+/// no complete checkpoint references, including temporary files of interrupted uploads.
+/// Completed checkpoints and savepoints are never touched. With `delete` they are removed,
+/// otherwise only listed. Meant for the checkpoints of jobs that are not running: a running
+/// job's checkpoint in progress looks exactly like garbage.
+pub fn collect_garbage(base: &str, delete: bool) -> Result<Vec<String>> {
+    let (storage, base_path) = resolve(base)?;
+    if !storage.exists(&base_path)? {
+        return Err(crate::StorageError::NotFound {
+            path: storage.url(&base_path),
+        });
+    }
+    let mut garbage = Vec::new();
+    for entry in storage.list(&base_path)? {
+        if !entry.is_dir || check_job_id(&base_path, &entry.name).is_err() {
+            continue;
+        }
+        let dirs = checkpoint_dirs(base, &entry.name)?;
+        for c in dirs.iter().filter(|c| !c.complete) {
+            if delete {
+                c.dir.discard()?;
+            }
+            garbage.push(c.dir.url().to_string());
+        }
+        let kept: Vec<&ChkDir> = dirs.iter().filter(|c| c.complete).collect();
+        garbage.extend(shared_garbage(base, &entry.name, &kept, &[], delete, true)?);
+    }
+    Ok(garbage)
+}
+
 /// Deletes the shared files no kept complete checkpoint references, sparing uploads of the
 /// checkpoints in `in_progress` (their references are not written yet) and temporary files.
 /// If a kept checkpoint's `_metadata` cannot be read, its references are unknown: nothing is
@@ -129,6 +160,19 @@ fn collect_shared(
     job_id: &str,
     kept: &[&ChkDir],
     in_progress: &[u64],
+) -> Result<Vec<String>> {
+    shared_garbage(base, job_id, kept, in_progress, true, false)
+}
+
+/// The shared files of a job that no complete checkpoint in `kept` references (deleted when
+/// `delete`); temporary files count only with `temporary` (a running job may be writing them).
+fn shared_garbage(
+    base: &str,
+    job_id: &str,
+    kept: &[&ChkDir],
+    in_progress: &[u64],
+    delete: bool,
+    temporary: bool,
 ) -> Result<Vec<String>> {
     let (storage, base_path) = resolve(base)?;
     let shared_dir = join(&join(&base_path, job_id), SHARED_DIR);
@@ -150,11 +194,14 @@ fn collect_shared(
     for entry in storage.list(&shared_dir)? {
         let rel = format!("{SHARED_DIR}/{}", entry.name);
         let pending = uploaded_by(&entry.name).is_some_and(|id| in_progress.contains(&id));
-        if entry.is_dir || entry.name.starts_with('.') || pending || referenced.contains(&rel) {
+        let spared_temp = entry.name.starts_with('.') && !temporary;
+        if entry.is_dir || spared_temp || pending || referenced.contains(&rel) {
             continue;
         }
         let path = join(&shared_dir, &entry.name);
-        storage.delete(&path, false)?;
+        if delete {
+            storage.delete(&path, false)?;
+        }
         deleted.push(storage.url(&path));
     }
     Ok(deleted)
@@ -164,6 +211,31 @@ fn collect_shared(
 mod tests {
     use super::*;
     use crate::snapshot::tests::{meta_for, url_of};
+
+    #[test]
+    fn garbage_collection_lists_then_deletes_only_unreferenced_files() {
+        let (t, base) = layout();
+        let job = t.path().join("job1");
+        std::fs::create_dir_all(job.join("shared")).unwrap();
+        std::fs::write(job.join("shared").join("abc-9-000001.sst"), b"orphan").unwrap();
+        std::fs::write(job.join("shared").join(".abc-9-000002.sst.1.tmp"), b"half").unwrap();
+        let listed = collect_garbage(&base, false).unwrap();
+        // Partial chk-5 and chk-6, the unreferenced shared file and the temporary file.
+        assert_eq!(listed.len(), 4, "{listed:?}");
+        assert!(job.join("chk-5").exists() && job.join("shared/abc-9-000001.sst").exists());
+        let deleted = collect_garbage(&base, true).unwrap();
+        assert_eq!(deleted, listed);
+        assert!(!job.join("chk-5").exists() && !job.join("shared/abc-9-000001.sst").exists());
+        for id in 1..=4 {
+            assert!(
+                job.join(format!("chk-{id}")).join(METADATA_FILE).exists(),
+                "chk-{id}"
+            );
+        }
+        assert!(collect_garbage(&base, false).unwrap().is_empty());
+        let missing = collect_garbage(&format!("{base}/nope"), false).unwrap_err();
+        assert!(missing.to_string().contains("nope"), "{missing}");
+    }
 
     #[test]
     fn parses_only_canonical_names() {
