@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,37 +13,6 @@ const WINDOWED: &str = env!("CARGO_BIN_EXE_windowed");
 
 /// How long one run of an example may take before the test fails.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// A fresh directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "sluice-example-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 struct Output {
     success: bool,
@@ -169,8 +137,8 @@ const TEXTS: [(&str, &str); 3] = [
     ("c.txt", "\n\nAnd by opposing end them. To die: to sleep;\n"),
 ];
 
-fn input_dir() -> TempDir {
-    let dir = TempDir::new("wordcount-in");
+fn input_dir() -> tempfile::TempDir {
+    let dir = temp_dir("wordcount-in");
     for (name, text) in TEXTS {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
@@ -263,7 +231,7 @@ fn wordcount_without_a_listener_fails_naming_the_address() {
 
 #[test]
 fn wordcount_fail_on_fails_naming_the_word_and_the_operator() {
-    let dir = TempDir::new("wordcount-fail");
+    let dir = temp_dir("wordcount-fail");
     std::fs::write(
         dir.path().join("log.txt"),
         "all fine\nan ERROR here\nmore lines\n",
@@ -309,7 +277,7 @@ fn wordcount_rejects_a_bad_configuration_value_naming_the_key() {
 
 #[test]
 fn wordcount_on_a_missing_directory_fails_naming_it() {
-    let dir = TempDir::new("wordcount-missing");
+    let dir = temp_dir("wordcount-missing");
     let missing = dir.path().join("nope");
     let out = run(WORDCOUNT, &["--input", missing.to_str().unwrap()]);
     assert!(!out.success, "{out:?}");
@@ -347,4 +315,12 @@ fn windowed_prints_every_window_exactly_and_drops_nothing() {
     assert_eq!(expected.len(), 60, "20 windows of 3 users");
     assert_eq!(sorted(out.lines()), sorted(expected), "{out:?}");
     assert!(out.stderr.contains("late records dropped: 0"), "{out:?}");
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("sluice-test-{tag}-"))
+        .tempdir()
+        .unwrap()
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -14,37 +14,6 @@ use sluice::{CollectHandle, JobStatus, RollingPolicy};
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v.sort();
     v
-}
-
-/// A fresh directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "sluice-test-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Waits until `cond` holds, failing the test with `what` after `secs` seconds.
@@ -219,8 +188,8 @@ fn write_file(dir: &Path, name: &str, content: &[u8]) {
 }
 
 /// A directory of input files and the lines the source must read from it.
-fn input_dir() -> (TempDir, Vec<String>) {
-    let dir = TempDir::new("files-in");
+fn input_dir() -> (tempfile::TempDir, Vec<String>) {
+    let dir = temp_dir("files-in");
     let mut expected: Vec<String> = Vec::new();
     // Enough files that every subtask of three gets some.
     for f in 0..12 {
@@ -291,7 +260,7 @@ fn bounded_files_source_reads_every_line_once() {
 
 #[test]
 fn files_source_on_a_missing_directory_fails_naming_it() {
-    let dir = TempDir::new("files-missing");
+    let dir = temp_dir("files-missing");
     let missing = dir.path().join("does-not-exist");
     let env = StreamEnv::new();
     env.read_text_files(&missing, None).uid("files").discard();
@@ -302,7 +271,7 @@ fn files_source_on_a_missing_directory_fails_naming_it() {
 
 #[test]
 fn files_source_on_a_regular_file_fails_naming_it() {
-    let dir = TempDir::new("files-not-dir");
+    let dir = temp_dir("files-not-dir");
     let file = dir.path().join("plain.txt");
     std::fs::write(&file, "x\n").unwrap();
     let env = StreamEnv::new();
@@ -313,7 +282,7 @@ fn files_source_on_a_regular_file_fails_naming_it() {
 
 #[test]
 fn continuous_files_source_reads_new_files_exactly_once_until_cancelled() {
-    let dir = TempDir::new("files-watch");
+    let dir = temp_dir("files-watch");
     let lines =
         |tag: &str, n: usize| -> Vec<String> { (0..n).map(|i| format!("{tag} {i}")).collect() };
     let content = |l: &[String]| format!("{}\n", l.join("\n"));
@@ -409,7 +378,7 @@ fn assert_dense_numbering(parts: &BTreeMap<(usize, u64), String>, subtasks: usiz
 
 #[test]
 fn rolling_text_sink_rolls_by_size_and_publishes_every_part() {
-    let dir = TempDir::new("sink-text");
+    let dir = temp_dir("sink-text");
     let out = dir.path().join("out"); // created by the sink
     let max = 200u64;
     let mut expected: Vec<String> = (0..2000u64).map(|i| format!("record {i:05}")).collect();
@@ -453,7 +422,7 @@ fn rolling_text_sink_rolls_by_size_and_publishes_every_part() {
 
 #[test]
 fn rolling_sink_with_zero_interval_writes_one_record_per_part() {
-    let dir = TempDir::new("sink-interval");
+    let dir = temp_dir("sink-interval");
     let env = StreamEnv::new();
     env.set_parallelism(2);
     let expected: Vec<String> = (0..40).map(|i| format!("r{i}")).collect();
@@ -476,7 +445,7 @@ fn rolling_sink_with_zero_interval_writes_one_record_per_part() {
 
 #[test]
 fn rolling_sink_keeps_parts_of_an_earlier_run_in_the_same_directory() {
-    let dir = TempDir::new("sink-rerun");
+    let dir = temp_dir("sink-rerun");
     let policy = RollingPolicy {
         max_part_size: 64,
         rollover_interval: Duration::from_secs(3600),
@@ -515,7 +484,7 @@ struct Reading {
 
 #[test]
 fn rolling_json_sink_writes_records_that_parse_back() {
-    let dir = TempDir::new("sink-json");
+    let dir = temp_dir("sink-json");
     let max = 300u64;
     let records: Vec<Reading> = (0..1500u64)
         .map(|i| Reading {
@@ -559,8 +528,8 @@ fn rolling_json_sink_writes_records_that_parse_back() {
 
 #[test]
 fn rolling_sink_publishes_a_part_by_age_while_no_records_arrive() {
-    let input = TempDir::new("sink-age-in");
-    let output = TempDir::new("sink-age-out");
+    let input = temp_dir("sink-age-in");
+    let output = temp_dir("sink-age-out");
     let env = StreamEnv::new();
     env.read_text_files(input.path(), Some(Duration::from_millis(50)))
         .uid("files")
@@ -590,4 +559,12 @@ fn rolling_sink_publishes_a_part_by_age_while_no_records_arrive() {
     assert_eq!(client.wait().unwrap().status, JobStatus::Canceled);
     assert_eq!(published.keys().copied().collect::<Vec<_>>(), vec![(0, 0)]);
     assert_eq!(lines_of(&published), sorted(lines));
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("sluice-test-{tag}-"))
+        .tempdir()
+        .unwrap()
 }

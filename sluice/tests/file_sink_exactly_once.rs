@@ -12,6 +12,7 @@ use std::time::Duration;
 use sluice::prelude::*;
 use sluice::{Batch, CheckpointStatus, JobStatus, Operator, OperatorContext, SluiceError};
 use sluice::{Collector, RollingPolicy};
+use sluice_testkit::assert_same;
 use sluice_worker::data::Barrier;
 use sluice_worker::snapshot::OperatorSnapshot;
 
@@ -92,27 +93,6 @@ fn plant_leftovers(dir: &Path) {
     ] {
         std::fs::write(dir.join(name), "record 999999\n").unwrap();
     }
-}
-
-/// Compares multisets, reporting what is missing and what is extra (not whole vectors).
-fn assert_same(got: Vec<String>, expected: Vec<String>, what: &str) {
-    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
-    for r in &got {
-        *counts.entry(r).or_default() += 1;
-    }
-    for r in &expected {
-        *counts.entry(r).or_default() -= 1;
-    }
-    let extra: Vec<_> = counts.iter().filter(|(_, c)| **c > 0).take(5).collect();
-    let missing: Vec<_> = counts.iter().filter(|(_, c)| **c < 0).take(5).collect();
-    let n_extra: i64 = counts.values().filter(|c| **c > 0).sum();
-    let n_missing: i64 = -counts.values().filter(|c| **c < 0).sum::<i64>();
-    assert!(
-        n_extra == 0 && n_missing == 0,
-        "{what}: got {} lines, expected {}; {n_extra} extra (e.g. {extra:?}), {n_missing} missing (e.g. {missing:?})",
-        got.len(),
-        expected.len()
-    );
 }
 
 /// Generated numbers (one source subtask) → a flat map that fails once at each of `fail_at`

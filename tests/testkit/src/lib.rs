@@ -14,13 +14,13 @@ pub fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
 
 /// Asserts two multisets are equal, reporting counts and examples of what is extra and what
 /// is missing (never whole vectors).
-pub fn assert_same(got: Vec<(u64, u64)>, expected: Vec<(u64, u64)>, what: &str) {
-    let mut counts: BTreeMap<(u64, u64), i64> = BTreeMap::new();
+pub fn assert_same<T: Ord + std::fmt::Debug>(got: Vec<T>, expected: Vec<T>, what: &str) {
+    let mut counts: BTreeMap<&T, i64> = BTreeMap::new();
     for r in &got {
-        *counts.entry(*r).or_default() += 1;
+        *counts.entry(r).or_default() += 1;
     }
     for r in &expected {
-        *counts.entry(*r).or_default() -= 1;
+        *counts.entry(r).or_default() -= 1;
     }
     let extra: Vec<_> = counts.iter().filter(|(_, c)| **c > 0).take(5).collect();
     let missing: Vec<_> = counts.iter().filter(|(_, c)| **c < 0).take(5).collect();
