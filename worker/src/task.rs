@@ -215,7 +215,6 @@ pub fn run_input_task<T: 'static>(
     let mut pending_barrier: Option<(Barrier, usize)> = None;
     let mut emitted_watermark = MIN_WATERMARK;
     let mut live = n;
-    let mut stopped = false;
 
     while live > 0 {
         if env.cancelled() {
@@ -261,9 +260,6 @@ pub fn run_input_task<T: 'static>(
                     blocked.iter_mut().for_each(|x| *x = false);
                     head.barrier(b)?;
                     env.acknowledge(b)?;
-                    if matches!(b.kind, BarrierKind::StopWithSavepoint { .. }) {
-                        stopped = true;
-                    }
                 }
             }
             Event::EndOfInput => {
@@ -288,7 +284,7 @@ pub fn run_input_task<T: 'static>(
             }
         }
     }
-    let _ = stopped;
+    // After a stop-with-savepoint the sources end, so the inputs end too and we get here.
     head.finish()
 }
 
