@@ -314,22 +314,8 @@ fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
     let fired = Arc::new(AtomicBool::new(false));
     let (a, f) = (armed.clone(), fired.clone());
     let out = sluice::CollectHandle::<(u64, u64)>::default();
-    env.generate(Some(6000), Some(3000.0), |i| i)
-        .uid("numbers")
-        .set_parallelism(1)
-        .try_flat_map(move |x: u64, out: &mut Collector<(u64, u64)>| {
-            if a.load(Ordering::SeqCst) && !f.swap(true, Ordering::SeqCst) {
-                return Err(SluiceError::job(format!("injected failure at {x}")));
-            }
-            out.collect((x % 17, x));
-            Ok(())
-        })
-        .uid("maybe-fail")
-        .set_parallelism(1)
-        .key_by_field(|r: &(u64, u64)| &r.0)
-        .sum()
-        .uid("sums")
-        .collect_into(&out);
+    let fail = move |_x: u64| a.load(Ordering::SeqCst) && !f.swap(true, Ordering::SeqCst);
+    sluice_testkit::sums_job_failing_when(&env, 6000, Some(3000.0), fail, &out);
     let client = env.execute_async("fallback").unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let first = client.trigger_checkpoint().unwrap();

@@ -63,14 +63,30 @@ pub fn sums_job_into(
             .map(|v| (v, AtomicBool::new(false)))
             .collect(),
     );
+    let fail = move |x: u64| {
+        flags
+            .iter()
+            .any(|(v, fired)| *v == x && !fired.swap(true, Ordering::SeqCst))
+    };
+    sums_job_failing_when(env, count, rate, fail, out);
+}
+
+/// The sums job of [`sums_job_into`], failing whenever `fail(record)` says so.
+pub fn sums_job_failing_when<F>(
+    env: &StreamEnv,
+    count: u64,
+    rate: Option<f64>,
+    fail: F,
+    out: &CollectHandle<(u64, u64)>,
+) where
+    F: Fn(u64) -> bool + Clone + Send + Sync + 'static,
+{
     env.generate(Some(count), rate, |i| i)
         .uid("numbers")
         .set_parallelism(1)
         .try_flat_map(move |x: u64, out: &mut Collector<(u64, u64)>| {
-            for (v, fired) in flags.iter() {
-                if *v == x && !fired.swap(true, Ordering::SeqCst) {
-                    return Err(SluiceError::job(format!("injected failure at {x}")));
-                }
+            if fail(x) {
+                return Err(SluiceError::job(format!("injected failure at {x}")));
             }
             out.collect((x % 17, x));
             Ok(())
