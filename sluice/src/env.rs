@@ -14,9 +14,10 @@ use sluice_worker::connectors::socket::SocketSource;
 use sluice_worker::node::{NodeRuntime, SourceRuntime};
 use sluice_worker::{Data, Source};
 
-use crate::embedded::{self, JobClient, JobResult};
+use crate::embedded::EmbeddedExecutor;
 use crate::graph::{Graph, NodeDef};
 use crate::stream::DataStream;
+use crate::{JobClient, JobResult};
 
 /// The entry point of a job: configuration plus the graph of sources, transformations and sinks.
 #[derive(Clone)]
@@ -186,9 +187,20 @@ impl StreamEnv {
         let graph = self.graph.borrow();
         // The REST API starts before the job, so a taken port fails the submission.
         let rest = crate::rest::start_if_configured(&config)?;
-        let client = embedded::submit(&graph, job_name, config.clone())?;
+        let resolved = graph.resolve(job_name, config.parallelism, config.max_parallelism)?;
+        let plan = resolved.plan.clone();
+        let job_id = sluice_am::job::new_job_id();
+        let metrics = sluice_am::MetricsRegistry::default();
+        let executor = EmbeddedExecutor::new(resolved, &job_id, config.clone(), metrics.clone())?;
+        let client = sluice_am::job::submit(
+            plan.clone(),
+            job_id,
+            config.clone(),
+            Box::new(executor),
+            metrics,
+        )?;
         if let Some(rest) = rest {
-            rest.register(&client, &graph, job_name, &config)?;
+            rest.register(client.handle(), plan, &config)?;
         }
         Ok(client)
     }

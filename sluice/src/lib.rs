@@ -19,16 +19,14 @@
 mod embedded;
 mod env;
 mod graph;
-pub mod rest;
 mod stream;
 
-pub use embedded::{
-    ALLOW_NON_RESTORED_KEY, JobClient, JobHandle, JobResult, JobView, RESTORE_PATH_KEY,
-};
 pub use env::StreamEnv;
-pub use rest::{Dispatcher, RestServer};
-pub use sluice_am::JobStatus;
 pub use sluice_am::checkpoint::{CheckpointStats, CheckpointStatus};
+pub use sluice_am::rest::{self, Dispatcher, RestServer};
+pub use sluice_am::{
+    ALLOW_NON_RESTORED_KEY, JobClient, JobHandle, JobResult, JobStatus, JobView, RESTORE_PATH_KEY,
+};
 pub use stream::{DataStream, KeyedStream, SinkHandle, WindowedStream};
 
 pub use sluice_core::config::{self, Config, StateBackendKind};

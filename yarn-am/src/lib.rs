@@ -1,9 +1,18 @@
-//! The master: turns a job plan into scheduled, chained tasks and drives their lifecycle.
+//! The master: turns a job plan into scheduled, chained tasks and drives their lifecycle —
+//! checkpoints, restarts, savepoints — behind Flink's REST API.
 
 pub mod chaining;
 pub mod checkpoint;
+pub mod executor;
+pub mod job;
 pub mod job_status;
+pub mod rest;
 pub mod restart;
 
 pub use chaining::{ExecutionPlan, TaskPlan, build_execution_plan};
+pub use executor::{Attempt, Executor, TaskDone};
+pub use job::{
+    ALLOW_NON_RESTORED_KEY, JobClient, JobHandle, JobResult, JobView, MetricsRegistry,
+    RESTORE_PATH_KEY,
+};
 pub use job_status::JobStatus;

@@ -3,13 +3,13 @@
 //! written against Flink read them unchanged. Fields Sluice has no counterpart for keep
 //! Flink's neutral values (0, `{}`, `"Default"`).
 
+use crate::JobStatus;
+use crate::checkpoint::{CheckpointStats, CheckpointStatus};
 use serde_json::{Value, json};
-use sluice_am::JobStatus;
-use sluice_am::checkpoint::{CheckpointStats, CheckpointStatus};
 use sluice_core::config::{CheckpointingMode, StateBackendKind};
 
 use super::dispatcher::{JobEntry, Operation};
-use crate::embedded::JobView;
+use crate::job::JobView;
 
 /// Flink's execution states, in the order its responses list them.
 const TASK_STATES: [&str; 10] = [

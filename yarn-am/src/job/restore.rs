@@ -11,14 +11,14 @@ use sluice_worker::incremental::fetch_native;
 use sluice_worker::snapshot::OperatorSnapshot;
 
 /// Per plan node: the old subtasks' snapshots, if the node has state to restore.
-pub(crate) type RestoredStates = Vec<Option<Vec<OperatorSnapshot>>>;
+pub type RestoredStates = Vec<Option<Vec<OperatorSnapshot>>>;
 
-pub(crate) fn empty(plan: &JobPlan) -> RestoredStates {
+pub fn empty(plan: &JobPlan) -> RestoredStates {
     vec![None; plan.nodes.len()]
 }
 
 /// Where and how restored files of incremental RocksDB checkpoints are downloaded.
-pub(crate) struct Local<'a> {
+pub struct Local<'a> {
     pub dir: &'a Path,
     pub threads: usize,
 }
@@ -26,7 +26,7 @@ pub(crate) struct Local<'a> {
 /// Loads and decodes the snapshot at `path` for `plan`. Reads everything before returning, so
 /// a corrupt file fails here, before any task starts, naming the file. The files of an
 /// incremental checkpoint are downloaded under `local.dir`.
-pub(crate) fn load(
+pub fn load(
     path: &str,
     plan: &JobPlan,
     allow_non_restored: bool,

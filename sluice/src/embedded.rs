@@ -1,5 +1,5 @@
-//! One attempt of a job: wires the channels of every edge, builds each subtask's chain on its
-//! own thread (with the state it restores from) and runs it.
+//! The embedded cluster: an executor that runs every subtask of a job on a thread of this
+//! process, wiring the channels of every edge in memory, with the state it restores from.
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -10,15 +10,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
-use sluice_am::ExecutionPlan;
+use sluice_am::job::restore::{self, RestoredStates};
+use sluice_am::{ExecutionPlan, MetricsRegistry, TaskDone};
 use sluice_core::{Config, KeyGroupRange, NodeKind, Result, SluiceError};
+use sluice_hdfs_backend::{CheckpointMetadata, SnapshotDir};
 use sluice_worker::OperatorContext;
 use sluice_worker::metrics::OperatorMetrics;
 use sluice_worker::node::{AnySend, EdgeRuntime};
 use sluice_worker::snapshot::OperatorSnapshot;
 use sluice_worker::task::{TaskCommand, TaskEnv, TaskReport};
+use sluice_worker::upload::{CheckpointEvent, CheckpointTargets, spawn_uploaders};
 
-use super::MetricsRegistry;
 use crate::graph::ResolvedGraph;
 
 /// An edge leaving a node: its runtime, the consumer's parallelism, and each producer
@@ -33,25 +35,143 @@ struct NodeInfo {
     parallelism: usize,
 }
 
-/// A running attempt.
-pub(crate) struct Attempt {
-    pub cancel: Arc<AtomicBool>,
-    pub done: Receiver<(usize, usize, Result<()>)>,
-    /// Command channel of every subtask: (task, subtask, is source, sender).
-    pub commands: Vec<(usize, usize, bool, Sender<TaskCommand>)>,
-    pub threads: Vec<JoinHandle<()>>,
-    pub subtasks: usize,
+/// Runs a job's subtasks on threads of this process.
+pub(crate) struct EmbeddedExecutor {
+    resolved: ResolvedGraph,
+    exec: ExecutionPlan,
+    config: Arc<Config>,
+    /// Where RocksDB instances and downloaded RocksDB checkpoints live.
+    local_dir: PathBuf,
+    registry: MetricsRegistry,
+    /// The state the next attempt starts from.
+    states: RestoredStates,
+    targets: CheckpointTargets,
+    reports: Option<Sender<TaskReport>>,
+    events: Receiver<CheckpointEvent>,
+    uploaders: Vec<JoinHandle<()>>,
 }
 
-impl Attempt {
-    pub fn send_all(&self, cmd: &TaskCommand) {
+impl EmbeddedExecutor {
+    pub fn new(
+        resolved: ResolvedGraph,
+        job_id: &str,
+        config: Config,
+        registry: MetricsRegistry,
+    ) -> Result<Self> {
+        let exec = sluice_am::build_execution_plan(&resolved.plan)?;
+        let targets: CheckpointTargets = Arc::default();
+        let (report_tx, report_rx) = crossbeam_channel::unbounded::<TaskReport>();
+        let (event_tx, event_rx) = crossbeam_channel::unbounded::<CheckpointEvent>();
+        let uploaders = spawn_uploaders(report_rx, targets.clone(), event_tx);
+        let local_dir = config
+            .rocksdb_local_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+            .join(format!("sluice-job-{job_id}"));
+        Ok(EmbeddedExecutor {
+            states: restore::empty(&resolved.plan),
+            resolved,
+            exec,
+            config: Arc::new(config),
+            local_dir,
+            registry,
+            targets,
+            reports: Some(report_tx),
+            events: event_rx,
+            uploaders,
+        })
+    }
+}
+
+impl sluice_am::Executor for EmbeddedExecutor {
+    fn restore_from(
+        &mut self,
+        path: Option<&str>,
+        allow_non_restored: bool,
+    ) -> Result<Option<CheckpointMetadata>> {
+        let Some(path) = path else {
+            self.states = restore::empty(&self.resolved.plan);
+            return Ok(None);
+        };
+        let local = restore::Local {
+            dir: &self.local_dir,
+            threads: self.config.rocksdb_transfer_threads,
+        };
+        let (states, meta) = restore::load(path, &self.resolved.plan, allow_non_restored, &local)?;
+        self.states = states;
+        Ok(Some(meta))
+    }
+
+    fn deploy(&mut self, _attempt: u64) -> Result<Box<dyn sluice_am::Attempt>> {
+        let reports = self
+            .reports
+            .clone()
+            .ok_or_else(|| SluiceError::Internal("the embedded executor was shut down".into()))?;
+        let attempt = deploy(DeployArgs {
+            resolved: &self.resolved,
+            exec: &self.exec,
+            job_name: &self.resolved.plan.name,
+            config: self.config.clone(),
+            local_dir: self.local_dir.clone(),
+            restore: &self.states,
+            reports,
+            registry: self.registry.clone(),
+        })?;
+        Ok(Box::new(attempt))
+    }
+
+    fn checkpoint_events(&self) -> Receiver<CheckpointEvent> {
+        self.events.clone()
+    }
+
+    fn begin_checkpoint(&self, id: u64, dir: SnapshotDir, inline_threshold: usize) {
+        self.targets.lock().insert(id, (dir, inline_threshold));
+    }
+
+    fn end_checkpoint(&self, id: u64) {
+        self.targets.lock().remove(&id);
+    }
+
+    fn shutdown(&mut self) {
+        self.reports = None;
+        for u in self.uploaders.drain(..) {
+            let _ = u.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.local_dir);
+    }
+}
+
+/// A running attempt.
+pub(crate) struct Attempt {
+    cancel: Arc<AtomicBool>,
+    done: Receiver<TaskDone>,
+    /// Command channel of every subtask: (task, subtask, is source, sender).
+    commands: Vec<(usize, usize, bool, Sender<TaskCommand>)>,
+    threads: Vec<JoinHandle<()>>,
+    subtasks: usize,
+}
+
+impl sluice_am::Attempt for Attempt {
+    fn done(&self) -> &Receiver<TaskDone> {
+        &self.done
+    }
+
+    fn subtasks(&self) -> usize {
+        self.subtasks
+    }
+
+    fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    fn send_all(&self, cmd: &TaskCommand) {
         for (_, _, _, tx) in &self.commands {
             // A finished subtask has dropped its receiver; nothing to tell it.
             let _ = tx.send(cmd.clone());
         }
     }
 
-    pub fn send_sources(&self, cmd: &TaskCommand) {
+    fn send_sources(&self, cmd: &TaskCommand) {
         for (_, _, source, tx) in &self.commands {
             if *source {
                 let _ = tx.send(cmd.clone());
@@ -60,7 +180,7 @@ impl Attempt {
     }
 
     /// Cancels every task and waits for all of them; returns the errors they reported.
-    pub fn stop(self, mut finished: usize) -> Vec<SluiceError> {
+    fn stop(self: Box<Self>, mut finished: usize) -> Vec<SluiceError> {
         self.cancel.store(true, Ordering::SeqCst);
         let mut errors = Vec::new();
         while finished < self.subtasks {
@@ -81,7 +201,7 @@ impl Attempt {
     }
 }
 
-pub(crate) struct DeployArgs<'a> {
+struct DeployArgs<'a> {
     pub resolved: &'a ResolvedGraph,
     pub exec: &'a ExecutionPlan,
     pub job_name: &'a str,
@@ -93,7 +213,7 @@ pub(crate) struct DeployArgs<'a> {
     pub registry: MetricsRegistry,
 }
 
-pub(crate) fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
+fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
     let DeployArgs {
         resolved,
         exec,

@@ -1,10 +1,9 @@
-//! The embedded cluster: master and workers in one process. A driver thread per job schedules
-//! the plan into chained tasks, runs each subtask on its own thread, checkpoints, restarts on
-//! failure, and answers the [`JobClient`]'s requests.
+//! A job as the master runs it: a driver thread per job deploys the plan's chained tasks
+//! through an [`Executor`], checkpoints, restarts on failure, and answers the [`JobClient`]'s
+//! requests; observers read a [`JobView`].
 
-mod deploy;
 mod driver;
-mod restore;
+pub mod restore;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,17 +11,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
-use sluice_am::JobStatus;
-use sluice_am::checkpoint::{CheckpointStats, Counts};
-use sluice_core::{Config, Result, SluiceError};
+use sluice_core::{Config, JobPlan, Result, SluiceError};
 use sluice_worker::metrics::{MetricsSnapshot, OperatorMetrics};
 
-use crate::graph::Graph;
+use crate::JobStatus;
+use crate::checkpoint::{CheckpointStats, Counts};
+use crate::executor::Executor;
 
 pub use driver::{ALLOW_NON_RESTORED_KEY, RESTORE_PATH_KEY};
 
 /// Live counters of a running job: (operator uid, one subtask's counters).
-pub(crate) type MetricsRegistry = Arc<Mutex<Vec<(String, Arc<OperatorMetrics>)>>>;
+pub type MetricsRegistry = Arc<Mutex<Vec<(String, Arc<OperatorMetrics>)>>>;
 
 /// What the client may ask a running job.
 pub(crate) enum Request {
@@ -56,6 +55,8 @@ pub struct JobView {
     pub end_time_ms: Option<i64>,
     /// Why the job failed, once its status is `Failed`.
     pub failure: Option<String>,
+    /// Root causes of the failures so far, oldest first: (ms since the epoch, message).
+    pub exceptions: Vec<(i64, String)>,
 }
 
 /// What a finished job reports.
@@ -208,7 +209,7 @@ fn sum_metrics(list: &[(String, Arc<OperatorMetrics>)]) -> BTreeMap<String, Metr
 }
 
 /// A fresh 32-hex-digit job id, like Flink's.
-pub(crate) fn new_job_id() -> String {
+pub fn new_job_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut out = String::new();
     for i in 0..2u64 {
@@ -225,35 +226,35 @@ pub(crate) fn new_job_id() -> String {
     out
 }
 
-/// Runs the job in the background; the plan (and a restore path, if any) is checked first.
-pub(crate) fn submit(graph: &Graph, job_name: &str, config: Config) -> Result<JobClient> {
-    let resolved = graph.resolve(job_name, config.parallelism, config.max_parallelism)?;
-    let exec = sluice_am::build_execution_plan(&resolved.plan)?;
-    sluice_am::restart::RestartStrategy::from_config(&config)?;
-    let job_id = new_job_id();
+/// Runs the job described by `plan` in the background on `executor`; the plan and the
+/// restart strategy are checked first. `metrics` is where the executor publishes counters.
+pub fn submit(
+    plan: JobPlan,
+    job_id: String,
+    config: Config,
+    executor: Box<dyn Executor>,
+    metrics: MetricsRegistry,
+) -> Result<JobClient> {
+    let job_name = plan.name.clone();
+    let exec = crate::build_execution_plan(&plan)?;
+    crate::restart::RestartStrategy::from_config(&config)?;
     let (req_tx, req_rx) = crossbeam_channel::unbounded();
-    let metrics: MetricsRegistry = Arc::default();
     let view = Arc::new(Mutex::new(JobView {
         status: JobStatus::Created,
         start_time_ms: epoch_ms(),
         ..Default::default()
     }));
     let driver = driver::Driver {
-        resolved,
+        plan,
         exec,
+        executor,
         job_id: job_id.clone(),
-        job_name: job_name.to_string(),
+        job_name: job_name.clone(),
         config: Arc::new(config),
         requests: req_rx,
-        registry: metrics.clone(),
         view: view.clone(),
     };
-    let (m, v, id, name) = (
-        metrics.clone(),
-        view.clone(),
-        job_id.clone(),
-        job_name.to_string(),
-    );
+    let (m, v, id, name) = (metrics.clone(), view.clone(), job_id.clone(), job_name);
     let thread = std::thread::Builder::new()
         .name(format!("job {job_id}"))
         .spawn(move || {

@@ -6,12 +6,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::checkpoint::CheckpointSettings;
 use parking_lot::Mutex;
-use sluice_am::checkpoint::CheckpointSettings;
 use sluice_core::config::StateBackendKind;
 use sluice_core::{Config, JobPlan};
 
-use crate::embedded::{JobHandle, new_job_id};
+use crate::job::{JobHandle, new_job_id};
 
 /// One job, running or ended.
 pub struct JobEntry {

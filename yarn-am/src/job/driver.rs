@@ -1,4 +1,4 @@
-//! The job driver of the embedded cluster: deploys an attempt, triggers checkpoints and
+//! The job driver: deploys an attempt through its executor, triggers checkpoints and
 //! savepoints through the coordinator, answers the client's requests, and on a task failure
 //! restarts every task from the latest completed checkpoint as the restart strategy allows.
 
@@ -7,19 +7,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
-use sluice_am::checkpoint::{CheckpointCoordinator, CheckpointSettings};
-use sluice_am::restart::{RestartStrategy, RestartTracker};
-use sluice_am::{ExecutionPlan, JobStatus};
-use sluice_core::{Config, Result, SluiceError};
+use sluice_core::{Config, JobPlan, Result, SluiceError};
 use sluice_hdfs_backend::{SnapshotKind, completed_checkpoints};
 use sluice_worker::data::{Barrier, BarrierKind};
-use sluice_worker::task::{TaskCommand, TaskReport};
-use sluice_worker::upload::{CheckpointEvent, CheckpointTargets, spawn_uploaders};
+use sluice_worker::task::TaskCommand;
+use sluice_worker::upload::CheckpointEvent;
 
-use super::deploy::{Attempt, DeployArgs, deploy};
-use super::restore::{self, RestoredStates};
-use super::{JobView, MetricsRegistry, Request, root_cause};
-use crate::graph::ResolvedGraph;
+use super::{JobView, Request, root_cause};
+use crate::checkpoint::{CheckpointCoordinator, CheckpointSettings};
+use crate::executor::{Attempt, Executor};
+use crate::restart::{RestartStrategy, RestartTracker};
+use crate::{ExecutionPlan, JobStatus};
 
 /// `-s PATH`: where a job restores its state from at start.
 pub const RESTORE_PATH_KEY: &str = "execution.state-recovery.path";
@@ -27,13 +25,13 @@ pub const RESTORE_PATH_KEY: &str = "execution.state-recovery.path";
 pub const ALLOW_NON_RESTORED_KEY: &str = "execution.state-recovery.ignore-unclaimed-state";
 
 pub(crate) struct Driver {
-    pub resolved: ResolvedGraph,
+    pub plan: JobPlan,
     pub exec: ExecutionPlan,
+    pub executor: Box<dyn Executor>,
     pub job_id: String,
     pub job_name: String,
     pub config: Arc<Config>,
     pub requests: Receiver<Request>,
-    pub registry: MetricsRegistry,
     pub view: Arc<parking_lot::Mutex<JobView>>,
 }
 
@@ -66,10 +64,10 @@ impl Driver {
         self.view.lock().status = s;
     }
 
-    pub fn run(self) -> Result<(JobStatus, u32)> {
-        let plan = &self.resolved.plan;
+    pub fn run(mut self) -> Result<(JobStatus, u32)> {
         let settings = CheckpointSettings::from_config(&self.config);
-        let operators = plan
+        let operators = self
+            .plan
             .nodes
             .iter()
             .map(|n| (n.uid.clone(), n.name.clone(), n.parallelism))
@@ -78,68 +76,50 @@ impl Driver {
             settings.clone(),
             &self.job_id,
             &self.job_name,
-            plan.max_parallelism,
+            self.plan.max_parallelism,
             operators,
             self.exec.subtasks(),
             1,
         );
         let mut restarts = RestartTracker::new(RestartStrategy::from_config(&self.config)?);
-        let targets: CheckpointTargets = Arc::default();
-        let (report_tx, report_rx) = crossbeam_channel::unbounded::<TaskReport>();
-        let (event_tx, event_rx) = crossbeam_channel::unbounded::<CheckpointEvent>();
-        let uploaders = spawn_uploaders(report_rx, targets.clone(), event_tx);
-        let local_dir = self.local_dir();
+        let event_rx = self.executor.checkpoint_events();
 
-        let mut states = match self.config.get_raw(RESTORE_PATH_KEY) {
-            Some(path) => {
-                let allow = self
-                    .config
-                    .get_raw(ALLOW_NON_RESTORED_KEY)
-                    .is_some_and(|v| v == "true");
-                let local = restore::Local {
-                    dir: &local_dir,
-                    threads: self.config.rocksdb_transfer_threads,
-                };
-                let (states, meta) = restore::load(path, plan, allow, &local)?;
+        if let Some(path) = self.config.get_raw(RESTORE_PATH_KEY).map(str::to_string) {
+            let allow = self
+                .config
+                .get_raw(ALLOW_NON_RESTORED_KEY)
+                .is_some_and(|v| v == "true");
+            if let Some(meta) = self.executor.restore_from(Some(&path), allow)? {
                 // Ids continue after the restored one, so new checkpoints never reuse a name.
                 coord = coord_after(coord, meta.checkpoint_id);
-                states
             }
-            None => restore::empty(plan),
-        };
+        }
 
         let mut waiting: HashMap<u64, Reply> = HashMap::new();
         let mut stop: Option<u64> = None;
+        let mut attempt_no = 0u64;
         let result = loop {
             self.set_status(JobStatus::Running);
-            let attempt = deploy(DeployArgs {
-                resolved: &self.resolved,
-                exec: &self.exec,
-                job_name: &self.job_name,
-                config: self.config.clone(),
-                local_dir: local_dir.clone(),
-                restore: &states,
-                reports: report_tx.clone(),
-                registry: self.registry.clone(),
-            })?;
-            let (outcome, finished) = self.run_attempt(
-                &attempt,
-                &mut coord,
-                &targets,
-                &event_rx,
-                &mut waiting,
-                &mut stop,
-            );
+            let attempt = match self.executor.deploy(attempt_no) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.set_status(JobStatus::Failed);
+                    break Err(e);
+                }
+            };
+            attempt_no += 1;
+            let (outcome, finished) =
+                self.run_attempt(&*attempt, &mut coord, &event_rx, &mut waiting, &mut stop);
             let mut errors = attempt.stop(finished);
             match outcome {
                 Outcome::Finished => {
                     // A stop-with-savepoint ends the tasks before the savepoint's last acks land.
-                    self.settle(&mut coord, &targets, &event_rx, &mut waiting, None);
+                    self.settle(&mut coord, &event_rx, &mut waiting, None);
                     break Ok(JobStatus::Finished);
                 }
                 Outcome::Cancelled => {
                     for f in coord.abort_all("the job was cancelled") {
-                        targets.lock().remove(&f.id);
+                        self.executor.end_checkpoint(f.id);
                     }
                     if !settings.retain_on_cancel
                         && let Some(base) = &settings.dir
@@ -152,7 +132,7 @@ impl Driver {
                     errors.insert(0, e);
                     let root = root_cause(errors).expect("a failure has an error");
                     for f in coord.abort_all(&format!("the job failed: {root}")) {
-                        targets.lock().remove(&f.id);
+                        self.executor.end_checkpoint(f.id);
                         if let Some(r) = waiting.remove(&f.id) {
                             let _ = r.send(Err(SluiceError::Job(format!(
                                 "savepoint {} failed: {}",
@@ -160,6 +140,10 @@ impl Driver {
                             ))));
                         }
                     }
+                    self.view
+                        .lock()
+                        .exceptions
+                        .push((now_ms(), root.to_string()));
                     let delay = if is_permanent(&root) {
                         None
                     } else {
@@ -176,13 +160,10 @@ impl Driver {
                         restarts.restarts()
                     );
                     std::thread::sleep(delay);
-                    states = match self.latest_restorable(&coord) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            self.set_status(JobStatus::Failed);
-                            break Err(e);
-                        }
-                    };
+                    if let Err(e) = self.restore_latest(&coord) {
+                        self.set_status(JobStatus::Failed);
+                        break Err(e);
+                    }
                 }
             }
         };
@@ -191,10 +172,7 @@ impl Driver {
                 "the job ended before the savepoint completed".into(),
             )));
         }
-        drop(report_tx);
-        for u in uploaders {
-            let _ = u.join();
-        }
+        self.executor.shutdown();
         // Uploads of checkpoints aborted as the job ended may have landed after the abort
         // cleaned up; with every uploader gone, one last retention pass removes them.
         if let Some(base) = &settings.dir {
@@ -204,46 +182,30 @@ impl Driver {
             };
             let _ = sluice_hdfs_backend::enforce_retention(base, &self.job_id, keep, &[]);
         }
-        let _ = std::fs::remove_dir_all(&local_dir);
         result.map(|s| (s, restarts.restarts()))
     }
 
-    /// Where this job's RocksDB instances and restored RocksDB checkpoints live.
-    fn local_dir(&self) -> std::path::PathBuf {
-        self.config
-            .rocksdb_local_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir)
-            .join(format!("sluice-job-{}", self.job_id))
-    }
-
-    /// The state of the latest completed checkpoint; a corrupt one falls back to the previous
-    /// retained checkpoint, saying so.
-    fn latest_restorable(&self, coord: &CheckpointCoordinator) -> Result<RestoredStates> {
-        let plan = &self.resolved.plan;
+    /// Makes the next attempt start from the latest completed checkpoint; a corrupt one falls
+    /// back to the previous retained checkpoint, saying so.
+    fn restore_latest(&mut self, coord: &CheckpointCoordinator) -> Result<()> {
         let Some(base) = coord.settings().dir.clone() else {
-            return Ok(restore::empty(plan));
+            return self.executor.restore_from(None, false).map(|_| ());
         };
         if coord.latest_completed().is_none() {
-            return Ok(restore::empty(plan));
+            return self.executor.restore_from(None, false).map(|_| ());
         }
         let mut candidates = completed_checkpoints(&base, &self.job_id)
             .map_err(|e| SluiceError::Job(e.to_string()))?;
         candidates.reverse();
         let mut last_error = None;
-        let local_dir = self.local_dir();
-        let local = restore::Local {
-            dir: &local_dir,
-            threads: self.config.rocksdb_transfer_threads,
-        };
         for (id, dir) in candidates {
-            match restore::load(dir.url(), plan, false, &local) {
-                Ok((states, _)) => {
+            match self.executor.restore_from(Some(dir.url()), false) {
+                Ok(_) => {
                     if let Some(e) = &last_error {
                         eprintln!("restoring from checkpoint {id} instead: {e}");
                     }
                     self.view.lock().restored_checkpoint = Some(id);
-                    return Ok(states);
+                    return Ok(());
                 }
                 Err(e) => {
                     eprintln!("checkpoint {id} at {} cannot be restored: {e}", dir.url());
@@ -261,9 +223,8 @@ impl Driver {
 
     fn run_attempt(
         &self,
-        attempt: &Attempt,
+        attempt: &dyn Attempt,
         coord: &mut CheckpointCoordinator,
-        targets: &CheckpointTargets,
         events: &Receiver<CheckpointEvent>,
         waiting: &mut HashMap<u64, Reply>,
         stop: &mut Option<u64>,
@@ -276,7 +237,6 @@ impl Driver {
                 self.trigger(
                     attempt,
                     coord,
-                    targets,
                     SnapshotKind::Checkpoint,
                     None,
                     BarrierKind::Checkpoint,
@@ -285,7 +245,7 @@ impl Driver {
                 );
             }
             for f in coord.expire(now) {
-                targets.lock().remove(&f.id);
+                self.executor.end_checkpoint(f.id);
                 if let Some(r) = waiting.remove(&f.id) {
                     let _ = r.send(Err(SluiceError::Job(f.reason.clone())));
                 }
@@ -300,7 +260,7 @@ impl Driver {
                 );
             }
             select! {
-                recv(attempt.done) -> msg => {
+                recv(attempt.done()) -> msg => {
                     let Ok((_task, _subtask, result)) = msg else { return (Outcome::Finished, finished) };
                     finished += 1;
                     match result {
@@ -309,7 +269,7 @@ impl Driver {
                         Err(e) if cancelled && matches!(&e, SluiceError::Internal(m) if m.contains("disappeared")) => {}
                         Err(e) => return (Outcome::Failed(e), finished),
                     }
-                    if finished == attempt.subtasks {
+                    if finished == attempt.subtasks() {
                         return (if cancelled { Outcome::Cancelled } else { Outcome::Finished }, finished);
                     }
                 }
@@ -318,8 +278,8 @@ impl Driver {
                         let id = match &ev {
                             CheckpointEvent::Acknowledged { checkpoint_id, .. } | CheckpointEvent::Declined { checkpoint_id, .. } => *checkpoint_id,
                         };
-                        self.on_event(ev, attempt, coord, targets, waiting);
-                        if Some(id) == *stop && coord.target_of(id).is_none() && !coord.history().any(|h| h.id == id && h.status == sluice_am::checkpoint::CheckpointStatus::Completed) {
+                        self.on_event(ev, attempt, coord, waiting);
+                        if Some(id) == *stop && coord.target_of(id).is_none() && !coord.history().any(|h| h.id == id && h.status == crate::checkpoint::CheckpointStatus::Completed) {
                             resume_if_stop_failed(attempt, stop, id);
                         }
                     }
@@ -329,7 +289,7 @@ impl Driver {
                         Ok(Request::Cancel) | Err(_) => {
                             cancelled = true;
                             self.set_status(JobStatus::Cancelling);
-                            attempt.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                            attempt.cancel();
                         }
                         Ok(Request::Savepoint { target, stop: stop_drain, reply }) => {
                             if finished > 0 {
@@ -343,7 +303,7 @@ impl Driver {
                                 None => BarrierKind::Savepoint,
                                 Some(drain) => BarrierKind::StopWithSavepoint { drain },
                             };
-                            let id = self.trigger(attempt, coord, targets, SnapshotKind::Savepoint, target.as_deref(), kind, Some(reply), waiting);
+                            let id = self.trigger(attempt, coord, SnapshotKind::Savepoint, target.as_deref(), kind, Some(reply), waiting);
                             if stop_drain.is_some() {
                                 *stop = id;
                             }
@@ -353,7 +313,7 @@ impl Driver {
                                 let _ = reply.send(Err(SluiceError::Job("tasks already finished".into())));
                                 continue;
                             }
-                            self.trigger(attempt, coord, targets, SnapshotKind::Checkpoint, None, BarrierKind::Checkpoint, Some(reply), waiting);
+                            self.trigger(attempt, coord, SnapshotKind::Checkpoint, None, BarrierKind::Checkpoint, Some(reply), waiting);
                         }
                     }
                 }
@@ -366,9 +326,8 @@ impl Driver {
     #[allow(clippy::too_many_arguments)]
     fn trigger(
         &self,
-        attempt: &Attempt,
+        attempt: &dyn Attempt,
         coord: &mut CheckpointCoordinator,
-        targets: &CheckpointTargets,
         kind: SnapshotKind,
         target: Option<&str>,
         barrier_kind: BarrierKind,
@@ -377,9 +336,8 @@ impl Driver {
     ) -> Option<u64> {
         let started = match coord.begin(kind, target, Instant::now()) {
             Ok((id, dir)) => {
-                targets
-                    .lock()
-                    .insert(id, (dir, coord.settings().inline_threshold));
+                self.executor
+                    .begin_checkpoint(id, dir, coord.settings().inline_threshold);
                 if let Some(r) = reply {
                     waiting.insert(id, r);
                 }
@@ -404,9 +362,8 @@ impl Driver {
     fn on_event(
         &self,
         ev: CheckpointEvent,
-        attempt: &Attempt,
+        attempt: &dyn Attempt,
         coord: &mut CheckpointCoordinator,
-        targets: &CheckpointTargets,
         waiting: &mut HashMap<u64, Reply>,
     ) {
         match ev {
@@ -417,7 +374,7 @@ impl Driver {
                 states,
             } => match coord.acknowledge(checkpoint_id, (task, subtask), states) {
                 Ok(Some(done)) => {
-                    targets.lock().remove(&done.id);
+                    self.executor.end_checkpoint(done.id);
                     attempt.send_all(&TaskCommand::CheckpointComplete(done.id));
                     if let Some(r) = waiting.remove(&done.id) {
                         let _ = r.send(Ok(done.location));
@@ -425,7 +382,7 @@ impl Driver {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    targets.lock().remove(&checkpoint_id);
+                    self.executor.end_checkpoint(checkpoint_id);
                     if let Some(r) = waiting.remove(&checkpoint_id) {
                         let _ = r.send(Err(e));
                     }
@@ -436,7 +393,7 @@ impl Driver {
                 reason,
                 ..
             } => {
-                targets.lock().remove(&checkpoint_id);
+                self.executor.end_checkpoint(checkpoint_id);
                 if let Some(f) = coord.decline(checkpoint_id, &reason)
                     && let Some(r) = waiting.remove(&f.id)
                 {
@@ -455,7 +412,6 @@ impl Driver {
     fn settle(
         &self,
         coord: &mut CheckpointCoordinator,
-        targets: &CheckpointTargets,
         events: &Receiver<CheckpointEvent>,
         waiting: &mut HashMap<u64, Reply>,
         deadline: Option<Instant>,
@@ -474,7 +430,7 @@ impl Driver {
                     states,
                 }) => match coord.acknowledge(checkpoint_id, (task, subtask), states) {
                     Ok(Some(done)) => {
-                        targets.lock().remove(&done.id);
+                        self.executor.end_checkpoint(done.id);
                         if let Some(r) = waiting.remove(&done.id) {
                             let _ = r.send(Ok(done.location));
                         }
@@ -501,7 +457,7 @@ impl Driver {
         }
         // Checkpoints that can no longer complete (tasks finished before acknowledging).
         for f in coord.abort_all("the job finished before the checkpoint completed") {
-            targets.lock().remove(&f.id);
+            self.executor.end_checkpoint(f.id);
             if let Some(r) = waiting.remove(&f.id) {
                 let _ = r.send(Err(SluiceError::Job(f.reason)));
             }
@@ -518,7 +474,7 @@ impl Driver {
 }
 
 /// A failed stop-with-savepoint: the sources, which paused after its barrier, go on.
-fn resume_if_stop_failed(attempt: &Attempt, stop: &mut Option<u64>, id: u64) {
+fn resume_if_stop_failed(attempt: &dyn Attempt, stop: &mut Option<u64>, id: u64) {
     if *stop == Some(id) {
         attempt.send_sources(&TaskCommand::AbortStop(id));
         *stop = None;

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::JobStatus;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -11,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sluice_am::JobStatus;
 
 use super::dispatcher::{Dispatcher, JobEntry, OperationKind};
 use super::json;

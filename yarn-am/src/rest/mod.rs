@@ -25,12 +25,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use sluice_core::{Config, Result, SluiceError};
+use sluice_core::{Config, JobPlan, Result, SluiceError};
 
 pub use dispatcher::{Dispatcher, Operation};
 
-use crate::embedded::JobClient;
-use crate::graph::Graph;
+use crate::job::JobHandle;
 
 pub const REST_PORT_KEY: &str = "rest.port";
 pub const REST_ADDRESS_KEY: &str = "rest.address";
@@ -112,20 +111,12 @@ impl RestServer {
     }
 
     /// Makes a just-submitted job visible over REST and announces it to `sluice run`.
-    pub(crate) fn register(
-        &self,
-        client: &JobClient,
-        graph: &Graph,
-        job_name: &str,
-        config: &Config,
-    ) -> Result<()> {
-        let plan = graph
-            .resolve(job_name, config.parallelism, config.max_parallelism)?
-            .plan;
-        self.dispatcher
-            .add_job(client.handle(), job_name, plan, config);
+    pub fn register(&self, job: JobHandle, plan: JobPlan, config: &Config) -> Result<()> {
+        let job_id = job.job_id().to_string();
+        let job_name = plan.name.clone();
+        self.dispatcher.add_job(job, &job_name, plan, config);
         if let Some(path) = std::env::var_os(REST_ANNOUNCE_ENV) {
-            let line = format!("{} {}\n", client.job_id(), self.url);
+            let line = format!("{job_id} {}\n", self.url);
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
