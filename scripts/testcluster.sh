@@ -5,8 +5,11 @@
 #   testcluster.sh down                                    stop every process it started
 #   testcluster.sh status                                  each process: alive or dead
 #   testcluster.sh env                                     exports to `eval` in a shell
-#   testcluster.sh kill NAME | restart NAME                one process (datanode1, nodemanager2,
-#                                                          zk3, kafka, ...), for failure tests
+#   testcluster.sh kill NAME | restart NAME                one process (namenode, datanode1,
+#                                                          nodemanager2, zk3, kafka, ...), for
+#                                                          failure tests
+#   testcluster.sh pause NAME | resume NAME                SIGSTOP/SIGCONT one process (a server
+#                                                          that accepts connections, answers none)
 #
 # Every server is its own JVM (tests/minicluster, built with Maven on first use), bound to
 # 127.0.0.1 on ports chosen when the cluster is first brought up. State lives in
@@ -111,7 +114,11 @@ write_conf() {
         echo '<?xml version="1.0"?>'
         echo '<configuration>'
         prop dfs.replication 2
-        prop dfs.blocksize 33554432
+        # Small blocks: the NameNode reserves a block's size on each target DataNode for every
+        # block it hands out until the block arrives, and a block of a failed write never does
+        # (the reservation lapses after 10 to 20 minutes). Fault tests fail thousands of
+        # writes; with large blocks that would exhaust the test disk and refuse all writes.
+        prop dfs.blocksize 1048576
         prop dfs.permissions.enabled false
         if [[ $HA == 1 ]]; then
             prop dfs.nameservices sluice
@@ -181,6 +188,9 @@ write_conf() {
         prop yarn.nodemanager.delete.debug-delay-sec 0
         echo '</configuration>'
     } >"$c/yarn-site.xml"
+    # Metrics are published to JMX at most this many seconds old (Hadoop's default: 10), so a
+    # test can read the NameNode's operation counters right after the operations.
+    echo '*.period=1' >"$c/hadoop-metrics2.properties"
     # Every JVM has conf/ on its classpath, so this configures the servers' logging.
     cat >"$c/log4j.properties" <<'EOF'
 log4j.rootLogger=INFO, stderr
@@ -334,6 +344,7 @@ component_alive() {
     return 1
 }
 
+# prepare NAME [ARGS...]: writes run/NAME.sh; extra arguments go to the NameNode's launcher.
 prepare() {
     local name=$1 m
     case $name in
@@ -348,7 +359,7 @@ prepare() {
         fi
         write_run "$name" zk "${args[@]}"
         ;;
-    namenode) write_run namenode namenode "dir=$DIR/data/namenode" ;;
+    namenode) write_run namenode namenode "dir=$DIR/data/namenode" "${@:2}" ;;
     datanode*) write_run "$name" datanode "dfs.datanode.data.dir=$DIR/data/$name" ;;
     resourcemanager) write_run resourcemanager resourcemanager ;;
     nodemanager*)
@@ -495,10 +506,12 @@ cmd_up() {
     log "up in $((ms / 1000)).$((ms % 1000 / 100)) s: ${wanted[*]} ($DIR/cluster.json)"
 }
 
-# stop_group NAME...: SIGTERM to all, wait up to 30 s, then SIGKILL the rest.
+# stop_group NAME...: SIGTERM to all (SIGCONT first, in case one is paused), wait up to 30 s,
+# then SIGKILL the rest.
 stop_group() {
     local n waited=0
     for n in "$@"; do
+        if alive "$n"; then kill -CONT "$(pid_of "$n")" 2>/dev/null || true; fi
         if alive "$n"; then kill -TERM "$(pid_of "$n")" 2>/dev/null || true; fi
     done
     for n in "$@"; do
@@ -580,13 +593,26 @@ cmd_restart() {
     start=$(date +%s)
     load_layout
     component_of "$name" >/dev/null
-    [[ $name != namenode ]] || die "the NameNode is formatted on start; use down + up instead"
     [[ -f $DIR/run/$name.sh ]] || die "$name was never started in $DIR"
     alive "$name" && cmd_kill "$name" KILL
+    # The NameNode formats on `up`; a restart loads the namespace it left behind, and the
+    # running DataNodes register with it again.
+    [[ $name != namenode ]] || prepare namenode format=false
     spawn "$name"
     wait_process "$name" "$(deadline)"
     write_json
     log "$name restarted in $(($(date +%s) - start)) s"
+}
+
+# pause NAME | resume NAME: SIGSTOP/SIGCONT; a paused server keeps its sockets open but answers
+# nothing, like one stuck in a long GC pause.
+cmd_signal() {
+    local name=${1:?usage: $0 pause|resume NAME} signal=$2 what=$3
+    load_layout
+    component_of "$name" >/dev/null
+    alive "$name" || die "$name is not running"
+    kill "-$signal" "$(pid_of "$name")"
+    log "$name $what (SIG$signal)"
 }
 
 # One command at a time per cluster dir: concurrent tests may call `up` together.
@@ -597,7 +623,7 @@ lock() {
 }
 
 case ${1:-} in
-up | down | kill | restart) lock ;;
+up | down | kill | restart | pause | resume) lock ;;
 esac
 case ${1:-} in
 up) cmd_up "${@:2}" ;;
@@ -606,8 +632,10 @@ status) cmd_status ;;
 env) cmd_env ;;
 kill) cmd_kill "${@:2}" ;;
 restart) cmd_restart "${@:2}" ;;
+pause) cmd_signal "${2:-}" STOP paused ;;
+resume) cmd_signal "${2:-}" CONT resumed ;;
 *)
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

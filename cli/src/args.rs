@@ -18,8 +18,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run a job binary, handing it configuration, a restore path and a REST port.
+    /// Run a job binary or bundle, handing it configuration, a restore path and a REST port.
     Run(RunArgs),
+    /// Pack a job binary, its resources and its default configuration into one bundle file.
+    Bundle(BundleArgs),
     /// List the jobs of the process behind the REST address.
     List(ListArgs),
     /// Take a savepoint of a running job.
@@ -44,6 +46,10 @@ pub struct Address {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// Submit the bundle to the master whose REST API is at this address, instead of running
+    /// the job in a process of its own.
+    #[arg(short = 'm', long = "jobmanager", value_name = "HOST:PORT")]
+    pub jobmanager: Option<String>,
     /// Default parallelism of the job (`parallelism.default`).
     #[arg(short = 'p', long = "parallelism")]
     pub parallelism: Option<usize>,
@@ -69,11 +75,32 @@ pub struct RunArgs {
     /// Where a detached job's output goes (default `$SLUICE_LOG_DIR`, else `./log`).
     #[arg(long = "log-dir", value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
-    /// The job binary (a Rust program using the `sluice` crate).
+    /// The job binary (a Rust program using the `sluice` crate), or a bundle of one written by
+    /// `sluice bundle`: verified, unpacked to a temporary directory named to the job by
+    /// `$SLUICE_BUNDLE_DIR`, its `conf/sluice.yaml` over the site configuration.
     pub job: PathBuf,
-    /// Arguments for the job binary (after `--`).
+    /// Arguments for the job binary (after `--`); for a bundle, `${SLUICE_BUNDLE_DIR}` in them
+    /// is replaced by the unpacked bundle's directory.
     #[arg(last = true)]
     pub job_args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct BundleArgs {
+    /// The job binary: an ELF executable, possibly built for another platform.
+    pub binary: PathBuf,
+    /// A file or directory shipped under `resources/` by its name (repeatable).
+    #[arg(long = "resource", value_name = "PATH")]
+    pub resources: Vec<PathBuf>,
+    /// The job's default configuration, stored as `conf/sluice.yaml`.
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The bundle's name (default: the binary's file name).
+    #[arg(long = "name")]
+    pub name: Option<String>,
+    /// The bundle file to write (default `<name>.bundle`).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

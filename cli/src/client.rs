@@ -31,6 +31,37 @@ impl RestClient {
         self.call(Method::POST, path, body)
     }
 
+    /// POSTs raw bytes (a bundle upload).
+    pub fn post_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<Value> {
+        let url = format!("http://{}/v1{path}", self.address);
+        let response = self
+            .http
+            .post(&url)
+            .header("Content-Type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .map_err(|e| {
+                anyhow!(
+                    "cannot reach the REST API at {}: {}",
+                    self.address,
+                    root_cause(&e)
+                )
+            })?;
+        let status = response.status();
+        let text = response
+            .text()
+            .map_err(|e| anyhow!("POST {url}: reading the response: {e}"))?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!(
+                "POST /v1{path} answered {status}: {} (REST API at {})",
+                value["errors"][0].as_str().unwrap_or(&text),
+                self.address
+            );
+        }
+        Ok(value)
+    }
+
     pub fn patch(&self, path: &str) -> Result<Value> {
         self.call(Method::PATCH, path, json!({}))
     }

@@ -1,12 +1,14 @@
 //! The `sluice` command line: runs job binaries and operates their jobs over the REST API.
 
 mod args;
+pub mod bundle;
 mod client;
 mod conf;
 mod inspect;
 mod ops;
 mod progress;
 mod run;
+mod submit;
 
 use std::process::ExitCode;
 
@@ -30,6 +32,7 @@ pub fn main() -> ExitCode {
 pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(a) => run::run(a),
+        Command::Bundle(a) => bundle::command(a).map(|_| ExitCode::SUCCESS),
         Command::List(a) => ops::list(a).map(|_| ExitCode::SUCCESS),
         Command::Savepoint(a) => ops::savepoint(a).map(|_| ExitCode::SUCCESS),
         Command::Stop(a) => ops::stop(a).map(|_| ExitCode::SUCCESS),

@@ -4,6 +4,9 @@
 //! child appends `<job id> <REST URL>` to the file named by `SLUICE_REST_ANNOUNCE` once its
 //! job is submitted; that is how `run` learns the job id and the (possibly system-picked)
 //! port without parsing the job's output.
+//!
+//! A bundle (`sluice bundle`) is unpacked and verified first; its entry binary then runs like
+//! any job binary, with `SLUICE_BUNDLE_DIR` naming the unpacked bundle.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -11,11 +14,12 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
-use sluice::rest::conf::{CONF_DIR_ENV, DYNAMIC_PROPERTIES_ENV};
+use sluice::rest::conf::{CONF_DIR_ENV, CONF_FILE, DYNAMIC_PROPERTIES_ENV};
 use sluice::rest::{REST_ANNOUNCE_ENV, REST_PORT_ENV};
 use sluice::{ALLOW_NON_RESTORED_KEY, RESTORE_PATH_KEY};
 
 use crate::args::RunArgs;
+use crate::bundle::{self, RunDir};
 use crate::client::RestClient;
 use crate::conf;
 
@@ -28,16 +32,39 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         sluice_hdfs_backend::load_snapshot(path)
             .map_err(|e| anyhow!("cannot restore from {path}: {e}"))?;
     }
-    let job = resolve_binary(&a.job)?;
+    if let Some(master) = a.jobmanager.clone() {
+        return crate::submit::submit(&a, &master);
+    }
+    // So is a bundle: unpacked and verified, or refused, before the job starts.
+    let bundle = if bundle::is_bundle(&a.job) {
+        Some(RunDir::prepare(&a.job)?)
+    } else {
+        None
+    };
+    let (job, job_args, conf_dir) = match &bundle {
+        Some(b) => (
+            b.entry(),
+            b.job_args(&a.job_args),
+            b.conf_dir().map(Path::to_path_buf),
+        ),
+        None => (
+            resolve_binary(&a.job)?,
+            a.job_args.clone(),
+            conf::conf_dir(),
+        ),
+    };
     let announce = announce_file();
     let mut cmd = Command::new(&job);
-    cmd.args(&a.job_args)
+    cmd.args(&job_args)
         .env(DYNAMIC_PROPERTIES_ENV, dynamic_properties(&a).join("\n"))
         .env(REST_ANNOUNCE_ENV, &announce);
-    if let Some(dir) = conf::conf_dir() {
+    if let Some(dir) = &conf_dir {
         cmd.env(CONF_DIR_ENV, dir);
     }
-    if let Some(port) = rest_port(&a)? {
+    if let Some(b) = &bundle {
+        cmd.env(bundle::BUNDLE_DIR_ENV, b.dir());
+    }
+    if let Some(port) = rest_port(&a, conf_dir.as_deref())? {
         cmd.env(REST_PORT_ENV, port.to_string());
     }
     let log = if a.detached {
@@ -56,6 +83,9 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start the job binary {}", job.display()))?;
+    if let Some(b) = &bundle {
+        b.add_owner(child.id())?;
+    }
     let submitted = wait_for_announce(&announce, &mut child, &job, log.as_deref());
     let _ = std::fs::remove_file(&announce);
     let (job_id, url) = submitted?;
@@ -70,6 +100,9 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     if let Some(log) = log {
         eprintln!("REST API at {url}");
         eprintln!("Job output: {}", log.display());
+        if let Some(b) = bundle {
+            eprintln!("Job bundle unpacked in {}", b.keep().display());
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let exit = child
@@ -79,7 +112,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
 }
 
 /// `-D` first, then the flags that stand for a key, so `-p 2` beats `-D parallelism.default=4`.
-fn dynamic_properties(a: &RunArgs) -> Vec<String> {
+pub(crate) fn dynamic_properties(a: &RunArgs) -> Vec<String> {
     let mut props = a.dynamic.clone();
     if let Some(p) = a.parallelism {
         props.push(format!("parallelism.default={p}"));
@@ -93,9 +126,9 @@ fn dynamic_properties(a: &RunArgs) -> Vec<String> {
     props
 }
 
-/// `--rest-port`; else none if `rest.port` is set (`-D` or conf: the job reads it itself);
-/// else 8081, so `sluice list` finds the job at its default address.
-fn rest_port(a: &RunArgs) -> Result<Option<u16>> {
+/// `--rest-port`; else none if `rest.port` is set (`-D` or the configuration in `conf_dir`:
+/// the job reads it itself); else 8081, so `sluice list` finds the job at its default address.
+fn rest_port(a: &RunArgs, conf_dir: Option<&Path>) -> Result<Option<u16>> {
     if a.rest_port.is_some() {
         return Ok(a.rest_port);
     }
@@ -103,7 +136,13 @@ fn rest_port(a: &RunArgs) -> Result<Option<u16>> {
         .dynamic
         .iter()
         .any(|d| d.trim_start().starts_with("rest.port="));
-    let in_conf = conf::load()?.is_some_and(|c| c.get_raw("rest.port").is_some());
+    let in_conf = match conf_dir.map(|d| d.join(CONF_FILE)).filter(|f| f.is_file()) {
+        Some(file) => sluice_core::Config::load(Some(&file), &[])
+            .with_context(|| format!("reading the configuration {}", file.display()))?
+            .get_raw("rest.port")
+            .is_some(),
+        None => false,
+    };
     Ok((!in_dynamic && !in_conf).then_some(DEFAULT_REST_PORT))
 }
 

@@ -34,6 +34,40 @@ pub mod keys {
     pub const SAVEPOINTS_DIR: &str = "state.savepoints.dir";
     pub const CHECKPOINTS_RETAINED: &str = "state.checkpoints.num-retained";
     pub const RESTART_STRATEGY: &str = "restart-strategy.type";
+    pub const RPC_ADDRESS: &str = "jobmanager.rpc.address";
+    pub const RPC_PORT: &str = "jobmanager.rpc.port";
+    pub const TASK_SLOTS: &str = "taskmanager.numberOfTaskSlots";
+    pub const HEARTBEAT_INTERVAL: &str = "heartbeat.interval";
+    pub const HEARTBEAT_TIMEOUT: &str = "heartbeat.timeout";
+    pub const SLOT_REQUEST_TIMEOUT: &str = "slot.request.timeout";
+}
+
+/// Where the master listens and how it and its workers watch each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `jobmanager.rpc.address` / `.port`: the master's control-plane address.
+    pub rpc_address: String,
+    pub rpc_port: u16,
+    /// `taskmanager.numberOfTaskSlots`: subtasks of each task a worker runs.
+    pub task_slots: usize,
+    pub heartbeat_interval: Duration,
+    /// A peer silent this long is declared lost.
+    pub heartbeat_timeout: Duration,
+    /// How long a job waits for enough slots before it fails.
+    pub slot_request_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            rpc_address: "127.0.0.1".into(),
+            rpc_port: 6123,
+            task_slots: 1,
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(10),
+            slot_request_timeout: Duration::from_secs(300),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +108,7 @@ pub struct Config {
     pub checkpoints_dir: Option<String>,
     pub savepoints_dir: Option<String>,
     pub checkpoints_retained: usize,
+    pub cluster: ClusterConfig,
     /// Every key as given (file and overrides), including keys this build does not know.
     raw: BTreeMap<String, String>,
 }
@@ -99,6 +134,7 @@ impl Default for Config {
             checkpoints_dir: None,
             savepoints_dir: None,
             checkpoints_retained: 1,
+            cluster: ClusterConfig::default(),
             raw: BTreeMap::new(),
         }
     }
@@ -205,6 +241,24 @@ impl Config {
             CHECKPOINTS_RETAINED => {
                 self.checkpoints_retained =
                     parse_positive(v).ok_or_else(|| err("a positive integer"))?
+            }
+            RPC_ADDRESS => self.cluster.rpc_address = v.to_string(),
+            RPC_PORT => self.cluster.rpc_port = v.parse().map_err(|_| err("a port number"))?,
+            TASK_SLOTS => {
+                self.cluster.task_slots =
+                    parse_positive(v).ok_or_else(|| err("a positive integer"))?
+            }
+            HEARTBEAT_INTERVAL => {
+                self.cluster.heartbeat_interval =
+                    parse_duration(v).ok_or_else(|| err("a duration such as 1 s"))?
+            }
+            HEARTBEAT_TIMEOUT => {
+                self.cluster.heartbeat_timeout =
+                    parse_duration(v).ok_or_else(|| err("a duration such as 10 s"))?
+            }
+            SLOT_REQUEST_TIMEOUT => {
+                self.cluster.slot_request_timeout =
+                    parse_duration(v).ok_or_else(|| err("a duration such as 5 min"))?
             }
             _ => {}
         }

@@ -172,6 +172,22 @@ impl JobPlan {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a plan always serialises")
     }
+
+    /// Identifies the graph (name, operators, parallelism, edges; not the configuration), so
+    /// a master can tell that a worker process built the same job it planned.
+    pub fn fingerprint(&self) -> u64 {
+        let graph = serde_json::to_vec(&(&self.name, self.max_parallelism, &self.nodes))
+            .expect("a plan always serialises");
+        xxhash_rust::xxh3::xxh3_64(&graph)
+    }
+
+    /// Parses the JSON printed by [`JobPlan::to_json`] and validates it.
+    pub fn from_json(json: &str) -> Result<JobPlan> {
+        let plan: JobPlan = serde_json::from_str(json)
+            .map_err(|e| SluiceError::InvalidGraph(format!("the job plan does not parse: {e}")))?;
+        plan.validate()?;
+        Ok(plan)
+    }
 }
 
 #[cfg(test)]

@@ -54,3 +54,13 @@ pub fn count_words(lines: &DataStream<String>, fail_on: Option<String>) -> DataS
 pub fn print(counts: &DataStream<WordCount>) -> SinkHandle {
     counts.print().uid("print")
 }
+
+/// Words of generated lines come from this vocabulary.
+pub const GENERATED_WORDS: u64 = 1000;
+
+/// Line `i` of `wordcount --generate`: three words of a fixed vocabulary, deterministic, so a
+/// run's expected counts are known without running it.
+pub fn generated_line(i: u64) -> String {
+    let w = |k: u64| format!("w{}", (i.wrapping_mul(k) + k) % GENERATED_WORDS);
+    format!("{} {} {}", w(7), w(13), w(31))
+}

@@ -1,12 +1,15 @@
 //! Durable storage for checkpoints, savepoints and archives behind one URL scheme (file://, hdfs://, viewfs://).
 //!
-//! Layers, bottom up: [`Storage`] (one URL scheme; [`LocalStorage`] for `file://` and plain
-//! paths, [`HdfsStorage`] for `hdfs://` and `viewfs://`, picked by [`resolve`]), the checksummed file frame (`frame`), the snapshot format and
+//! Layers, bottom up: [`Storage`] (one URL scheme; [`LocalStorage`] for `file://`,
+//! [`HdfsStorage`] for `hdfs://` and `viewfs://`, picked by [`resolve`], which also puts a path
+//! without a scheme on `fs.defaultFS` when there is a Hadoop configuration, else on the local
+//! disk), the checksummed file frame (`frame`), the snapshot format and
 //! layout ([`SnapshotDir`], [`CheckpointMetadata`], [`load_snapshot`]) and checkpoint retention
 //! ([`enforce_retention`]).
 
 pub mod error;
 mod frame;
+mod hadoop_conf;
 pub mod hdfs;
 pub mod local;
 pub mod retention;

@@ -5,10 +5,12 @@
 //! own threads, and an HDFS implementation can block on an injected tokio runtime.
 
 use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Result, StorageError};
+use crate::hadoop_conf::HadoopConf;
 use crate::hdfs::HdfsStorage;
 use crate::local::LocalStorage;
 
@@ -46,14 +48,27 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 }
 
 /// Picks the storage for a URL: `file:///abs/path` (also `file:/abs/path` and
-/// `file://localhost/abs/path`), or a plain path (a relative one resolved against the current
-/// directory) => [`LocalStorage`]; `hdfs://authority/path`, `viewfs://cluster/path` and
-/// `hdfs:///path` (the authority of `fs.defaultFS`) => [`HdfsStorage`], one cached client per
-/// authority (building it connects to nothing yet). Plain paths stay local even when
-/// `fs.defaultFS` is HDFS. Any other scheme => `UnsupportedScheme` naming the URL.
+/// `file://localhost/abs/path`) => [`LocalStorage`]; `hdfs://authority/path`,
+/// `viewfs://cluster/path` and `hdfs:///path` (the authority of `fs.defaultFS`) =>
+/// [`HdfsStorage`], one cached client per authority (building it connects to nothing yet).
+/// Any other scheme => `UnsupportedScheme` naming the URL.
+///
+/// A path without a scheme is resolved like Hadoop resolves a `Path`: against `fs.defaultFS`
+/// of the Hadoop configuration (`$HADOOP_CONF_DIR`, else `$HADOOP_HOME/etc/hadoop`), so
+/// `/sluice/checkpoints` is `hdfs://namenode/sluice/checkpoints` when `fs.defaultFS` is
+/// `hdfs://namenode`, and a relative path is relative to the HDFS home directory
+/// `/user/<user>` (`HADOOP_USER_NAME`, else the OS user). Without a Hadoop configuration, or with
+/// `fs.defaultFS` on `file:`, it is a local path (a relative one resolved against the current
+/// directory).
+///
 /// Returns the storage and the normalized path within it (`.`, `..`, `//` and a trailing `/`
 /// removed). URLs are not percent-decoded: `file:///a b` is the path `/a b`.
 pub fn resolve(url: &str) -> Result<(Arc<dyn Storage>, String)> {
+    resolve_with(url, &HadoopConf::load())
+}
+
+/// [`resolve`] with a given Hadoop configuration instead of the one the environment names.
+pub(crate) fn resolve_with(url: &str, conf: &HadoopConf) -> Result<(Arc<dyn Storage>, String)> {
     if url.is_empty() {
         return Err(StorageError::invalid_path(url, "the path is empty"));
     }
@@ -63,11 +78,11 @@ pub fn resolve(url: &str) -> Result<(Arc<dyn Storage>, String)> {
             "the path contains a NUL byte",
         ));
     }
-    let path = match split_scheme(url) {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("file") => file_url_path(url, rest)?,
-        Some((scheme, rest))
-            if scheme.eq_ignore_ascii_case("hdfs") || scheme.eq_ignore_ascii_case("viewfs") =>
-        {
+    match split_scheme(url) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("file") => {
+            local(file_url_path(url, rest)?)
+        }
+        Some((scheme, rest)) if is_hdfs_scheme(scheme) => {
             let Some(after) = rest.strip_prefix("//") else {
                 return Err(StorageError::invalid_path(
                     url,
@@ -75,24 +90,94 @@ pub fn resolve(url: &str) -> Result<(Arc<dyn Storage>, String)> {
                 ));
             };
             let (authority, path) = after.split_at(after.find('/').unwrap_or(after.len()));
-            let storage = HdfsStorage::for_authority(scheme, authority)?;
-            return Ok((Arc::new(storage), normalize(path)));
+            hdfs(scheme, authority, path, conf)
         }
-        Some(_) => {
-            return Err(StorageError::UnsupportedScheme {
-                url: url.to_string(),
-            });
-        }
-        None if url.starts_with('/') => url.to_string(),
-        None => {
-            let cwd = std::env::current_dir().map_err(|e| StorageError::from_io(".", e))?;
-            let cwd = cwd.to_str().ok_or_else(|| {
-                StorageError::invalid_path(url, "the current directory is not valid UTF-8")
-            })?;
-            join(cwd, url)
-        }
-    };
+        Some(_) => Err(StorageError::UnsupportedScheme {
+            url: url.to_string(),
+        }),
+        None => match conf.default_fs() {
+            None => local_plain(url),
+            Some(default_fs) => on_default_fs(url, default_fs, conf),
+        },
+    }
+}
+
+fn is_hdfs_scheme(scheme: &str) -> bool {
+    scheme.eq_ignore_ascii_case("hdfs") || scheme.eq_ignore_ascii_case("viewfs")
+}
+
+fn local(path: String) -> Result<(Arc<dyn Storage>, String)> {
     Ok((Arc::new(LocalStorage), normalize(&path)))
+}
+
+fn hdfs(
+    scheme: &str,
+    authority: &str,
+    path: &str,
+    conf: &HadoopConf,
+) -> Result<(Arc<dyn Storage>, String)> {
+    let storage = HdfsStorage::for_authority_in(scheme, authority, conf)?;
+    Ok((Arc::new(storage), normalize(path)))
+}
+
+/// A plain path on the local filesystem; a relative one is relative to the current directory.
+fn local_plain(path: &str) -> Result<(Arc<dyn Storage>, String)> {
+    if path.starts_with('/') {
+        return local(path.to_string());
+    }
+    let cwd = std::env::current_dir().map_err(|e| StorageError::from_io(".", e))?;
+    let cwd = cwd.to_str().ok_or_else(|| {
+        StorageError::invalid_path(path, "the current directory is not valid UTF-8")
+    })?;
+    local(join(cwd, path))
+}
+
+/// A plain path on `fs.defaultFS`, as Hadoop qualifies a `Path` without a scheme.
+fn on_default_fs(
+    path: &str,
+    default_fs: &str,
+    conf: &HadoopConf,
+) -> Result<(Arc<dyn Storage>, String)> {
+    let unusable = |why: &str| {
+        StorageError::invalid_path(
+            path,
+            format!(
+                "a path without a scheme is on fs.defaultFS = {default_fs} (Hadoop configuration \
+                 in {}), which {why}; write a file:// or hdfs:// URL",
+                conf.dir.as_deref().unwrap_or(Path::new("?")).display()
+            ),
+        )
+    };
+    let Some((scheme, rest)) = split_scheme(default_fs) else {
+        return Err(unusable("is not a URL"));
+    };
+    if scheme.eq_ignore_ascii_case("file") {
+        return local_plain(path);
+    }
+    if !is_hdfs_scheme(scheme) {
+        return Err(unusable("is not a file, hdfs or viewfs URL"));
+    }
+    let authority = rest
+        .strip_prefix("//")
+        .and_then(|a| a.split('/').next())
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| unusable("names no NameNode"))?;
+    if path.starts_with('/') {
+        return hdfs(scheme, authority, path, conf);
+    }
+    let user = hdfs_user().ok_or_else(|| {
+        unusable("makes a relative path relative to /user/<user>, but the user is unknown")
+    })?;
+    hdfs(scheme, authority, &format!("/user/{user}/{path}"), conf)
+}
+
+/// The user HDFS sees without Kerberos, as `hdfs-native` (and Hadoop) determine it:
+/// `HADOOP_USER_NAME`, else the operating system's user.
+fn hdfs_user() -> Option<String> {
+    std::env::var("HADOOP_USER_NAME")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| whoami::username().ok())
 }
 
 /// `scheme:rest` when `url` starts with a URL scheme followed by `/`. Schemes are at least two
@@ -176,9 +261,16 @@ pub(crate) fn random_hex12() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hadoop_conf::write_conf_dir;
 
+    /// Without a Hadoop configuration, whatever the environment of the test run says.
     fn path_of(url: &str) -> String {
-        resolve(url).unwrap().1
+        resolve_with(url, &HadoopConf::default()).unwrap().1
+    }
+
+    fn url_of(url: &str, conf: &HadoopConf) -> String {
+        let (s, p) = resolve_with(url, conf).unwrap();
+        s.url(&p)
     }
 
     #[test]
@@ -194,16 +286,72 @@ mod tests {
 
     #[test]
     fn rejects_other_schemes_and_file_hosts() {
-        let e = resolve("s3://bucket/ckpt").unwrap_err();
+        let none = HadoopConf::default();
+        let e = resolve_with("s3://bucket/ckpt", &none).unwrap_err();
         assert!(matches!(e, StorageError::UnsupportedScheme { .. }), "{e}");
         assert!(e.to_string().contains("s3://bucket/ckpt"), "{e}");
-        let e = resolve("file://tmp/x").unwrap_err();
+        let e = resolve_with("file://tmp/x", &none).unwrap_err();
         assert!(matches!(e, StorageError::InvalidPath { .. }), "{e}");
         assert!(e.to_string().contains("file://tmp/x"), "{e}");
         assert!(matches!(
-            resolve("").unwrap_err(),
+            resolve_with("", &none).unwrap_err(),
             StorageError::InvalidPath { .. }
         ));
+    }
+
+    #[test]
+    fn a_path_without_a_scheme_is_on_the_default_fs_of_the_hadoop_config() {
+        let d = tempfile::tempdir().unwrap();
+        let conf = write_conf_dir(d.path(), &[("fs.defaultFS", "hdfs://nn.example:8020")], &[]);
+        assert_eq!(
+            url_of("/sluice/ckpt/./a/", &conf),
+            "hdfs://nn.example:8020/sluice/ckpt/a"
+        );
+        let user = hdfs_user().unwrap();
+        assert_eq!(
+            url_of("ckpt", &conf),
+            format!("hdfs://nn.example:8020/user/{user}/ckpt"),
+            "relative to the HDFS home directory, as in Hadoop"
+        );
+        // URLs with a scheme are not affected.
+        assert_eq!(url_of("file:///tmp/x", &conf), "file:///tmp/x");
+        assert_eq!(url_of("hdfs://other:1/x", &conf), "hdfs://other:1/x");
+        assert_eq!(url_of("hdfs:///x", &conf), "hdfs://nn.example:8020/x");
+
+        // A nameservice.
+        let conf = write_conf_dir(
+            d.path(),
+            &[("fs.defaultFS", "hdfs://ns1/")],
+            &[
+                ("dfs.nameservices", "ns1"),
+                ("dfs.ha.namenodes.ns1", "nn1,nn2"),
+                ("dfs.namenode.rpc-address.ns1.nn1", "a.example:8020"),
+                ("dfs.namenode.rpc-address.ns1.nn2", "b.example:8020"),
+            ],
+        );
+        assert_eq!(url_of("/a", &conf), "hdfs://ns1/a");
+
+        // fs.defaultFS on the local filesystem, or not set (Hadoop's default file:///).
+        let conf = write_conf_dir(d.path(), &[("fs.defaultFS", "file:///")], &[]);
+        assert_eq!(url_of("/tmp/x", &conf), "file:///tmp/x");
+        let conf = write_conf_dir(d.path(), &[], &[]);
+        assert_eq!(url_of("/tmp/x", &conf), "file:///tmp/x");
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            url_of("rel", &conf),
+            format!("file://{}/rel", cwd.display())
+        );
+
+        // No Hadoop configuration at all: a local path.
+        assert_eq!(
+            url_of("/sluice/ckpt", &HadoopConf::default()),
+            "file:///sluice/ckpt"
+        );
+
+        // A default filesystem Sluice cannot use is an error naming it.
+        let conf = write_conf_dir(d.path(), &[("fs.defaultFS", "s3a://bucket")], &[]);
+        let e = resolve_with("/x", &conf).err().unwrap().to_string();
+        assert!(e.contains("/x") && e.contains("s3a://bucket"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! process, wiring the channels of every edge in memory, with the state it restores from.
 
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -16,7 +17,8 @@ use sluice_core::{Config, KeyGroupRange, NodeKind, Result, SluiceError};
 use sluice_hdfs_backend::{CheckpointMetadata, SnapshotDir};
 use sluice_worker::OperatorContext;
 use sluice_worker::metrics::OperatorMetrics;
-use sluice_worker::node::{AnySend, EdgeRuntime};
+use sluice_worker::net::DataPlane;
+use sluice_worker::node::{AnySend, EdgePlacement, EdgeRuntime};
 use sluice_worker::snapshot::OperatorSnapshot;
 use sluice_worker::task::{TaskCommand, TaskEnv, TaskReport};
 use sluice_worker::upload::{CheckpointEvent, CheckpointTargets, spawn_uploaders};
@@ -116,6 +118,7 @@ impl sluice_am::Executor for EmbeddedExecutor {
             restore: &self.states,
             reports,
             registry: self.registry.clone(),
+            placement: None,
         })?;
         Ok(Box::new(attempt))
     }
@@ -149,6 +152,22 @@ pub(crate) struct Attempt {
     commands: Vec<(usize, usize, bool, Sender<TaskCommand>)>,
     threads: Vec<JoinHandle<()>>,
     subtasks: usize,
+}
+
+impl Attempt {
+    /// The flag that cancels every subtask of this attempt.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    /// Cancels every subtask and waits for their threads, leaving their reports on
+    /// [`sluice_am::Attempt::done`] to whoever reads it.
+    pub fn join(self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
 }
 
 impl sluice_am::Attempt for Attempt {
@@ -201,7 +220,21 @@ impl sluice_am::Attempt for Attempt {
     }
 }
 
-struct DeployArgs<'a> {
+/// Where each subtask runs when a job spans processes.
+pub(crate) struct Placement<'a> {
+    pub plane: &'a DataPlane,
+    pub attempt: u64,
+    /// `addrs[task][subtask]`: data address of the process running that subtask.
+    pub addrs: &'a [Vec<SocketAddr>],
+}
+
+impl Placement<'_> {
+    fn is_local(&self, task: usize, subtask: usize) -> bool {
+        self.addrs[task][subtask] == self.plane.local_addr()
+    }
+}
+
+pub(crate) struct DeployArgs<'a> {
     pub resolved: &'a ResolvedGraph,
     pub exec: &'a ExecutionPlan,
     pub job_name: &'a str,
@@ -211,9 +244,11 @@ struct DeployArgs<'a> {
     pub restore: &'a [Option<Vec<OperatorSnapshot>>],
     pub reports: Sender<TaskReport>,
     pub registry: MetricsRegistry,
+    /// `None`: every subtask runs here.
+    pub placement: Option<Placement<'a>>,
 }
 
-fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
+pub(crate) fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
     let DeployArgs {
         resolved,
         exec,
@@ -223,6 +258,7 @@ fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
         restore,
         reports,
         registry,
+        placement,
     } = args;
     let plan = &resolved.plan;
     let max = plan.max_parallelism;
@@ -236,18 +272,39 @@ fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
         .iter()
         .map(|n| (0..n.parallelism).map(|_| Vec::new()).collect())
         .collect();
+    let mut task_of = vec![0usize; plan.nodes.len()];
+    for t in &exec.tasks {
+        for &n in &t.nodes {
+            task_of[n] = t.id;
+        }
+    }
     for node in &plan.nodes {
         for (k, e) in node.inputs.iter().enumerate() {
             let rt = resolved.edges[node.id][k].clone();
             let producers = plan.nodes[e.from].parallelism;
-            let (senders, receivers) = rt.channels(producers, node.parallelism);
-            outgoing[e.from].push((
-                rt,
-                node.parallelism,
-                senders.into_iter().map(Some).collect(),
-            ));
+            let (senders, receivers) = match &placement {
+                None => {
+                    let (s, r) = rt.channels(producers, node.parallelism);
+                    (
+                        s.into_iter().map(Some).collect(),
+                        r.into_iter().map(Some).collect(),
+                    )
+                }
+                Some(pl) => rt.placed_channels(&EdgePlacement {
+                    plane: pl.plane,
+                    attempt: pl.attempt,
+                    node: node.id as u32,
+                    input: k as u16,
+                    producers: &pl.addrs[task_of[e.from]],
+                    consumers: &pl.addrs[task_of[node.id]],
+                    cancel: cancel.clone(),
+                })?,
+            };
+            outgoing[e.from].push((rt, node.parallelism, senders));
             for (j, r) in receivers.into_iter().enumerate() {
-                incoming[node.id][j].push(r);
+                if let Some(r) = r {
+                    incoming[node.id][j].push(r);
+                }
             }
         }
     }
@@ -269,6 +326,9 @@ fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
         let tail = *task.nodes.last().expect("a task has nodes");
         let is_source = plan.nodes[head].kind == NodeKind::Source;
         for s in 0..task.parallelism {
+            if placement.as_ref().is_some_and(|p| !p.is_local(task.id, s)) {
+                continue;
+            }
             let outs: Vec<(Arc<dyn EdgeRuntime>, usize, AnySend)> = outgoing[tail]
                 .iter_mut()
                 .map(|(rt, consumers, senders)| {
@@ -400,8 +460,8 @@ fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
     Ok(Attempt {
         cancel,
         done: done_rx,
+        subtasks: commands.len(),
         commands,
         threads,
-        subtasks: exec.subtasks(),
     })
 }

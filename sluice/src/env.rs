@@ -14,6 +14,7 @@ use sluice_worker::connectors::socket::SocketSource;
 use sluice_worker::node::{NodeRuntime, SourceRuntime};
 use sluice_worker::{Data, Source};
 
+use crate::cluster::{self, Role};
 use crate::embedded::EmbeddedExecutor;
 use crate::graph::{Graph, NodeDef};
 use crate::stream::DataStream;
@@ -175,14 +176,54 @@ impl StreamEnv {
     }
 
     /// Plans and runs the job on the embedded, in-process cluster; returns when it ends.
+    ///
+    /// Started with `--plan` (or `SLUICE_ROLE=plan`), the process prints the plan as JSON and
+    /// exits instead; with `--worker MASTER` (or `SLUICE_ROLE=worker`), it runs the subtasks a
+    /// master deploys to it and exits when the master ends the job.
     pub fn execute(&self, job_name: &str) -> Result<JobResult> {
+        self.take_role(job_name);
         let result = self.execute_async(job_name)?.wait();
         crate::rest::linger();
         result
     }
 
+    /// Acts on `--plan` / `--worker` (see [`StreamEnv::execute`]); returns only for the
+    /// embedded role.
+    fn take_role(&self, job_name: &str) {
+        match cluster::role() {
+            Role::Embedded => {}
+            Role::Plan => match self.plan_json(job_name) {
+                Ok(json) => {
+                    println!("{json}");
+                    std::process::exit(0);
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(2);
+                }
+            },
+            Role::Worker { master } => {
+                let config = self.config.borrow().clone();
+                let resolved = self.graph.borrow().resolve(
+                    job_name,
+                    config.parallelism,
+                    config.max_parallelism,
+                );
+                let outcome = resolved.and_then(|r| cluster::run_job_process(r, config, &master));
+                match outcome {
+                    Ok(()) => std::process::exit(0),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
+        }
+    }
+
     /// Plans the job, starts it on the embedded cluster and returns at once.
     pub fn execute_async(&self, job_name: &str) -> Result<JobClient> {
+        self.take_role(job_name);
         let config = self.config.borrow().clone();
         let graph = self.graph.borrow();
         // The REST API starts before the job, so a taken port fails the submission.

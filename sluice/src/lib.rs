@@ -16,11 +16,13 @@
 //! }
 //! ```
 
+mod cluster;
 mod embedded;
 mod env;
 mod graph;
 mod stream;
 
+pub use cluster::{Role, job_args, role};
 pub use env::StreamEnv;
 pub use sluice_am::checkpoint::{CheckpointStats, CheckpointStatus};
 pub use sluice_am::rest::{self, Dispatcher, RestServer};

@@ -1,7 +1,7 @@
 //! What flows through channels: batches of records with optional event timestamps, and the
 //! in-band control events (watermarks, checkpoint barriers, end of input) that travel with them.
 
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Anything a stream can carry. Records are serde types so they can cross process boundaries
 /// and live in state; `Clone` lets one stream feed several consumers.
@@ -15,7 +15,7 @@ pub const MIN_WATERMARK: i64 = i64::MIN;
 
 /// Records move in batches: one channel send, one virtual call per batch, not per record.
 /// `ts` is either empty (records carry no event time) or holds one timestamp per record.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch<T> {
     pub data: Vec<T>,
     pub ts: Vec<i64>,
@@ -93,7 +93,7 @@ impl<T> Batch<T> {
 }
 
 /// A checkpoint barrier: everything before it belongs to checkpoint `id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Barrier {
     pub checkpoint_id: u64,
     pub timestamp_ms: i64,
@@ -101,7 +101,7 @@ pub struct Barrier {
     pub kind: BarrierKind,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BarrierKind {
     Checkpoint,
     Savepoint,
@@ -112,7 +112,7 @@ pub enum BarrierKind {
 }
 
 /// One element of a channel between tasks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Event<T> {
     Batch(Batch<T>),
     Watermark(i64),

@@ -2,12 +2,15 @@
 
 pub mod connectors;
 pub mod context;
+pub mod control;
+pub mod daemon;
 pub mod data;
 pub mod emit;
 pub mod exchange;
 pub mod incremental;
 pub mod key;
 pub mod metrics;
+pub mod net;
 pub mod node;
 pub mod operator;
 pub mod operators;

@@ -4,6 +4,7 @@
 //! path is fully typed.
 
 use std::any::Any;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -13,8 +14,11 @@ use sluice_core::{Result, SluiceError};
 use crate::context::OperatorContext;
 use crate::data::{Data, Event};
 use crate::emit::{Emit, Fanout, Terminal};
-use crate::exchange::{Broadcast, ByKey, ExchangeWriter, Partitioner, RoundRobin, edge_channels};
+use crate::exchange::{
+    Broadcast, ByKey, CHANNEL_CAPACITY, ExchangeWriter, Partitioner, RoundRobin, edge_channels,
+};
 use crate::key::KeySelector;
+use crate::net::{ChannelId, DataPlane, bridge_in, bridge_out};
 use crate::operator::{Operator, OperatorNode};
 use crate::source::Source;
 use crate::task::{TaskEnv, run_input_task, run_source_task};
@@ -164,11 +168,48 @@ impl<S: Source, F: Fn() -> S + Send + Sync> NodeRuntime for SourceRuntime<S, F> 
     }
 }
 
+/// Where the two ends of an edge run when a job spans processes.
+pub struct EdgePlacement<'a> {
+    pub plane: &'a DataPlane,
+    /// Identifies the edge's channels: attempt, consumer node, input index at the consumer.
+    pub attempt: u64,
+    pub node: u32,
+    pub input: u16,
+    /// Data address of the process running each producer / consumer subtask.
+    pub producers: &'a [SocketAddr],
+    pub consumers: &'a [SocketAddr],
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl EdgePlacement<'_> {
+    fn is_local(&self, addr: SocketAddr) -> bool {
+        addr == self.plane.local_addr()
+    }
+
+    fn channel(&self, producer: usize, consumer: usize) -> ChannelId {
+        ChannelId {
+            attempt: self.attempt,
+            node: self.node,
+            input: self.input,
+            producer: producer as u32,
+            consumer: consumer as u32,
+        }
+    }
+}
+
+/// Per producer subtask its senders, per consumer subtask its receivers; `None` for subtasks
+/// that run in another process.
+pub type PlacedChannels = (Vec<Option<AnySend>>, Vec<Option<AnySend>>);
+
 /// The channels and writers of one edge, typed by its record type.
 pub trait EdgeRuntime: Send + Sync {
     fn partitioning(&self) -> Partitioning;
     /// `(per producer: its senders, per consumer: its receivers)`.
     fn channels(&self, producers: usize, consumers: usize) -> (Vec<AnySend>, Vec<AnySend>);
+    /// Like [`EdgeRuntime::channels`] for an edge spread over processes: only the subtasks
+    /// running in this process get senders / receivers (`None` for the others); a pair with
+    /// its other end elsewhere is bridged over the data plane.
+    fn placed_channels(&self, placement: &EdgePlacement<'_>) -> Result<PlacedChannels>;
     /// The writer of producer `subtask` over `senders`, as a `Box<dyn Emit<T>>`.
     fn writer(
         &self,
@@ -219,6 +260,57 @@ fn split_channels<T: Data>(
     )
 }
 
+fn placed<T: Data>(p: Partitioning, placement: &EdgePlacement<'_>) -> Result<PlacedChannels> {
+    let mut senders: Vec<Option<Senders<T>>> = placement
+        .producers
+        .iter()
+        .map(|a| placement.is_local(*a).then(Vec::new))
+        .collect();
+    let mut receivers: Vec<Option<Vec<Receiver<Event<T>>>>> = placement
+        .consumers
+        .iter()
+        .map(|a| placement.is_local(*a).then(Vec::new))
+        .collect();
+    for (i, sender) in senders.iter_mut().enumerate() {
+        for (j, receiver) in receivers.iter_mut().enumerate() {
+            if p == Partitioning::Forward && i != j {
+                continue;
+            }
+            let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
+            match (&mut *sender, receiver) {
+                (Some(s), Some(r)) => {
+                    s.push((j, tx));
+                    r.push(rx);
+                }
+                (Some(s), None) => {
+                    s.push((j, tx));
+                    let net = placement
+                        .plane
+                        .open_sender(placement.consumers[j], placement.channel(i, j))?;
+                    // The bridge reports its failure by dropping its channel end.
+                    drop(bridge_out(rx, net, placement.cancel.clone()));
+                }
+                (None, Some(r)) => {
+                    r.push(rx);
+                    let net = placement.plane.open_receiver(placement.channel(i, j))?;
+                    drop(bridge_in(net, tx, placement.cancel.clone()));
+                }
+                (None, None) => {}
+            }
+        }
+    }
+    Ok((
+        senders
+            .into_iter()
+            .map(|s| s.map(|s| Box::new(s) as AnySend))
+            .collect(),
+        receivers
+            .into_iter()
+            .map(|r| r.map(|r| Box::new(r) as AnySend))
+            .collect(),
+    ))
+}
+
 fn make_writer<T: Data, P: Partitioner<T>>(
     senders: AnySend,
     consumers: usize,
@@ -243,6 +335,10 @@ impl<T: Data> EdgeRuntime for PlainEdge<T> {
 
     fn channels(&self, producers: usize, consumers: usize) -> (Vec<AnySend>, Vec<AnySend>) {
         split_channels::<T>(producers, consumers, self.partitioning)
+    }
+
+    fn placed_channels(&self, placement: &EdgePlacement<'_>) -> Result<PlacedChannels> {
+        placed::<T>(self.partitioning, placement)
     }
 
     fn writer(
@@ -282,6 +378,10 @@ impl<T: Data, S: KeySelector<T>> EdgeRuntime for KeyedEdge<T, S> {
 
     fn channels(&self, producers: usize, consumers: usize) -> (Vec<AnySend>, Vec<AnySend>) {
         split_channels::<T>(producers, consumers, Partitioning::Hash)
+    }
+
+    fn placed_channels(&self, placement: &EdgePlacement<'_>) -> Result<PlacedChannels> {
+        placed::<T>(Partitioning::Hash, placement)
     }
 
     fn writer(

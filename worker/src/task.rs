@@ -17,7 +17,7 @@ use crate::source::{Source, SourcePoll};
 use sluice_core::{Result, SluiceError};
 
 /// Commands from the master to one task.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum TaskCommand {
     /// Sources only: snapshot the read position and inject this barrier.
     TriggerCheckpoint(Barrier),

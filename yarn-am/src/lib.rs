@@ -3,6 +3,7 @@
 
 pub mod chaining;
 pub mod checkpoint;
+pub mod cluster;
 pub mod executor;
 pub mod job;
 pub mod job_status;

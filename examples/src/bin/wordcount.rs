@@ -2,7 +2,14 @@
 //! `nc -lk 9999`) or from text files in a directory (`--input DIR`, `--continuous` to keep
 //! watching it), printing `(word,count)` after every word.
 //!
-//! `wordcount [--socket HOST:PORT | --input DIR [--continuous]] [--fail-on WORD] [-p N] [-D key=value]...`
+//! `--generate N [--rate R]` counts N generated lines instead (bounded and replayable), and
+//! `--output DIR` writes the updates as exactly-once part files instead of printing them.
+//!
+//! `wordcount [--socket HOST:PORT | --input DIR [--continuous] | --generate N [--rate R]]
+//! [--output DIR] [--fail-on WORD] [-p N] [-D key=value]...`
+//!
+//! Like every job binary, `wordcount --plan` prints its plan and `--worker MASTER` runs it as
+//! a process of a cluster job.
 
 /// Records cross task threads; mimalloc frees them cheaply on the receiving side.
 #[global_allocator]
@@ -12,8 +19,8 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use sluice::StreamEnv;
-use sluice_examples::wordcount::{count_words, print};
+use sluice::{RollingPolicy, StreamEnv};
+use sluice_examples::wordcount::{count_words, generated_line, print};
 
 #[derive(Parser)]
 #[command(about = "Counts words from a socket or a directory of text files")]
@@ -27,6 +34,15 @@ struct Args {
     /// With --input: keep watching the directory for new files.
     #[arg(long, requires = "input")]
     continuous: bool,
+    /// Count this many generated lines (a bounded, replayable source).
+    #[arg(long, value_name = "N", conflicts_with_all = ["input", "socket"])]
+    generate: Option<u64>,
+    /// With --generate: at most this many lines per second.
+    #[arg(long, value_name = "R", requires = "generate")]
+    rate: Option<f64>,
+    /// Write the updates as part files in this directory (exactly-once with checkpoints).
+    #[arg(long, value_name = "DIR")]
+    output: Option<std::path::PathBuf>,
     /// Fail when this word is seen (to demonstrate recovery).
     #[arg(long, value_name = "WORD")]
     fail_on: Option<String>,
@@ -38,12 +54,15 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse();
+    let args = Args::parse_from(sluice::job_args());
     let env = StreamEnv::from_config_file(None, &args.config)?;
     if let Some(p) = args.parallelism {
         env.set_parallelism(p);
     }
     let lines = match (&args.socket, &args.input) {
+        _ if args.generate.is_some() => env
+            .generate(args.generate, args.rate, generated_line)
+            .uid("lines"),
         (Some(addr), _) => env.socket_text_stream(addr).uid("lines"),
         (None, Some(dir)) => {
             let watch = args.continuous.then_some(Duration::from_secs(1));
@@ -58,7 +77,13 @@ fn main() -> Result<()> {
     if args.socket.is_none() && args.input.is_none() && args.continuous {
         bail!("--continuous needs --input");
     }
-    print(&count_words(&lines, args.fail_on.clone()));
+    let counts = count_words(&lines, args.fail_on.clone());
+    match &args.output {
+        Some(dir) => counts
+            .write_text_files(dir, RollingPolicy::default())
+            .uid("files"),
+        None => print(&counts),
+    };
     let result = env.execute("WordCount")?;
     eprintln!(
         "job {} {:?} in {:.2?}",

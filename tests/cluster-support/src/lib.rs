@@ -37,6 +37,8 @@ pub enum Error {
         status: std::process::ExitStatus,
         output: String,
     },
+    #[error("GET {url}: {source}")]
+    Http { url: String, source: std::io::Error },
     #[error("unknown component or process `{0}` in the test cluster")]
     Unknown(String),
     #[error("{component} is not running after `testcluster.sh up` (see {dir}/logs)")]
@@ -235,7 +237,15 @@ impl TestCluster {
             .collect()
     }
 
-    /// `kill -9` one process (`datanode1`, `nodemanager2`, `zk3`, `kafka`, ...).
+    /// Whether a process of the cluster runs (a paused one does).
+    pub fn process_alive(&self, process: &str) -> bool {
+        self.info
+            .processes
+            .iter()
+            .any(|p| p.name == process && p.alive && pid_alive(p.pid))
+    }
+
+    /// `kill -9` one process (`namenode`, `datanode1`, `nodemanager2`, `zk3`, `kafka`, ...).
     pub fn kill(&mut self, process: &str) -> Result<()> {
         self.check_process(process)?;
         run_script(&self.script, &["kill", process])?;
@@ -243,12 +253,55 @@ impl TestCluster {
     }
 
     /// Starts one process again with its recorded command (killing it first if it still runs)
-    /// and waits until it serves again: DataNodes live, NodeManagers RUNNING, the ZooKeeper
-    /// member answering `srvr`, the broker answering a metadata request.
+    /// and waits until it serves again: the NameNode (with the namespace it had) out of safe
+    /// mode and DataNodes live, NodeManagers RUNNING, the ZooKeeper member answering `srvr`,
+    /// the broker answering a metadata request.
     pub fn restart(&mut self, process: &str) -> Result<()> {
         self.check_process(process)?;
         run_script(&self.script, &["restart", process])?;
         self.reload()
+    }
+
+    /// `SIGSTOP` one process: it keeps its sockets open but answers nothing, like a server in
+    /// a long GC pause. [`resume`](Self::resume) continues it; `down` does too.
+    pub fn pause(&mut self, process: &str) -> Result<()> {
+        self.check_process(process)?;
+        run_script(&self.script, &["pause", process])?;
+        self.reload()
+    }
+
+    /// `SIGCONT` a process [`pause`](Self::pause)d before.
+    pub fn resume(&mut self, process: &str) -> Result<()> {
+        self.check_process(process)?;
+        run_script(&self.script, &["resume", process])?;
+        self.reload()
+    }
+
+    /// The attributes of one NameNode metrics bean from its JMX servlet, e.g.
+    /// `NameNodeActivity` (`CreateFileOps`, `FilesCreated`, `FilesRenamed`, `DeleteFileOps`,
+    /// ...). The cluster publishes metrics to JMX once a second, so a value may be up to a
+    /// second old.
+    pub fn namenode_metrics(
+        &self,
+        bean: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let base = &self.info.hdfs.namenode_http;
+        let url = format!("{base}/jmx?qry=Hadoop:service=NameNode,name={bean}");
+        let body = http_get(&url).map_err(|source| Error::Http {
+            url: url.clone(),
+            source,
+        })?;
+        let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| Error::Http {
+            url: url.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        json["beans"][0]
+            .as_object()
+            .cloned()
+            .ok_or_else(|| Error::Http {
+                url,
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such bean"),
+            })
     }
 
     fn check_process(&self, process: &str) -> Result<()> {
@@ -263,6 +316,31 @@ impl TestCluster {
         self.info = Self::open()?.info;
         Ok(())
     }
+}
+
+/// A plain HTTP/1.0 GET of an `http://host:port/path` URL on the loopback cluster.
+fn http_get(url: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let invalid =
+        |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_string());
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| invalid("not an http:// URL"))?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut conn = std::net::TcpStream::connect(host)?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| invalid("no HTTP header"))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(std::io::Error::other(
+            head.lines().next().unwrap_or("").to_string(),
+        ));
+    }
+    Ok(body.to_string())
 }
 
 fn pid_alive(pid: Option<u32>) -> bool {

@@ -1,6 +1,7 @@
 //! Checkpoints and savepoints on the real HDFS of the test cluster (`hdfs://`): the storage
 //! contract, exactly-once recovery, retention, incremental RocksDB checkpoints, savepoints
-//! moved between HDFS and local disk, and an unreachable NameNode.
+//! moved between HDFS and local disk, an unreachable NameNode, and paths without a scheme on
+//! `fs.defaultFS`.
 //!
 //! Run serially with the cluster up:
 //!   scripts/testcluster.sh up hdfs
@@ -130,6 +131,11 @@ fn copy_local_to_hdfs(rt: &tokio::runtime::Runtime, c: &Client, src: &Path, dst:
         }
     }
     files
+}
+
+/// A local directory as a `file://` URL.
+fn file_url(p: &Path) -> String {
+    format!("file://{}", p.display())
 }
 
 fn completed(r: &[sluice::CheckpointStats]) -> Vec<u64> {
@@ -338,16 +344,14 @@ fn savepoints_move_between_hdfs_and_local_disk() {
     let files = copy_hdfs_to_local(&rt, &c, &path_of(&location), &copy);
     assert!(files >= 1, "{files} files");
     assert!(copy.join("_metadata").exists());
-    restore_and_finish(copy.to_str().unwrap(), total, &out);
+    // With HADOOP_CONF_DIR set, a path without a scheme is on HDFS (fs.defaultFS): local
+    // paths are file:// URLs.
+    restore_and_finish(&file_url(&copy), total, &out);
 
     // Local → HDFS.
     let sp = tempfile::tempdir().unwrap();
     let ck = tempfile::tempdir().unwrap();
-    let (location, out) = run_to_savepoint(
-        ck.path().to_str().unwrap(),
-        sp.path().to_str().unwrap(),
-        total,
-    );
+    let (location, out) = run_to_savepoint(&file_url(ck.path()), &file_url(sp.path()), total);
     let local_dir = location.strip_prefix("file://").unwrap_or(&location);
     let target = format!("{base}/copied-from-local");
     let files = copy_local_to_hdfs(&rt, &c, Path::new(local_dir), &path_of(&target));
@@ -439,21 +443,14 @@ fn incremental_rocksdb_checkpoints_on_hdfs() {
     rt.block_on(c.delete(&path_of(&base), true)).unwrap();
 }
 
-// (e) An unreachable NameNode fails checkpoints, not the job. hdfs-native's failover loop is
-// shortened with Hadoop keys given to `sluice_hdfs_backend::hdfs::configure` (the same keys
-// work in hdfs-site.xml): with the defaults (15 attempts, backoff up to 15 s) each call
-// against a dead NameNode takes about three minutes.
+// (e) An unreachable NameNode fails checkpoints, not the job. Sluice's defaults for the
+// Hadoop client keys (`sluice_hdfs_backend::hdfs::CLIENT_DEFAULTS`: 3 reconnects, backoff up
+// to 1 s) make each call against a dead NameNode fail within seconds; with hdfs-native's own
+// (15 attempts, backoff up to 15 s) it took about three minutes.
 #[test]
 fn unreachable_namenode_fails_checkpoints_not_the_job() {
     let _cluster = cluster();
-    sluice_hdfs_backend::hdfs::configure(HdfsOptions {
-        io_runtime: None,
-        config: vec![
-            ("dfs.client.failover.max.attempts".into(), "1".into()),
-            ("dfs.client.failover.sleep.base.millis".into(), "50".into()),
-            ("dfs.client.failover.sleep.max.millis".into(), "200".into()),
-        ],
-    });
+    sluice_hdfs_backend::hdfs::configure(HdfsOptions::default());
     let dead = "hdfs://127.0.0.1:1/x";
     let env = StreamEnv::new();
     checkpointing(&env, dead, "20 ms");
@@ -482,5 +479,73 @@ fn unreachable_namenode_fails_checkpoints_not_the_job() {
         "{e}"
     );
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
-    sluice_hdfs_backend::hdfs::configure(HdfsOptions::default());
+}
+
+// (f) With a Hadoop configuration (HADOOP_CONF_DIR), a checkpoint directory without a scheme
+// is on fs.defaultFS, as in Hadoop: `/sluice/...` is on the cluster's HDFS, not local disk.
+#[test]
+fn a_checkpoint_dir_without_a_scheme_is_on_the_default_fs() {
+    let cluster = cluster();
+    let dir = format!("/sluice/{}", unique("default-fs"));
+    let base = format!("{dir}/checkpoints");
+    let env = StreamEnv::new();
+    env.set_parallelism(2);
+    checkpointing(&env, &base, "30 ms");
+    env.set("state.checkpoints.num-retained", "2").unwrap();
+    let out = sluice::CollectHandle::default();
+    sums_job_into(&env, 5000, Some(12_000.0), vec![1500, 3500], &out);
+    let client = env.execute_async("default-fs").unwrap();
+    let job_id = client.job_id().to_string();
+    let r = client.wait().unwrap();
+    assert_eq!(r.status, JobStatus::Finished);
+    assert_eq!(r.restarts, 2);
+    assert_same(
+        out.get(),
+        expected_sums(5000),
+        "checkpoints on fs.defaultFS",
+    );
+    let done = completed(&r.checkpoints);
+    assert!(!done.is_empty(), "{:?}", r.checkpoints);
+    let qualified = format!("{}{base}", cluster.hdfs_url().trim_end_matches('/'));
+    for c in r
+        .checkpoints
+        .iter()
+        .filter(|c| c.status == CheckpointStatus::Completed)
+    {
+        let at = c.external_path.as_deref().unwrap_or_default();
+        assert!(
+            at.starts_with(&format!("{qualified}/{job_id}/chk-")),
+            "checkpoint {} at {at}, expected under {qualified}",
+            c.id
+        );
+    }
+    assert!(!Path::new(&dir).exists(), "nothing on local disk");
+
+    // On HDFS, as the raw client sees it, and loadable by the same plain path.
+    let (rt, c) = raw_client(&cluster);
+    let latest = *done.iter().max().unwrap();
+    let names = hdfs_names(&rt, &c, &format!("{base}/{job_id}/chk-{latest}"));
+    assert!(names.iter().any(|n| n == "_metadata"), "{names:?}");
+    let (snapshot, meta) = load_snapshot(&format!("{base}/{job_id}/chk-{latest}")).unwrap();
+    assert_eq!(snapshot.url(), format!("{qualified}/{job_id}/chk-{latest}"));
+    verify_snapshot(&snapshot, &meta).unwrap();
+
+    // A relative path is relative to the HDFS home directory, as in Hadoop.
+    let rel = unique("relative");
+    let (s, p) = resolve(&format!("{rel}/x")).unwrap();
+    s.write_atomic(&p, b"home").unwrap();
+    let user = rt
+        .block_on(c.list_status("/user", false))
+        .unwrap()
+        .into_iter()
+        .find(|st| {
+            rt.block_on(c.get_file_info(&format!("{}/{rel}/x", st.path)))
+                .is_ok()
+        })
+        .map(|st| st.path)
+        .expect("the file is under /user/<user>");
+    assert_eq!(s.url(&p), format!("{}{user}/{rel}/x", cluster.hdfs_url()));
+    rt.block_on(c.delete(&format!("{user}/{rel}"), true))
+        .unwrap();
+    rt.block_on(c.delete(&dir, true)).unwrap();
 }

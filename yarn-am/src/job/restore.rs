@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use sluice_core::{JobPlan, Result, SluiceError};
-use sluice_hdfs_backend::{CheckpointMetadata, SnapshotDir, StateHandle, load_snapshot};
+use sluice_hdfs_backend::{
+    CheckpointMetadata, SnapshotDir, StateHandle, load_snapshot, verify_snapshot,
+};
 use sluice_worker::incremental::fetch_native;
 use sluice_worker::snapshot::OperatorSnapshot;
 
@@ -38,13 +40,24 @@ pub fn load(
     Ok((states, meta))
 }
 
-fn decode(
+/// Checks, without decoding any state, that the snapshot at `path` can be restored by `plan`:
+/// its metadata and every state file it references are intact (checksums verified) and its
+/// state matches the job's operators. What a master does before its workers restore.
+pub fn check(path: &str, plan: &JobPlan, allow_non_restored: bool) -> Result<CheckpointMetadata> {
+    let (dir, meta) = load_snapshot(path)
+        .map_err(|e| SluiceError::Job(format!("cannot restore from {path}: {e}")))?;
+    check_compatible(&dir, &meta, plan, allow_non_restored)?;
+    verify_snapshot(&dir, &meta)
+        .map_err(|e| SluiceError::Job(format!("cannot restore from {path}: {e}")))?;
+    Ok(meta)
+}
+
+fn check_compatible(
     dir: &SnapshotDir,
     meta: &CheckpointMetadata,
     plan: &JobPlan,
     allow_non_restored: bool,
-    local: &Local<'_>,
-) -> Result<RestoredStates> {
+) -> Result<()> {
     let path = dir.url();
     let known: HashSet<&str> = plan.nodes.iter().map(|n| n.uid.as_str()).collect();
     let with_state: Vec<&str> = meta
@@ -82,6 +95,18 @@ fn decode(
             meta.max_parallelism, plan.max_parallelism
         )));
     }
+    Ok(())
+}
+
+fn decode(
+    dir: &SnapshotDir,
+    meta: &CheckpointMetadata,
+    plan: &JobPlan,
+    allow_non_restored: bool,
+    local: &Local<'_>,
+) -> Result<RestoredStates> {
+    check_compatible(dir, meta, plan, allow_non_restored)?;
+    let path = dir.url();
     let mut out = empty(plan);
     for op in &meta.operators {
         let Some(node) = plan.nodes.iter().find(|n| n.uid == op.uid) else {

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use sluice_core::config::StateBackendKind;
 use sluice_core::{Config, JobPlan};
 
+use crate::cluster::Cluster;
 use crate::job::{JobHandle, new_job_id};
 
 /// One job, running or ended.
@@ -55,9 +56,21 @@ pub struct Dispatcher {
     /// Operations whose outcome no client has read yet; the process waits for those before
     /// it exits (see [`super::linger`]), else `sluice stop` could never learn its savepoint.
     unread: Mutex<HashSet<(String, String)>>,
+    /// On a master: its cluster (to run submitted bundles) and base configuration.
+    cluster: Mutex<Option<(Arc<Cluster>, Config)>>,
 }
 
 impl Dispatcher {
+    /// Makes this dispatcher accept job bundles (`POST /jars/upload`, `/jars/:id/run`) and
+    /// run them on `cluster` with `config` as the base configuration.
+    pub fn set_cluster(&self, cluster: Arc<Cluster>, config: Config) {
+        *self.cluster.lock() = Some((cluster, config));
+    }
+
+    pub fn cluster(&self) -> Option<(Arc<Cluster>, Config)> {
+        self.cluster.lock().clone()
+    }
+
     /// Registers a job just submitted.
     pub fn add_job(&self, handle: JobHandle, name: &str, plan: JobPlan, config: &Config) {
         self.jobs.lock().push(Arc::new(JobEntry {

@@ -53,7 +53,14 @@ pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
         .route("/jobs/{id}/checkpoints/{trigger}", get(checkpoint_status))
         .route("/jobs/{id}/savepoints", axum::routing::post(savepoint))
         .route("/jobs/{id}/savepoints/{trigger}", get(savepoint_status))
-        .route("/jobs/{id}/stop", axum::routing::post(stop));
+        .route("/jobs/{id}/stop", axum::routing::post(stop))
+        .route("/jobs/{id}/exceptions", get(exceptions))
+        .route("/taskmanagers", get(taskmanagers))
+        .route(
+            "/jars/upload",
+            axum::routing::post(upload).layer(axum::extract::DefaultBodyLimit::max(MAX_BUNDLE)),
+        )
+        .route("/jars/{jar}/run", axum::routing::post(run_jar));
     Router::new()
         .nest("/v1", api.clone())
         .merge(api)
@@ -84,6 +91,82 @@ fn body<T: for<'a> Deserialize<'a> + Default>(bytes: &Bytes) -> ApiResult<T> {
     })
 }
 
+/// Largest bundle `POST /jars/upload` accepts.
+const MAX_BUNDLE: usize = 1 << 30;
+
+fn cluster_of(d: &Dispatcher) -> ApiResult<(Arc<crate::cluster::Cluster>, sluice_core::Config)> {
+    d.cluster().ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "this process runs one embedded job; submit bundles to a master (sluice-am)".into(),
+        )
+    })
+}
+
+async fn upload(State(d): Shared, bytes: Bytes) -> ApiResult<Response> {
+    let (cluster, _) = cluster_of(&d)?;
+    if bytes.is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "the upload has no bundle in its body".into(),
+        ));
+    }
+    let id = cluster.upload(bytes.to_vec());
+    ok(json!({ "filename": id, "status": "success" }))
+}
+
+async fn run_jar(State(d): Shared, Path(jar): Path<String>, bytes: Bytes) -> ApiResult<Response> {
+    let (cluster, config) = cluster_of(&d)?;
+    let req: crate::cluster::RunRequest = body(&bytes)?;
+    let plan_for_rest = req.plan.clone();
+    let client = cluster
+        .run(&jar, &config, req)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let handle = client.handle();
+    let job_id = handle.job_id().to_string();
+    if let Some(plan) = plan_for_rest {
+        let name = plan.name.clone();
+        d.add_job(handle, &name, plan, &config);
+    }
+    // The driver thread owns the job; the dispatcher holds its handle.
+    drop(client);
+    ok(json!({ "jobid": job_id }))
+}
+
+async fn taskmanagers(State(d): Shared) -> ApiResult<Response> {
+    let list: Vec<Value> = match d.cluster() {
+        Some((cluster, _)) => cluster
+            .workers()
+            .into_iter()
+            .map(|(id, host, slots)| json!({ "id": id, "path": host, "slotsNumber": slots }))
+            .collect(),
+        None => vec![json!({ "id": "embedded", "path": "embedded", "slotsNumber": 1 })],
+    };
+    ok(json!({ "taskmanagers": list }))
+}
+
+async fn exceptions(State(d): Shared, Path(id): Path<String>) -> ApiResult<Response> {
+    let job = find(&d, &id)?;
+    let view = job.handle.view();
+    let entries: Vec<Value> = view
+        .exceptions
+        .iter()
+        .rev()
+        .map(|(ts, msg)| json!({ "exceptionName": "SluiceError", "stacktrace": msg, "timestamp": ts }))
+        .collect();
+    let root = view
+        .failure
+        .clone()
+        .or_else(|| view.exceptions.last().map(|e| e.1.clone()));
+    ok(json!({
+        "root-exception": root,
+        "timestamp": view.exceptions.last().map(|e| e.0),
+        "all-exceptions": [],
+        "truncated": false,
+        "exceptionHistory": { "entries": entries, "truncated": false },
+    }))
+}
+
 async fn overview(State(d): Shared) -> ApiResult<Response> {
     let (mut running, mut finished, mut cancelled, mut failed) = (0, 0, 0, 0);
     for j in d.jobs() {
@@ -94,10 +177,14 @@ async fn overview(State(d): Shared) -> ApiResult<Response> {
             _ => running += 1,
         }
     }
+    let (taskmanagers, slots) = match d.cluster() {
+        Some((cluster, _)) => cluster.capacity(),
+        None => (1, 1),
+    };
     ok(json!({
-        "taskmanagers": 1,
-        "slots-total": 1,
-        "slots-available": if running > 0 { 0 } else { 1 },
+        "taskmanagers": taskmanagers,
+        "slots-total": slots,
+        "slots-available": if running > 0 { 0 } else { slots },
         "jobs-running": running,
         "jobs-finished": finished,
         "jobs-cancelled": cancelled,

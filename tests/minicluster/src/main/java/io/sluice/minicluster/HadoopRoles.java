@@ -23,7 +23,8 @@ final class HadoopRoles {
   /**
    * NameNode(s) without DataNodes, from MiniDFSCluster because it formats and, for HA, sets up
    * the shared edits dir and both NameNodes. DataNodes run in their own JVMs so that a test can
-   * kill one. The NameNode is always freshly formatted.
+   * kill one. The NameNode is freshly formatted, unless {@code format=false}: then it loads the
+   * namespace a previous NameNode process left in {@code dir} (a restart after a crash).
    */
   static void nameNode(Map<String, String> kv) throws Exception {
     // MiniDFSCluster lowers dfs.replication to its own DataNode count, which is 0 here; the
@@ -41,7 +42,10 @@ final class HadoopRoles {
     Configuration conf = withOverrides(base, kv);
     conf.set(MiniDFSCluster.HDFS_MINIDFS_BASEDIR, require(kv, "dir"));
     MiniDFSCluster.Builder builder =
-        new MiniDFSCluster.Builder(conf).numDataNodes(0).format(true).checkExitOnShutdown(false);
+        new MiniDFSCluster.Builder(conf)
+            .numDataNodes(0)
+            .format(!"false".equals(kv.getOrDefault("format", "true")))
+            .checkExitOnShutdown(false);
     String ns = conf.getTrimmed("dfs.nameservices", "");
     if (ns.isEmpty()) {
       builder
@@ -57,17 +61,30 @@ final class HadoopRoles {
       }
       builder.nnTopology(new MiniDFSNNTopology().addNameservice(nsConf));
     }
-    MiniDFSCluster cluster = builder.build();
+    MiniDFSCluster cluster = new ExternalDataNodesCluster(builder);
     Launcher.onShutdown("namenode", () -> cluster.shutdown());
     if (!ns.isEmpty()) {
       // Manual failover only: the first NameNode becomes active, the second stays standby.
       cluster.transitionToActive(0);
     }
-    // No cluster.waitActive(): it waits for the DataNode count to equal MiniDFSCluster's own
-    // (0), which never holds once the external DataNodes register. build() already waited for
-    // the NameNodes; testcluster.sh checks safe mode and live DataNodes.
+    // The constructor already waited for the NameNodes; testcluster.sh checks safe mode and
+    // live DataNodes.
     Launcher.ready("namenode", conf.get("fs.defaultFS"));
     Launcher.blockUntilShutdown();
+  }
+
+  /**
+   * A MiniDFSCluster whose DataNodes run elsewhere. MiniDFSCluster waits, while it starts, until
+   * the NameNode reports exactly its own DataNodes (none); ours, in other JVMs, register with a
+   * restarted NameNode while it starts, and that wait would never end.
+   */
+  private static final class ExternalDataNodesCluster extends MiniDFSCluster {
+    ExternalDataNodesCluster(MiniDFSCluster.Builder builder) throws java.io.IOException {
+      super(builder);
+    }
+
+    @Override
+    public void waitActive() {}
   }
 
   /** One DataNode; {@code dfs.datanode.data.dir} is given as an argument. */

@@ -1,0 +1,468 @@
+//! `sluice-net-bench`: throughput of a remote exchange (batches of 100-byte string records
+//! through bridge, data plane, loopback TCP, data plane and bridge into a child process)
+//! against raw loopback TCP moving the same bytes in writes and reads of the same size,
+//! measured in the same run. Prints MB/s and records/s of both, their ratio, and the CPU time
+//! both processes spent on each. A third figure, the same records encoded and decoded through
+//! bounded channels in one process without any network, shows what the record work alone
+//! allows on the machine, so the data plane's own cost can be told apart from it.
+//!
+//!   sluice-net-bench [--records 10000000] [--record-bytes 100] [--channels 1] [--rounds 3]
+//!
+//! The receiving side is this binary again, started as a child process (`--receiver`) and
+//! driven over its standard input and output.
+
+/// Records are allocated on one thread and freed on another; mimalloc handles that far better
+/// than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use clap::Parser;
+use crossbeam_channel::bounded;
+use sluice_bench::process_cpu_time;
+use sluice_worker::data::{Batch, Event};
+use sluice_worker::exchange::{BATCH_SIZE, CHANNEL_CAPACITY, send_event};
+use sluice_worker::net::frame::HEADER_LEN;
+use sluice_worker::net::{ChannelId, DataPlane, bridge_in, bridge_out};
+
+#[derive(Parser)]
+struct Args {
+    /// Records to move per measurement (rounded up to full batches per channel).
+    #[arg(long, default_value_t = 10_000_000)]
+    records: u64,
+    /// Bytes per record (an ASCII string of this length).
+    #[arg(long, default_value_t = 100)]
+    record_bytes: usize,
+    /// Remote channels sharing the connection, each with its own producer and consumer.
+    #[arg(long, default_value_t = 1)]
+    channels: u32,
+    /// Measurements of each kind; the best of each is compared.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Internal: run as the receiving side.
+    #[arg(long, hide = true)]
+    receiver: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.receiver {
+        receiver(&args)
+    } else {
+        driver(&args)
+    }
+}
+
+/// The workload both measurements move.
+struct Shape {
+    batches_per_channel: u64,
+    records: u64,
+    /// Bytes of one batch frame on the wire, header included.
+    frame_bytes: usize,
+    /// All bytes the data plane writes, end-of-input frames included; raw TCP moves as many.
+    wire_bytes: u64,
+}
+
+impl Shape {
+    fn of(args: &Args) -> Result<Shape> {
+        let per_channel = args.records.div_ceil(u64::from(args.channels));
+        let batches_per_channel = per_channel.div_ceil(BATCH_SIZE as u64);
+        let records = batches_per_channel * BATCH_SIZE as u64 * u64::from(args.channels);
+        let frame = HEADER_LEN + bincode::serialized_size(&Event::Batch(batch(args)))? as usize;
+        let end = HEADER_LEN + bincode::serialized_size(&Event::<String>::EndOfInput)? as usize;
+        let wire_bytes =
+            u64::from(args.channels) * (batches_per_channel * frame as u64 + end as u64);
+        Ok(Shape {
+            batches_per_channel,
+            records,
+            frame_bytes: frame,
+            wire_bytes,
+        })
+    }
+}
+
+fn batch(args: &Args) -> Batch<String> {
+    let record: String = (0..args.record_bytes)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    Batch::from_vec(vec![record; BATCH_SIZE])
+}
+
+fn channel(attempt: u64, producer: u32) -> ChannelId {
+    ChannelId {
+        attempt,
+        node: 1,
+        input: 0,
+        producer,
+        consumer: producer,
+    }
+}
+
+struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    fn command(&mut self, line: &str) -> Result<()> {
+        writeln!(self.stdin, "{line}")?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+
+    fn reply(&mut self) -> Result<String> {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        ensure!(!line.is_empty(), "the receiver process exited");
+        Ok(line.trim_end().to_string())
+    }
+}
+
+fn driver(args: &Args) -> Result<()> {
+    let shape = Shape::of(args)?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args([
+            "--receiver",
+            "--record-bytes",
+            &args.record_bytes.to_string(),
+        ])
+        .args(["--records", &args.records.to_string()])
+        .args(["--channels", &args.channels.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the receiver process")?;
+    let mut peer = Peer {
+        stdin: child.stdin.take().context("receiver stdin")?,
+        stdout: BufReader::new(child.stdout.take().context("receiver stdout")?),
+        child,
+    };
+    let ready = peer.reply()?;
+    let mut words = ready.split_whitespace().skip(1);
+    let plane_addr: SocketAddr = words.next().context("plane address")?.parse()?;
+    let raw_addr: SocketAddr = words.next().context("raw address")?.parse()?;
+    let plane = DataPlane::bind("127.0.0.1:0".parse()?)?;
+    println!(
+        "{} records of {} bytes over {} channel(s), {:.1} MB on the wire per run, {} bytes per frame",
+        shape.records,
+        args.record_bytes,
+        args.channels,
+        shape.wire_bytes as f64 / 1e6,
+        shape.frame_bytes
+    );
+    let mut best_raw = Run::default();
+    let mut best_plane = Run::default();
+    let mut best_codec = Run::default();
+    for round in 1..=args.rounds {
+        let raw = raw_send(&mut peer, raw_addr, &shape)?;
+        let net = plane_send(
+            &mut peer,
+            &plane,
+            plane_addr,
+            args,
+            &shape,
+            u64::from(round),
+        )?;
+        let codec = codec_only(args, &shape)?;
+        println!(
+            "round {round}: raw TCP {}, data plane {}, codec only {}",
+            raw.brief(),
+            net.brief(),
+            codec.brief()
+        );
+        best_raw = best_raw.best(raw);
+        best_plane = best_plane.best(net);
+        best_codec = best_codec.best(codec);
+    }
+    peer.command("quit")?;
+    peer.child.wait()?;
+    let line = |what: &str, r: &Run| {
+        let s = r.wall.as_secs_f64();
+        println!(
+            "{what:<11} {:>9.1} MB/s  {:>6.2} M records/s  {:>5.2} CPU-s (both processes)",
+            shape.wire_bytes as f64 / s / 1e6,
+            shape.records as f64 / s / 1e6,
+            r.cpu.as_secs_f64()
+        );
+    };
+    line("raw TCP", &best_raw);
+    line("data plane", &best_plane);
+    line("codec only", &best_codec);
+    let ratio = |base: &Run| 100.0 * base.wall.as_secs_f64() / best_plane.wall.as_secs_f64();
+    println!(
+        "data plane: {:.1} % of raw TCP, {:.1} % of codec only",
+        ratio(&best_raw),
+        ratio(&best_codec)
+    );
+    Ok(())
+}
+
+/// One measurement: wall time and the CPU time of both processes meanwhile.
+#[derive(Clone, Copy)]
+struct Run {
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl Default for Run {
+    fn default() -> Self {
+        Run {
+            wall: Duration::MAX,
+            cpu: Duration::ZERO,
+        }
+    }
+}
+
+impl Run {
+    fn best(self, other: Run) -> Run {
+        if other.wall < self.wall { other } else { self }
+    }
+
+    fn brief(&self) -> String {
+        format!(
+            "{:.3} s ({:.2} CPU-s)",
+            self.wall.as_secs_f64(),
+            self.cpu.as_secs_f64()
+        )
+    }
+}
+
+/// Splits a reply `done <fields...> <child CPU seconds>` into its fields and the CPU time.
+fn parse_done(reply: &str) -> Result<(String, Duration)> {
+    let (fields, cpu) = reply
+        .rsplit_once(' ')
+        .ok_or_else(|| anyhow!("bad reply {reply:?}"))?;
+    Ok((fields.to_string(), Duration::from_secs_f64(cpu.parse()?)))
+}
+
+/// Writes the workload's bytes over a plain socket in frame-sized writes.
+fn raw_send(peer: &mut Peer, to: SocketAddr, shape: &Shape) -> Result<Run> {
+    peer.command(&format!("raw {}", shape.wire_bytes))?;
+    let mut s = TcpStream::connect(to)?;
+    s.set_nodelay(true)?;
+    let chunk = vec![7u8; shape.frame_bytes];
+    let cpu = process_cpu_time();
+    let t = Instant::now();
+    let mut left = shape.wire_bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        s.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    let reply = peer.reply()?;
+    let wall = t.elapsed();
+    let cpu = process_cpu_time() - cpu;
+    let (fields, child_cpu) = parse_done(&reply)?;
+    ensure!(
+        fields == format!("done {}", shape.wire_bytes),
+        "raw receiver: {reply}"
+    );
+    Ok(Run {
+        wall,
+        cpu: cpu + child_cpu,
+    })
+}
+
+/// Moves the workload through producers, bridges and the data plane into the child.
+fn plane_send(
+    peer: &mut Peer,
+    plane: &DataPlane,
+    to: SocketAddr,
+    args: &Args,
+    shape: &Shape,
+    attempt: u64,
+) -> Result<Run> {
+    peer.command(&format!("plane {attempt}"))?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let template = batch(args);
+    let mut threads: Vec<JoinHandle<sluice_core::Result<()>>> = Vec::new();
+    let mut starts = Vec::new();
+    for p in 0..args.channels {
+        let (tx, rx) = bounded(CHANNEL_CAPACITY);
+        let sender = plane.open_sender(to, channel(attempt, p))?;
+        threads.push(bridge_out(rx, sender, cancel.clone()));
+        let (go_tx, go_rx) = bounded::<()>(1);
+        starts.push(go_tx);
+        let (c, template, batches) = (cancel.clone(), template.clone(), shape.batches_per_channel);
+        let producer = std::thread::Builder::new().name("producer".into());
+        threads.push(producer.spawn(move || {
+            let _ = go_rx.recv();
+            for _ in 0..batches {
+                // A fresh batch each time, as an upstream operator would produce it.
+                let data = template.data.clone();
+                send_event(&tx, Event::Batch(Batch::from_vec(data)), &c)?;
+            }
+            send_event(&tx, Event::EndOfInput, &c)
+        })?);
+    }
+    let cpu = process_cpu_time();
+    let t = Instant::now();
+    for s in starts {
+        s.send(())?;
+    }
+    let reply = peer.reply()?;
+    let wall = t.elapsed();
+    let cpu = process_cpu_time() - cpu;
+    let (fields, child_cpu) = parse_done(&reply)?;
+    for th in threads {
+        th.join()
+            .map_err(|_| anyhow!("a sending thread panicked"))??;
+    }
+    plane.close_attempts_before(attempt + 1);
+    let expected = format!(
+        "done {} {}",
+        shape.records,
+        shape.records * args.record_bytes as u64
+    );
+    ensure!(fields == expected, "receiver: {reply}, expected {expected}");
+    Ok(Run {
+        wall,
+        cpu: cpu + child_cpu,
+    })
+}
+
+/// The records of a run through the bridges' encode and decode with bounded channels in this
+/// process, no network: producer, encoder, decoder and consumer threads, the encoded frame
+/// copied once where the data plane writes it to a socket.
+fn codec_only(args: &Args, shape: &Shape) -> Result<Run> {
+    let batches = shape.batches_per_channel * u64::from(args.channels);
+    let template = batch(args);
+    let (tx, rx) = bounded::<Event<String>>(CHANNEL_CAPACITY);
+    let (frame_tx, frame_rx) = bounded::<Vec<u8>>(CHANNEL_CAPACITY);
+    let (out_tx, out_rx) = bounded::<Event<String>>(CHANNEL_CAPACITY);
+    let cpu = process_cpu_time();
+    let t = Instant::now();
+    let producer = std::thread::spawn(move || {
+        for _ in 0..batches {
+            tx.send(Event::Batch(Batch::from_vec(template.data.clone())))?;
+        }
+        tx.send(Event::EndOfInput)
+    });
+    let encoder = std::thread::spawn(move || -> Result<()> {
+        let mut buf = Vec::new();
+        for ev in rx {
+            buf.clear();
+            bincode::serialize_into(&mut buf, &ev)?;
+            drop(ev);
+            frame_tx.send(buf.clone())?;
+        }
+        Ok(())
+    });
+    let decoder = std::thread::spawn(move || -> Result<()> {
+        for frame in frame_rx {
+            out_tx.send(bincode::deserialize::<Event<String>>(&frame)?)?;
+        }
+        Ok(())
+    });
+    let mut records = 0u64;
+    for ev in out_rx {
+        match ev {
+            Event::Batch(b) => records += b.data.iter().filter(|r| !r.is_empty()).count() as u64,
+            Event::EndOfInput => break,
+            _ => {}
+        }
+    }
+    let wall = t.elapsed();
+    producer
+        .join()
+        .map_err(|_| anyhow!("producer panicked"))??;
+    encoder.join().map_err(|_| anyhow!("encoder panicked"))??;
+    decoder.join().map_err(|_| anyhow!("decoder panicked"))??;
+    ensure!(
+        records == shape.records,
+        "codec only moved {records} records"
+    );
+    Ok(Run {
+        wall,
+        cpu: process_cpu_time() - cpu,
+    })
+}
+
+/// The child process: serves one command per line until `quit`.
+fn receiver(args: &Args) -> Result<()> {
+    let plane = DataPlane::bind("127.0.0.1:0".parse()?)?;
+    let raw = TcpListener::bind("127.0.0.1:0")?;
+    let shape = Shape::of(args)?;
+    println!("ready {} {}", plane.local_addr(), raw.local_addr()?);
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("raw"), Some(n)) => {
+                let cpu = process_cpu_time();
+                let got = raw_receive(&raw, n.parse()?, shape.frame_bytes)?;
+                let cpu = (process_cpu_time() - cpu).as_secs_f64();
+                println!("done {got} {cpu}");
+            }
+            (Some("plane"), Some(attempt)) => {
+                let cpu = process_cpu_time();
+                let (records, bytes) = plane_receive(&plane, args, attempt.parse()?)?;
+                let cpu = (process_cpu_time() - cpu).as_secs_f64();
+                println!("done {records} {bytes} {cpu}");
+            }
+            (Some("quit"), _) => return Ok(()),
+            _ => bail!("unknown command {line:?}"),
+        }
+    }
+    Ok(())
+}
+
+fn raw_receive(listener: &TcpListener, bytes: u64, read_size: usize) -> Result<u64> {
+    let (mut s, _) = listener.accept()?;
+    let mut buf = vec![0u8; read_size];
+    let mut got = 0u64;
+    while got < bytes {
+        let n = s.read(&mut buf)?;
+        ensure!(n > 0, "raw sender closed early");
+        got += n as u64;
+    }
+    Ok(got)
+}
+
+fn plane_receive(plane: &DataPlane, args: &Args, attempt: u64) -> Result<(u64, u64)> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut bridges = Vec::new();
+    let mut consumers = Vec::new();
+    for p in 0..args.channels {
+        let (tx, rx) = bounded::<Event<String>>(CHANNEL_CAPACITY);
+        bridges.push(bridge_in(
+            plane.open_receiver(channel(attempt, p))?,
+            tx,
+            cancel.clone(),
+        ));
+        let consumer = std::thread::Builder::new().name("consumer".into());
+        consumers.push(consumer.spawn(move || {
+            let (mut records, mut bytes) = (0u64, 0u64);
+            loop {
+                match rx.recv()? {
+                    Event::Batch(b) => {
+                        records += b.len() as u64;
+                        bytes += b.data.iter().map(|r| r.len() as u64).sum::<u64>();
+                    }
+                    Event::EndOfInput => return Ok::<_, anyhow::Error>((records, bytes)),
+                    _ => {}
+                }
+            }
+        })?);
+    }
+    let (mut records, mut bytes) = (0, 0);
+    for c in consumers {
+        let (r, b) = c.join().map_err(|_| anyhow!("a consumer panicked"))??;
+        records += r;
+        bytes += b;
+    }
+    for b in bridges {
+        b.join().map_err(|_| anyhow!("a bridge panicked"))??;
+    }
+    plane.close_attempts_before(attempt + 1);
+    Ok((records, bytes))
+}

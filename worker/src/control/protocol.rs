@@ -1,0 +1,181 @@
+//! The messages of the control plane. Every connection starts with a registration that
+//! carries [`PROTOCOL_VERSION`]; the master refuses a peer of another version.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use sluice_core::SluiceError;
+use sluice_hdfs_backend::StateHandle;
+
+/// The state handles of an acknowledgement, as [`ToMaster::CheckpointAcknowledged`] carries them.
+pub fn encode_states(states: &[(String, usize, StateHandle)]) -> String {
+    serde_json::to_string(states).expect("state handles always serialise")
+}
+
+pub fn decode_states(json: &str) -> Result<Vec<(String, usize, StateHandle)>, String> {
+    serde_json::from_str(json).map_err(|e| format!("state handles that do not decode: {e}"))
+}
+
+use crate::metrics::MetricsSnapshot;
+use crate::task::TaskCommand;
+
+/// Bumped whenever a message changes shape.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// From a worker (daemon or job process) to the master.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ToMaster {
+    /// A worker daemon offers its slots.
+    RegisterWorker {
+        version: u32,
+        worker_id: String,
+        slots: usize,
+        host: String,
+    },
+    /// A job process started by daemon `worker_id` for `job_id`; it exchanges records on
+    /// `data_addr`. `plan_fingerprint` proves it runs the job the master planned.
+    RegisterJobProcess {
+        version: u32,
+        job_id: String,
+        worker_id: String,
+        data_addr: SocketAddr,
+        plan_fingerprint: u64,
+    },
+    Heartbeat,
+    /// A job process of this daemon exited (or could not start).
+    JobProcessExited {
+        job_id: String,
+        reason: String,
+    },
+    /// A subtask of `attempt` ended; `error` is `None` when it finished normally.
+    TaskDone {
+        attempt: u64,
+        task: usize,
+        subtask: usize,
+        error: Option<WireError>,
+    },
+    CheckpointAcknowledged {
+        checkpoint_id: u64,
+        task: usize,
+        subtask: usize,
+        /// `(operator uid, subtask, handle)` as JSON: state handles use serde features
+        /// (self-describing formats only) that the binary frame encoding lacks.
+        states: String,
+    },
+    CheckpointDeclined {
+        checkpoint_id: u64,
+        task: usize,
+        subtask: usize,
+        reason: String,
+    },
+    /// Counters of this process's subtasks of `attempt`, per operator uid.
+    Metrics {
+        attempt: u64,
+        metrics: Vec<(String, MetricsSnapshot)>,
+    },
+}
+
+/// From the master to a worker daemon or job process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ToWorker {
+    Registered,
+    Refused {
+        reason: String,
+    },
+    Heartbeat,
+    /// Daemons: start a process of this job from the bundle's bytes.
+    LaunchJob {
+        job_id: String,
+        bundle: Vec<u8>,
+        args: Vec<String>,
+        /// `key=value` configuration handed to the job process.
+        config: Vec<String>,
+    },
+    /// Daemons: stop this job's process.
+    KillJob {
+        job_id: String,
+    },
+    /// Job processes: run these subtasks as `attempt`. `placement[task][subtask]` is the
+    /// data address of the process that runs each subtask of the job.
+    Deploy {
+        attempt: u64,
+        placement: Vec<Vec<SocketAddr>>,
+        /// A checkpoint or savepoint to restore from, and whether unclaimed state may be dropped.
+        restore: Option<(String, bool)>,
+    },
+    /// Job processes: a command for the subtasks of `attempt` (only sources with `sources_only`).
+    Command {
+        attempt: u64,
+        sources_only: bool,
+        command: TaskCommand,
+    },
+    /// Job processes: checkpoint `id` is pending; its state goes to the directory `dir_url`.
+    BeginCheckpoint {
+        id: u64,
+        dir_url: String,
+        inline_threshold: usize,
+    },
+    EndCheckpoint {
+        id: u64,
+    },
+    /// Job processes: stop every subtask of `attempt`.
+    CancelAttempt {
+        attempt: u64,
+    },
+    /// The job ended (job processes) or the cluster stops (daemons): exit.
+    Shutdown,
+}
+
+/// A task error as it crosses the wire, keeping what the master's restart decisions need.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WireError {
+    State {
+        uid: String,
+        state: String,
+        message: String,
+    },
+    Config(String),
+    InvalidGraph(String),
+    Cancelled,
+    Other(String),
+}
+
+impl From<&SluiceError> for WireError {
+    fn from(e: &SluiceError) -> Self {
+        match e {
+            SluiceError::State {
+                uid,
+                state,
+                message,
+            } => WireError::State {
+                uid: uid.clone(),
+                state: state.clone(),
+                message: message.clone(),
+            },
+            SluiceError::Config(m) => WireError::Config(m.clone()),
+            SluiceError::InvalidGraph(m) => WireError::InvalidGraph(m.clone()),
+            SluiceError::Cancelled { .. } => WireError::Cancelled,
+            other => WireError::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<WireError> for SluiceError {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::State {
+                uid,
+                state,
+                message,
+            } => SluiceError::State {
+                uid,
+                state,
+                message,
+            },
+            WireError::Config(m) => SluiceError::Config(m),
+            WireError::InvalidGraph(m) => SluiceError::InvalidGraph(m),
+            WireError::Cancelled => SluiceError::Cancelled { job: String::new() },
+            WireError::Other(m) => SluiceError::Job(m),
+        }
+    }
+}

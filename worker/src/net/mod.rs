@@ -1,0 +1,84 @@
+//! The network data plane: moves the events of exchange channels between worker processes over
+//! one multiplexed TCP connection per pair of workers, with credit-based flow control so a slow
+//! consumer on one worker slows its remote producers exactly as a full local channel would.
+//!
+//! A remote channel keeps the tasks unchanged: the producer writes into a local bounded channel
+//! that [`bridge_out`] drains into a [`NetSender`]; on the consuming worker [`bridge_in`] reads
+//! the [`NetReceiver`] and feeds a local bounded channel that the consumer task reads.
+//!
+//! The protocol (frames in [`frame`]): the sending worker connects once per receiving worker
+//! and says hello; each channel starts with an open frame. The receiver grants
+//! [`INITIAL_CREDITS`] once the open arrived and the channel is registered locally, whichever
+//! came last; every data frame spends one credit, and every frame the consumer takes out
+//! returns one. The connection's reader therefore never waits on a channel (a data frame
+//! always fits its queue), and no queue holds more than the credits granted. A lost connection
+//! fails every channel on it; channels are not reconnected, a restarted job opens new ones
+//! under a new attempt.
+
+mod bridge;
+mod channel;
+mod conn;
+pub mod frame;
+mod plane;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::exchange::CHANNEL_CAPACITY;
+use sluice_core::SluiceError;
+
+pub use bridge::{bridge_in, bridge_out};
+pub use channel::{NetReceiver, NetSender};
+pub use plane::DataPlane;
+
+/// Data frames a receiver lets a sender have in flight per channel before the sender must wait
+/// for a credit; the same bound as a local channel, so remote exchanges buffer no more.
+pub const INITIAL_CREDITS: u32 = CHANNEL_CAPACITY as u32;
+
+/// Identifies one logical channel of an exchange across the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChannelId {
+    /// Attempt of the job: a restarted job uses a new attempt, so its channels never mix with
+    /// the frames of the attempt before.
+    pub attempt: u64,
+    /// Consumer node id.
+    pub node: u32,
+    /// Input index at the consumer (a node with two inputs reads two edges).
+    pub input: u16,
+    /// Producer subtask.
+    pub producer: u32,
+    /// Consumer subtask.
+    pub consumer: u32,
+}
+
+impl fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "channel (attempt {}, node {}, input {}, subtask {} -> {})",
+            self.attempt, self.node, self.input, self.producer, self.consumer
+        )
+    }
+}
+
+/// An error on a channel with a peer, classified as external (the network or the other
+/// process failed) so callers treat it like any other lost resource.
+pub(crate) fn channel_error(
+    ch: &ChannelId,
+    peer: &str,
+    kind: std::io::ErrorKind,
+    message: impl fmt::Display,
+) -> SluiceError {
+    SluiceError::io(
+        format!("{ch} with {peer}"),
+        std::io::Error::new(kind, message.to_string()),
+    )
+}
+
+/// The error of a wait given up because the job is being cancelled, as local exchanges report it.
+pub(crate) fn cancelled() -> SluiceError {
+    SluiceError::Cancelled { job: String::new() }
+}

@@ -1,0 +1,381 @@
+//! Tests of the data plane between two planes in one process, over loopback.
+
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{RecvTimeoutError, bounded};
+
+use super::frame::{self, Kind, MAGIC};
+use super::*;
+use crate::data::{Barrier, BarrierKind, Batch, Event};
+use crate::exchange::{CHANNEL_CAPACITY, send_event};
+
+/// Longest any step may take before the test counts it as hung.
+const HANG: Duration = Duration::from_secs(10);
+
+fn plane() -> DataPlane {
+    DataPlane::bind("127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+fn chan(attempt: u64, producer: u32, consumer: u32) -> ChannelId {
+    ChannelId {
+        attempt,
+        node: 3,
+        input: 0,
+        producer,
+        consumer,
+    }
+}
+
+/// Runs `f` on a thread and fails the test if it does not finish within [`HANG`].
+fn within<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = bounded(1);
+    thread::spawn(move || {
+        let _ignored = tx.send(f());
+    });
+    rx.recv_timeout(HANG).expect("the operation hung")
+}
+
+#[test]
+fn ordered_delivery_over_multiplexed_channels() {
+    const CHANNELS: u32 = 4;
+    const BATCHES: u64 = 200;
+    let (a, b) = (plane(), plane());
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut producers = Vec::new();
+    let mut consumers = Vec::new();
+    for p in 0..CHANNELS {
+        let ch = chan(1, p, p % 2);
+        let (in_tx, in_rx) = bounded::<Event<(u32, u64)>>(CHANNEL_CAPACITY);
+        let (out_tx, out_rx) = bounded::<Event<(u32, u64)>>(CHANNEL_CAPACITY);
+        // Half the receivers register before their sender opens, half after.
+        let receiver = (p % 2 == 0).then(|| b.open_receiver(ch).unwrap());
+        let sender = a.open_sender(b.local_addr(), ch).unwrap();
+        let receiver = receiver.unwrap_or_else(|| b.open_receiver(ch).unwrap());
+        let bridges = (
+            bridge_out(in_rx, sender, cancel.clone()),
+            bridge_in(receiver, out_tx, cancel.clone()),
+        );
+        let c = cancel.clone();
+        producers.push(thread::spawn(move || {
+            for i in 0..BATCHES {
+                let batch = (0..1024).map(|j| (p, i * 1024 + j)).collect();
+                send_event(&in_tx, Event::Batch(Batch::from_vec(batch)), &c).unwrap();
+                if i % 50 == 0 {
+                    send_event(&in_tx, Event::Watermark(i as i64), &c).unwrap();
+                    let barrier = Barrier {
+                        checkpoint_id: i,
+                        timestamp_ms: 0,
+                        kind: BarrierKind::Checkpoint,
+                    };
+                    send_event(&in_tx, Event::Barrier(barrier), &c).unwrap();
+                }
+            }
+            send_event(&in_tx, Event::EndOfInput, &c).unwrap();
+        }));
+        consumers.push(thread::spawn(move || {
+            let mut next = 0u64;
+            let mut marks = 0;
+            loop {
+                match out_rx.recv_timeout(HANG).expect("consumer starved") {
+                    Event::Batch(batch) => {
+                        for (q, n) in batch.data {
+                            assert_eq!((q, n), (p, next), "records out of order");
+                            next += 1;
+                        }
+                    }
+                    Event::Watermark(w) => {
+                        assert_eq!(w as u64 * 1024 + 1024, next);
+                        marks += 1;
+                    }
+                    Event::Barrier(b) => assert_eq!(b.checkpoint_id * 1024 + 1024, next),
+                    Event::EndOfInput => break,
+                }
+            }
+            assert_eq!((next, marks), (BATCHES * 1024, BATCHES.div_ceil(50)));
+            bridges
+        }));
+    }
+    assert_eq!(
+        a.connection_counts().0,
+        1,
+        "one connection for all channels"
+    );
+    for p in producers {
+        p.join().unwrap();
+    }
+    for c in consumers {
+        let (out, inn) = c.join().unwrap();
+        out.join().unwrap().unwrap();
+        inn.join().unwrap().unwrap();
+    }
+    assert_eq!(
+        b.connection_counts().1,
+        1,
+        "one connection for all channels"
+    );
+}
+
+#[test]
+fn backpressure_blocks_sender_and_bounds_frames_in_flight() {
+    const FRAMES: usize = 60;
+    let (a, b) = (plane(), plane());
+    let ch = chan(1, 0, 0);
+    let rx = b.open_receiver(ch).unwrap();
+    let mut tx = a.open_sender(b.local_addr(), ch).unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let s = sent.clone();
+    let sender = thread::spawn(move || {
+        let cancel = AtomicBool::new(false);
+        for i in 0..FRAMES {
+            tx.send(&vec![i as u8; 10_000], &cancel).unwrap();
+            s.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let credits = INITIAL_CREDITS as usize;
+    let t = Instant::now();
+    while sent.load(Ordering::SeqCst) < credits {
+        assert!(t.elapsed() < HANG, "the sender did not use its credits");
+        thread::sleep(Duration::from_millis(5));
+    }
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        sent.load(Ordering::SeqCst),
+        credits,
+        "sender must stop at its credits"
+    );
+    for taken in 0..FRAMES {
+        // Sends only complete on credits returned by earlier takes, so this bound is exact.
+        let in_flight = sent.load(Ordering::SeqCst) - taken;
+        assert!(in_flight <= credits, "{in_flight} frames in flight");
+        let f = rx.recv_timeout(HANG).unwrap().expect("frame");
+        assert_eq!((f.len(), f[0]), (10_000, taken as u8));
+        thread::sleep(Duration::from_millis(2));
+    }
+    sender.join().unwrap();
+    assert_eq!(
+        rx.max_queued(),
+        credits,
+        "queue filled up to, never past, the credits"
+    );
+}
+
+#[test]
+fn sender_opened_before_receiver_waits_for_credits() {
+    let (a, b) = (plane(), plane());
+    let ch = chan(1, 2, 5);
+    let mut tx = a.open_sender(b.local_addr(), ch).unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let s = sent.clone();
+    let sender = thread::spawn(move || {
+        let cancel = AtomicBool::new(false);
+        for i in 0..10u8 {
+            tx.send(&[i], &cancel).unwrap();
+            s.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(sent.load(Ordering::SeqCst), 0, "no data before credits");
+    let rx = b.open_receiver(ch).unwrap();
+    for i in 0..10u8 {
+        assert_eq!(rx.recv_timeout(HANG).unwrap(), Some(vec![i]));
+    }
+    sender.join().unwrap();
+    assert!(b.open_receiver(ch).is_err(), "a channel registers once");
+}
+
+#[test]
+fn lost_receiving_peer_fails_a_waiting_sender() {
+    let (a, b) = (plane(), plane());
+    let b_addr = b.local_addr();
+    let ch = chan(1, 0, 0);
+    let rx = b.open_receiver(ch).unwrap();
+    let mut tx = a.open_sender(b_addr, ch).unwrap();
+    let sender = thread::spawn(move || {
+        let cancel = AtomicBool::new(false);
+        loop {
+            if let Err(e) = tx.send(&[0; 100], &cancel) {
+                return e.to_string();
+            }
+        }
+    });
+    // The sender has spent its credits and waits for more when the receiving worker goes.
+    thread::sleep(Duration::from_millis(200));
+    drop((rx, b));
+    let err = within(move || sender.join().unwrap());
+    assert!(err.contains(&b_addr.to_string()), "{err}");
+}
+
+#[test]
+fn lost_sending_peer_fails_the_bridge_and_disconnects_the_consumer() {
+    let (a, b) = (plane(), plane());
+    let a_addr = a.local_addr();
+    let ch = chan(1, 1, 0);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (in_tx, in_rx) = bounded::<Event<String>>(CHANNEL_CAPACITY);
+    let (out_tx, out_rx) = bounded::<Event<String>>(CHANNEL_CAPACITY);
+    let out = bridge_out(
+        in_rx,
+        a.open_sender(b.local_addr(), ch).unwrap(),
+        cancel.clone(),
+    );
+    let inn = bridge_in(b.open_receiver(ch).unwrap(), out_tx, cancel.clone());
+    let batch = Batch::from_vec(vec!["x".to_string(); 10]);
+    send_event(&in_tx, Event::Batch(batch.clone()), &cancel).unwrap();
+    match out_rx.recv_timeout(HANG).unwrap() {
+        Event::Batch(got) => assert_eq!(got, batch),
+        other => panic!("unexpected {other:?}"),
+    }
+    // The sending worker dies (its producer still holds the local channel).
+    drop(a);
+    assert_eq!(
+        out_rx.recv_timeout(HANG).unwrap_err(),
+        RecvTimeoutError::Disconnected,
+        "the consumer's input must disconnect"
+    );
+    let err = inn.join().unwrap().unwrap_err().to_string();
+    assert!(err.contains(&a_addr.to_string()), "{err}");
+    assert!(out.join().unwrap().is_err());
+    drop(in_tx);
+}
+
+#[test]
+fn cancel_unblocks_a_waiting_sender() {
+    let (a, b) = (plane(), plane());
+    // No receiver ever registers: the sender has no credits.
+    let mut tx = a.open_sender(b.local_addr(), chan(1, 0, 0)).unwrap();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let c = cancel.clone();
+    let t = Instant::now();
+    let waiting = thread::spawn(move || tx.send(&[1, 2, 3], &c));
+    thread::sleep(Duration::from_millis(100));
+    cancel.store(true, Ordering::SeqCst);
+    let err = within(move || waiting.join().unwrap()).unwrap_err();
+    assert!(
+        matches!(err, sluice_core::SluiceError::Cancelled { .. }),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
+
+/// A hand-written client that speaks the wire protocol, to send what a correct sender never
+/// would: frames of an attempt that was already closed.
+fn raw_client(to: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
+    let mut s = TcpStream::connect(to).unwrap();
+    let mut hello = MAGIC.to_vec();
+    hello.extend_from_slice(b"127.0.0.1:1");
+    let zero = chan(0, 0, 0);
+    frame::write_frame(&mut s, &mut Vec::new(), Kind::Hello, &zero, &hello).unwrap();
+    let r = BufReader::new(s.try_clone().unwrap());
+    (s, r)
+}
+
+#[test]
+fn close_attempts_before_discards_old_channels_and_late_frames() {
+    let (a, b) = (plane(), plane());
+    let old = chan(1, 0, 0);
+    let rx_old = b.open_receiver(old).unwrap();
+    let mut tx_old = a.open_sender(b.local_addr(), old).unwrap();
+    let never = AtomicBool::new(false);
+    tx_old.send(b"queued", &never).unwrap();
+
+    b.close_attempts_before(2);
+    assert!(
+        within(move || rx_old.recv_timeout(HANG)).is_err(),
+        "old receiver fails"
+    );
+    assert!(
+        b.open_receiver(old).is_err(),
+        "old attempts cannot register again"
+    );
+    // The receiving side told the sender; its next sends fail instead of waiting forever.
+    let err = within(move || {
+        loop {
+            if let Err(e) = tx_old.send(b"late", &AtomicBool::new(false)) {
+                return e.to_string();
+            }
+        }
+    });
+    assert!(err.contains("closed"), "{err}");
+
+    // Late frames of attempt 1 on a live connection are dropped; attempt 2 flows on it.
+    let new = chan(2, 0, 0);
+    let rx_new = b.open_receiver(new).unwrap();
+    let (mut s, mut r) = raw_client(b.local_addr());
+    let mut scratch = Vec::new();
+    frame::write_frame(&mut s, &mut scratch, Kind::Open, &old, &[]).unwrap();
+    frame::write_frame(&mut s, &mut scratch, Kind::Data, &old, b"stale").unwrap();
+    frame::write_frame(&mut s, &mut scratch, Kind::Open, &new, &[]).unwrap();
+    s.flush().unwrap();
+    let credit = frame::read_frame(&mut r).unwrap();
+    assert_eq!((credit.kind, credit.ch), (Kind::Credit, new));
+    assert_eq!(
+        frame::parse_credit(&credit.payload).unwrap(),
+        INITIAL_CREDITS
+    );
+    frame::write_frame(&mut s, &mut scratch, Kind::Data, &new, b"fresh").unwrap();
+    assert_eq!(rx_new.recv_timeout(HANG).unwrap(), Some(b"fresh".to_vec()));
+
+    // The sending side closes its own old channels too, and a new one works again.
+    a.close_attempts_before(2);
+    let mut tx_new = a.open_sender(b.local_addr(), chan(2, 1, 0)).unwrap();
+    let rx2 = b.open_receiver(chan(2, 1, 0)).unwrap();
+    tx_new.send(b"again", &never).unwrap();
+    assert_eq!(rx2.recv_timeout(HANG).unwrap(), Some(b"again".to_vec()));
+    assert!(a.open_sender(b.local_addr(), chan(1, 5, 0)).is_err());
+}
+
+#[test]
+fn data_without_credit_breaks_only_that_connection() {
+    let (a, b) = (plane(), plane());
+    // A well-behaved worker's channel, open before the misbehaving one connects.
+    let good = chan(1, 1, 0);
+    let mut tx = a.open_sender(b.local_addr(), good).unwrap();
+    let rx_good = b.open_receiver(good).unwrap();
+    let never = AtomicBool::new(false);
+    tx.send(b"before", &never).unwrap();
+    assert_eq!(
+        rx_good.recv_timeout(HANG).unwrap(),
+        Some(b"before".to_vec())
+    );
+
+    let ch = chan(1, 0, 0);
+    let rx = b.open_receiver(ch).unwrap();
+    let (mut s, _r) = raw_client(b.local_addr());
+    let mut scratch = Vec::new();
+    frame::write_frame(&mut s, &mut scratch, Kind::Open, &ch, &[]).unwrap();
+    for _ in 0..=INITIAL_CREDITS {
+        frame::write_frame(&mut s, &mut scratch, Kind::Data, &ch, b"x").unwrap();
+    }
+    // Nothing is taken (which would return credits) until the plane dropped that connection:
+    // two accepted, one left.
+    let t = Instant::now();
+    while b.connection_counts().1 != 1 || b.connection_counts().2 != 2 {
+        assert!(
+            t.elapsed() < HANG,
+            "the connection survived data without credit"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    let got = within(move || {
+        let mut frames = 0;
+        loop {
+            match rx.recv_timeout(HANG) {
+                Ok(Some(_)) => frames += 1,
+                Ok(None) => panic!("no protocol error"),
+                Err(e) => return (frames, e.to_string()),
+            }
+        }
+    });
+    assert!(got.1.contains("without credit"), "{}", got.1);
+    assert_eq!(
+        got.0, INITIAL_CREDITS,
+        "what arrived within the credits is delivered"
+    );
+    tx.send(b"after", &never).unwrap();
+    assert_eq!(rx_good.recv_timeout(HANG).unwrap(), Some(b"after".to_vec()));
+}

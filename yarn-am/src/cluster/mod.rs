@@ -1,0 +1,176 @@
+//! The master's view of its cluster: worker daemons and their slots, the job processes they
+//! started, and the routes by which task and checkpoint reports reach each job's driver.
+
+mod remote;
+mod server;
+mod submit;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use parking_lot::{Condvar, Mutex};
+use sluice_core::config::ClusterConfig;
+use sluice_core::{Result, SluiceError};
+use sluice_worker::control::Conn;
+use sluice_worker::metrics::MetricsSnapshot;
+use sluice_worker::upload::CheckpointEvent;
+
+use crate::executor::TaskDone;
+
+pub use remote::RemoteExecutor;
+pub use submit::RunRequest;
+
+/// A registered worker daemon.
+struct WorkerEntry {
+    conn: Conn,
+    slots: usize,
+    host: String,
+}
+
+/// A job process registered by the daemon `worker_id`.
+struct ProcessEntry {
+    conn: Conn,
+    data_addr: SocketAddr,
+}
+
+/// Where the reports of a job's current attempt go.
+struct Route {
+    attempt: u64,
+    done: Sender<TaskDone>,
+    /// Subtasks that have not reported their end: (task, subtask) → worker id.
+    pending: HashMap<(usize, usize), String>,
+}
+
+/// What the master needs to (re)start a job's processes, and to route their reports.
+struct JobEntry {
+    fingerprint: u64,
+    bundle: Arc<Vec<u8>>,
+    args: Vec<String>,
+    config_lines: Vec<String>,
+    processes: BTreeMap<String, ProcessEntry>,
+    route: Option<Route>,
+    events: Sender<CheckpointEvent>,
+    /// Latest counters per worker id.
+    metrics: HashMap<String, Vec<(String, MetricsSnapshot)>>,
+    /// How often each worker's process was started, to stop relaunching a process that
+    /// keeps dying.
+    launches: HashMap<String, u32>,
+}
+
+#[derive(Default)]
+struct State {
+    workers: BTreeMap<String, WorkerEntry>,
+    jobs: HashMap<String, JobEntry>,
+}
+
+/// The master's cluster: shared by the connection threads, the executors and the REST API.
+pub struct Cluster {
+    config: ClusterConfig,
+    addr: SocketAddr,
+    state: Mutex<State>,
+    /// Signalled whenever a process registers or goes away.
+    changed: Condvar,
+    /// Uploaded bundles by id (`POST /jars/upload`).
+    uploads: Mutex<HashMap<String, Arc<Vec<u8>>>>,
+}
+
+/// How often a job process is started on one worker before the master gives up on it.
+const MAX_LAUNCHES_PER_WORKER: u32 = 3;
+
+impl Cluster {
+    /// Binds the control address (`jobmanager.rpc.address`:`port`; port 0 picks one) and
+    /// starts accepting workers and the heartbeat.
+    pub fn start(config: ClusterConfig) -> Result<Arc<Cluster>> {
+        let bind = format!("{}:{}", config.rpc_address, config.rpc_port);
+        let listener = std::net::TcpListener::bind(&bind)
+            .map_err(|e| SluiceError::io(format!("master control address {bind}"), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| SluiceError::io(format!("master control address {bind}"), e))?;
+        let cluster = Arc::new(Cluster {
+            config,
+            addr,
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            uploads: Mutex::default(),
+        });
+        server::spawn_accept(cluster.clone(), listener);
+        server::spawn_heartbeat(cluster.clone());
+        Ok(cluster)
+    }
+
+    /// The control-plane address workers connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// (registered workers, total slots).
+    pub fn capacity(&self) -> (usize, usize) {
+        let st = self.state.lock();
+        (st.workers.len(), st.workers.values().map(|w| w.slots).sum())
+    }
+
+    /// (worker id, host, slots) of every registered worker.
+    pub fn workers(&self) -> Vec<(String, String, usize)> {
+        self.state
+            .lock()
+            .workers
+            .iter()
+            .map(|(id, w)| (id.clone(), w.host.clone(), w.slots))
+            .collect()
+    }
+
+    /// A job process is gone: subtasks it had not finished fail, naming the worker.
+    fn process_lost(&self, job_id: &str, worker_id: &str, reason: &str) {
+        let mut st = self.state.lock();
+        let Some(job) = st.jobs.get_mut(job_id) else {
+            return;
+        };
+        job.processes.remove(worker_id);
+        job.metrics.remove(worker_id);
+        if let Some(route) = &mut job.route {
+            let lost: Vec<(usize, usize)> = route
+                .pending
+                .iter()
+                .filter(|(_, w)| w.as_str() == worker_id)
+                .map(|(k, _)| *k)
+                .collect();
+            for (task, subtask) in lost {
+                route.pending.remove(&(task, subtask));
+                let _ = route.done.send((
+                    task,
+                    subtask,
+                    Err(SluiceError::Job(format!(
+                        "worker {worker_id} was lost: {reason}"
+                    ))),
+                ));
+            }
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// A worker daemon is gone, and with it every job process it started.
+    fn worker_lost(&self, worker_id: &str, reason: &str) {
+        let jobs: Vec<String> = {
+            let mut st = self.state.lock();
+            st.workers.remove(worker_id);
+            st.jobs
+                .iter()
+                .filter(|(_, j)| j.processes.contains_key(worker_id))
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        eprintln!("worker {worker_id} lost: {reason}");
+        for job in jobs {
+            self.process_lost(&job, worker_id, reason);
+        }
+        self.changed.notify_all();
+    }
+}

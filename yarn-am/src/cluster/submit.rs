@@ -1,0 +1,155 @@
+//! Submitting a job to the cluster: the bundle is kept by the master (so replacement workers
+//! can start the job too), every worker daemon starts a process of it, and a driver runs the
+//! job on a [`RemoteExecutor`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sluice_core::{Config, JobPlan, Result, SluiceError};
+use sluice_worker::control::ToWorker;
+
+use super::{Cluster, JobEntry, RemoteExecutor};
+use crate::job::{self, JobClient};
+
+/// `POST /jars/:id/run`: Flink's fields where they exist, plus the job's plan (the output of
+/// `<job-binary> --plan`), which the master schedules without the user's code.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRequest {
+    pub plan: Option<JobPlan>,
+    #[serde(default)]
+    pub program_args_list: Vec<String>,
+    pub parallelism: Option<usize>,
+    pub savepoint_path: Option<String>,
+    #[serde(default)]
+    pub allow_non_restored_state: bool,
+    /// `key=value` overrides, as `-D` gives them.
+    #[serde(default)]
+    pub flink_configuration: HashMap<String, String>,
+}
+
+impl JobEntry {
+    pub(super) fn launch_message(&self, job_id: &str) -> ToWorker {
+        ToWorker::LaunchJob {
+            job_id: job_id.to_string(),
+            bundle: self.bundle.as_ref().clone(),
+            args: self.args.clone(),
+            config: self.config_lines.clone(),
+        }
+    }
+}
+
+impl Cluster {
+    /// Keeps an uploaded bundle; returns its id.
+    pub fn upload(&self, bundle: Vec<u8>) -> String {
+        let id = format!("{}_job.bundle", job::new_job_id());
+        self.uploads.lock().insert(id.clone(), Arc::new(bundle));
+        id
+    }
+
+    /// Starts the job of the uploaded bundle `bundle_id`. `base` is the master's configuration;
+    /// the request's settings override it. Returns the running job's client.
+    pub fn run(
+        self: &Arc<Self>,
+        bundle_id: &str,
+        base: &Config,
+        req: RunRequest,
+    ) -> Result<JobClient> {
+        let bundle = self.uploads.lock().get(bundle_id).cloned().ok_or_else(|| {
+            SluiceError::Config(format!("no uploaded bundle with id {bundle_id}"))
+        })?;
+        let plan = req.plan.clone().ok_or_else(|| {
+            SluiceError::Config(
+                "the run request has no plan (the output of `<job-binary> --plan`)".into(),
+            )
+        })?;
+        plan.validate()?;
+        let mut lines: Vec<String> = plan
+            .config
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        lines.extend(
+            req.flink_configuration
+                .iter()
+                .map(|(k, v)| format!("{k}={v}")),
+        );
+        if let Some(p) = req.parallelism {
+            lines.push(format!("parallelism.default={p}"));
+        }
+        if let Some(s) = &req.savepoint_path {
+            lines.push(format!("{}={s}", crate::RESTORE_PATH_KEY));
+            if req.allow_non_restored_state {
+                lines.push(format!("{}=true", crate::ALLOW_NON_RESTORED_KEY));
+            }
+        }
+        let mut config = base.clone();
+        let mut errors = Vec::new();
+        for line in &lines {
+            if let Some((k, v)) = line.split_once('=')
+                && let Err(e) = config.set(k.trim(), v.trim())
+            {
+                errors.push(e);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(SluiceError::Config(errors.join("; ")));
+        }
+        let job_id = job::new_job_id();
+        let (events_tx, events_rx) = crossbeam_channel::unbounded();
+        let daemons = {
+            let mut st = self.state.lock();
+            let entry = JobEntry {
+                fingerprint: plan.fingerprint(),
+                bundle,
+                args: req.program_args_list.clone(),
+                config_lines: lines,
+                processes: Default::default(),
+                route: None,
+                events: events_tx,
+                metrics: HashMap::new(),
+                launches: HashMap::new(),
+            };
+            let msg = entry.launch_message(&job_id);
+            st.jobs.insert(job_id.clone(), entry);
+            let ids: Vec<String> = st.workers.keys().cloned().collect();
+            let job = st.jobs.get_mut(&job_id).expect("just inserted");
+            for w in &ids {
+                job.launches.insert(w.clone(), 1);
+            }
+            st.workers
+                .values()
+                .map(|w| (w.conn.clone(), msg.clone()))
+                .collect::<Vec<_>>()
+        };
+        for (conn, msg) in daemons {
+            let _ = conn.send(&msg);
+        }
+        let executor = RemoteExecutor::new(self.clone(), job_id.clone(), plan.clone(), events_rx)?;
+        job::submit(
+            plan,
+            job_id,
+            config,
+            Box::new(executor),
+            crate::MetricsRegistry::default(),
+        )
+    }
+
+    /// Counters of a job's processes, per operator uid, summed.
+    pub fn job_metrics(
+        &self,
+        job_id: &str,
+    ) -> std::collections::BTreeMap<String, sluice_worker::metrics::MetricsSnapshot> {
+        let mut out: std::collections::BTreeMap<String, sluice_worker::metrics::MetricsSnapshot> =
+            Default::default();
+        if let Some(job) = self.state.lock().jobs.get(job_id) {
+            for list in job.metrics.values() {
+                for (uid, m) in list {
+                    *out.entry(uid.clone()).or_default() += *m;
+                }
+            }
+        }
+        out
+    }
+}
