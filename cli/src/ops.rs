@@ -58,7 +58,17 @@ pub fn list(a: ListArgs) -> Result<()> {
             println!("No terminated jobs.");
         } else {
             println!("---------------------- Terminated Jobs -----------------------");
-            ended.iter().for_each(|j| println!("{}", line(j)));
+            for j in ended {
+                println!("{}", line(j));
+                // A failed job says why, so nobody has to search the logs for it.
+                if j["state"].as_str() == Some("FAILED")
+                    && let Some(id) = j["jid"].as_str()
+                    && let Ok(ex) = client.get(&format!("/jobs/{id}/exceptions"))
+                    && let Some(root) = ex["root-exception"].as_str()
+                {
+                    println!("    Root cause: {root}");
+                }
+            }
             println!("--------------------------------------------------------------");
         }
     }

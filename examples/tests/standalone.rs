@@ -120,6 +120,48 @@ impl Cluster {
             .and_then(|r| r.json().ok())
     }
 
+    /// `sluice <verb> -m ... <args>`: (success, stdout + stderr).
+    fn cli(&self, verb: &str, args: &[&str]) -> (bool, String) {
+        let out = Command::new(bin("sluice"))
+            .args([verb, "-m", &self.master()])
+            .args(args)
+            .output()
+            .expect("sluice runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// Stops `job` with a savepoint into `dir`; returns the savepoint's path.
+    fn stop_with_savepoint(&self, job: &str, dir: &Path) -> String {
+        let (ok, text) = self.cli(
+            "stop",
+            &["--savepointPath", dir.to_str().expect("a UTF-8 path"), job],
+        );
+        assert!(ok, "sluice stop failed: {text}\n{}", self.logs());
+        text.lines()
+            .find_map(|l| l.strip_prefix("Savepoint completed. Path: "))
+            .unwrap_or_else(|| panic!("no savepoint path in: {text}"))
+            .trim()
+            .to_string()
+    }
+
+    fn wait_for_checkpoints(&self, job: &str, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.completed_checkpoints(job) < n {
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint completed: {:?}\n{}",
+                self.get(&format!("/jobs/{job}/checkpoints")),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn master(&self) -> String {
         format!("127.0.0.1:{}", self.rest)
     }
@@ -287,16 +329,7 @@ fn a_worker_killed_mid_stream_loses_and_duplicates_nothing() {
         ],
     );
     cluster.wait_for_state(&job, "RUNNING", Duration::from_secs(60));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while cluster.completed_checkpoints(&job) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "no checkpoint completed: {:?}\n{}",
-            cluster.get(&format!("/jobs/{job}/checkpoints")),
-            cluster.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cluster.wait_for_checkpoints(&job, 2);
     let before_kill = committed_lines(&out).len();
     cluster.workers[1].kill().expect("SIGKILL a worker");
     let _ = cluster.workers[1].wait();
@@ -319,5 +352,111 @@ fn a_worker_killed_mid_stream_loses_and_duplicates_nothing() {
         got,
         expected_updates(n),
         "WordCount updates after a worker was killed",
+    );
+}
+
+#[test]
+fn stop_with_savepoint_and_restore_at_parallelism_2_and_6_keeps_every_count() {
+    let cluster = Cluster::start(3);
+    let work = tempfile::tempdir().expect("a temp dir");
+    let bundle = wordcount_bundle(work.path());
+    let out = work.path().join("out");
+    let savepoints = work.path().join("savepoints");
+    let n = 60_000u64;
+    let job_args = [
+        "--generate".to_string(),
+        n.to_string(),
+        "--rate".to_string(),
+        "6000".to_string(),
+        "--output".to_string(),
+        out.to_str().expect("a UTF-8 path").to_string(),
+    ];
+    let job_args: Vec<&str> = job_args.iter().map(String::as_str).collect();
+    let checkpoints = format!("file://{}", work.path().join("checkpoints").display());
+    let common = [
+        "-D".to_string(),
+        "execution.checkpointing.interval=300ms".to_string(),
+        "-D".to_string(),
+        format!("state.checkpoints.dir={checkpoints}"),
+    ];
+    let run = |flags: &[&str]| {
+        let mut all: Vec<&str> = common.iter().map(String::as_str).collect();
+        all.extend_from_slice(flags);
+        cluster.submit(&bundle, &all, &job_args)
+    };
+    let first = run(&["-p", "4"]);
+    cluster.wait_for_checkpoints(&first, 1);
+    let sp1 = cluster.stop_with_savepoint(&first, &savepoints);
+    cluster.wait_for_state(&first, "FINISHED", Duration::from_secs(30));
+    let after_first = committed_lines(&out).len();
+    assert!(after_first > 0, "the first run committed output");
+
+    let second = run(&["-p", "2", "-s", &sp1]);
+    cluster.wait_for_checkpoints(&second, 1);
+    let sp2 = cluster.stop_with_savepoint(&second, &savepoints);
+    cluster.wait_for_state(&second, "FINISHED", Duration::from_secs(30));
+    assert!(
+        committed_lines(&out).len() > after_first,
+        "the second run went on"
+    );
+
+    let third = run(&["-p", "6", "-s", &sp2]);
+    cluster.wait_for_state(&third, "FINISHED", Duration::from_secs(120));
+    assert_same(
+        committed_lines(&out),
+        expected_updates(n),
+        "WordCount updates over runs at parallelism 4, 2 and 6",
+    );
+}
+
+#[test]
+fn a_panicking_operator_restarts_then_fails_with_its_message_in_list_and_rest() {
+    let cluster = Cluster::start(2);
+    let work = tempfile::tempdir().expect("a temp dir");
+    let bundle = wordcount_bundle(work.path());
+    let job = cluster.submit(
+        &bundle,
+        &[
+            "-p",
+            "2",
+            "-D",
+            "restart-strategy.type=fixed-delay",
+            "-D",
+            "restart-strategy.fixed-delay.attempts=2",
+            "-D",
+            "restart-strategy.fixed-delay.delay=100ms",
+        ],
+        &["--generate", "1000", "--panic-on", "w500"],
+    );
+    cluster.wait_for_state(&job, "FAILED", Duration::from_secs(60));
+    let exceptions = cluster
+        .get(&format!("/jobs/{job}/exceptions"))
+        .expect("the job's exceptions");
+    let root = exceptions["root-exception"].as_str().unwrap_or_default();
+    assert!(
+        root.contains("panicked") && root.contains("a line holds the word 'w500'"),
+        "{exceptions}"
+    );
+    let entries = exceptions["exceptionHistory"]["entries"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    assert_eq!(entries, 3, "two restarts, then the failure: {exceptions}");
+    let (ok, listed) = cluster.cli("list", &["-a"]);
+    assert!(ok, "{listed}");
+    let line = listed
+        .lines()
+        .position(|l| l.contains(&job))
+        .unwrap_or_else(|| panic!("job {job} not listed: {listed}"));
+    assert!(
+        listed
+            .lines()
+            .nth(line)
+            .is_some_and(|l| l.contains("FAILED")),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("a line holds the word 'w500'"),
+        "the root cause is listed: {listed}"
     );
 }

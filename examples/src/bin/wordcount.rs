@@ -3,7 +3,7 @@
 //! watching it), printing `(word,count)` after every word.
 //!
 //! `--generate N [--rate R]` counts N generated lines instead (bounded and replayable), and
-//! `--output DIR` writes the updates as exactly-once part files instead of printing them.
+//! `--panic-on WORD` makes an operator panic on a line holding `WORD`, and `--output DIR` writes the updates as exactly-once part files instead of printing them.
 //!
 //! `wordcount [--socket HOST:PORT | --input DIR [--continuous] | --generate N [--rate R]]
 //! [--output DIR] [--fail-on WORD] [-p N] [-D key=value]...`
@@ -43,9 +43,15 @@ struct Args {
     /// Write the updates as part files in this directory (exactly-once with checkpoints).
     #[arg(long, value_name = "DIR")]
     output: Option<std::path::PathBuf>,
+    /// Drop the updates instead of printing or writing them (to time the counting alone).
+    #[arg(long, conflicts_with = "output")]
+    discard: bool,
     /// Fail when this word is seen (to demonstrate recovery).
     #[arg(long, value_name = "WORD")]
     fail_on: Option<String>,
+    /// Panic on a line holding this word (a crashing operator).
+    #[arg(long, value_name = "WORD")]
+    panic_on: Option<String>,
     #[arg(short = 'p', long)]
     parallelism: Option<usize>,
     /// Configuration overrides with Flink's key names, e.g. -D state.backend.type=rocksdb.
@@ -77,11 +83,23 @@ fn main() -> Result<()> {
     if args.socket.is_none() && args.input.is_none() && args.continuous {
         bail!("--continuous needs --input");
     }
+    let lines = match args.panic_on.clone() {
+        Some(word) => lines
+            .map(move |line: String| {
+                if line.split_whitespace().any(|w| w == word) {
+                    panic!("a line holds the word '{word}' (--panic-on)");
+                }
+                line
+            })
+            .uid("panicking"),
+        None => lines,
+    };
     let counts = count_words(&lines, args.fail_on.clone());
     match &args.output {
         Some(dir) => counts
             .write_text_files(dir, RollingPolicy::default())
             .uid("files"),
+        None if args.discard => counts.discard().uid("discard"),
         None => print(&counts),
     };
     let result = env.execute("WordCount")?;
