@@ -395,3 +395,52 @@ fn failures_are_reported_in_flinks_error_shapes() {
     job.cancel();
     assert_eq!(job.wait().unwrap().status, JobStatus::Canceled);
 }
+
+#[test]
+fn a_failed_job_reports_its_root_cause_in_exceptions_and_execution_result() {
+    let env = StreamEnv::new();
+    env.set("rest.port", "0").unwrap();
+    env.set("restart-strategy.type", "fixed-delay").unwrap();
+    env.set("restart-strategy.fixed-delay.attempts", "1")
+        .unwrap();
+    env.set("restart-strategy.fixed-delay.delay", "10 ms")
+        .unwrap();
+    env.generate_sequence(0, 100)
+        .uid("numbers")
+        .try_flat_map(|i: u64, out: &mut sluice::Collector<u64>| {
+            if i == 42 {
+                return Err(sluice::SluiceError::job("record 42 is not welcome"));
+            }
+            out.collect(i);
+            Ok(())
+        })
+        .uid("picky")
+        .discard();
+    let client = env.execute_async("failing").unwrap();
+    let id = client.job_id().to_string();
+    let handle = client.handle();
+    assert!(client.wait().is_err(), "the job fails");
+    assert_eq!(handle.view().status, JobStatus::Failed);
+    let result = get(&format!("/jobs/{id}/execution-result"));
+    assert_eq!(result["status"]["id"], "COMPLETED", "{result}");
+    let r = &result["job-execution-result"];
+    assert_eq!(r["application-status"], "FAILED", "{result}");
+    assert!(
+        r["failure-cause"]["stack-trace"]
+            .as_str()
+            .is_some_and(|s| s.contains("record 42 is not welcome")),
+        "{result}"
+    );
+    let ex = get(&format!("/v1/jobs/{id}/exceptions"));
+    assert!(
+        ex["root-exception"]
+            .as_str()
+            .is_some_and(|s| s.contains("record 42 is not welcome")),
+        "{ex}"
+    );
+    assert_eq!(
+        ex["exceptionHistory"]["entries"].as_array().map(Vec::len),
+        Some(2),
+        "one restart, then the failure: {ex}"
+    );
+}

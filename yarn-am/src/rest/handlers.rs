@@ -55,6 +55,7 @@ pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
         .route("/jobs/{id}/savepoints/{trigger}", get(savepoint_status))
         .route("/jobs/{id}/stop", axum::routing::post(stop))
         .route("/jobs/{id}/exceptions", get(exceptions))
+        .route("/jobs/{id}/execution-result", get(execution_result))
         .route("/taskmanagers", get(taskmanagers))
         .route(
             "/jars/upload",
@@ -233,6 +234,35 @@ async fn jobs_overview(State(d): Shared) -> ApiResult<Response> {
 async fn job(State(d): Shared, Path(id): Path<String>) -> ApiResult<Response> {
     let job = find(&d, &id)?;
     ok(json::job_details(&job))
+}
+
+/// `GET /jobs/:id/execution-result`: `IN_PROGRESS` until the job ended, then its outcome in
+/// Flink's shape (`application-status` SUCCEEDED, CANCELED or FAILED with the failure cause).
+async fn execution_result(State(d): Shared, Path(id): Path<String>) -> ApiResult<Response> {
+    let job = find(&d, &id)?;
+    let view = job.handle.view();
+    if !view.status.is_globally_terminal() {
+        return ok(json!({ "status": { "id": "IN_PROGRESS" } }));
+    }
+    let application_status = match view.status {
+        JobStatus::Finished => "SUCCEEDED",
+        JobStatus::Canceled => "CANCELED",
+        _ => "FAILED",
+    };
+    let mut result = json!({
+        "id": job.id,
+        "application-status": application_status,
+        "accumulator-results": {},
+        "net-runtime": view.end_time_ms.unwrap_or(view.start_time_ms) - view.start_time_ms,
+    });
+    if let Some(failure) = &view.failure {
+        result["failure-cause"] = json!({
+            "class": "SluiceError",
+            "stack-trace": failure,
+            "serialized-throwable": "",
+        });
+    }
+    ok(json!({ "status": { "id": "COMPLETED" }, "job-execution-result": result }))
 }
 
 async fn job_status(State(d): Shared, Path(id): Path<String>) -> ApiResult<Response> {
