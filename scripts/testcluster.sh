@@ -10,6 +10,8 @@
 #                                                          failure tests
 #   testcluster.sh pause NAME | resume NAME                SIGSTOP/SIGCONT one process (a server
 #                                                          that accepts connections, answers none)
+#   testcluster.sh failover                                with --ha: the active NameNode becomes
+#                                                          standby, the other one active
 #
 # Every server is its own JVM (tests/minicluster, built with Maven on first use), bound to
 # 127.0.0.1 on ports chosen when the cluster is first brought up. State lives in
@@ -615,6 +617,29 @@ cmd_signal() {
     log "$name $what (SIG$signal)"
 }
 
+# DFSHAAdmin (`hdfs haadmin`) from the launcher's classpath, configured by conf/.
+haadmin() {
+    "$JAVA" -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+        -cp "$DIR/conf:$LAUNCHER/target/sluice-minicluster-0.1.0.jar:$(cat "$LAUNCHER/target/classpath.txt")" \
+        org.apache.hadoop.hdfs.tools.DFSHAAdmin "$@"
+}
+
+# failover: a manual failover of the HA pair, as `hdfs haadmin -transitionToStandby` and
+# `-transitionToActive` do it (automatic failover is off). Prints "<nn> standby", "<nn> active".
+cmd_failover() {
+    local from to state
+    load_layout
+    [[ $HA == 1 ]] || die "failover needs an HA NameNode pair (down, then up --ha hdfs)"
+    alive namenode || die "the NameNodes are not running"
+    state=$(haadmin -getServiceState nn1 2>/dev/null) || die "nn1 did not tell its HA state"
+    if [[ $state == active ]]; then from=nn1 to=nn2; else from=nn2 to=nn1; fi
+    haadmin -transitionToStandby "$from" >&2 || die "$from did not become standby"
+    haadmin -transitionToActive "$to" >&2 || die "$to did not become active"
+    log "failover: $from standby, $to active"
+    echo "$from standby"
+    echo "$to active"
+}
+
 # One command at a time per cluster dir: concurrent tests may call `up` together.
 lock() {
     mkdir -p "$DIR"
@@ -623,7 +648,7 @@ lock() {
 }
 
 case ${1:-} in
-up | down | kill | restart | pause | resume) lock ;;
+up | down | kill | restart | pause | resume | failover) lock ;;
 esac
 case ${1:-} in
 up) cmd_up "${@:2}" ;;
@@ -632,10 +657,11 @@ status) cmd_status ;;
 env) cmd_env ;;
 kill) cmd_kill "${@:2}" ;;
 restart) cmd_restart "${@:2}" ;;
+failover) cmd_failover ;;
 pause) cmd_signal "${2:-}" STOP paused ;;
 resume) cmd_signal "${2:-}" CONT resumed ;;
 *)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

@@ -38,11 +38,24 @@
 //! `dfs.client.socket-timeout` per read. A checkpoint as a whole is bounded by
 //! `execution.checkpointing.timeout`.
 //!
+//! A call Sluice stops waiting for is abandoned, not undone: a stopped NameNode that continues
+//! still executes the calls queued on its socket, so a timed-out create or rename may take
+//! effect after the error (the checkpoint it belonged to has failed by then; its directory is
+//! discarded or left for retention).
+//!
 //! Not honoured (`hdfs-native` has no such setting): `ipc.client.connect.timeout` and
-//! `ipc.client.connect.max.retries` (a refused connection is retried by the failover loop
-//! above; a connection attempt to a host that does not answer at all lasts until the OS gives
-//! up, so it is cut by `ipc.client.rpc-timeout.ms`, before an HA client tries the other
-//! NameNode).
+//! `ipc.client.connect.max.retries`. A refused connection is retried by the failover loop
+//! above; a connection attempt to a host that does not answer at all (down, or dropping
+//! packets) lasts until the OS gives up, about two minutes on Linux, so
+//! `ipc.client.rpc-timeout.ms` ends the call first.
+//!
+//! # HA nameservices
+//! `hdfs-native` tries the NameNodes of a nameservice starting with the last one that
+//! answered and moves on only when one fails, so an active NameNode that hangs (its host is
+//! down, its process stopped) would hold every call until the timeout, and the standby that
+//! took over would never be tried. After a NameNode call of an HA nameservice times out,
+//! the next [`crate::resolve`] therefore gets a new client that tries the NameNodes in rotated
+//! order (the next one first).
 //!
 //! # Threads and blocking
 //! All I/O runs on one tokio runtime: the handle given to [`configure`] (it must belong to a
@@ -141,6 +154,9 @@ struct Shared {
     options: HdfsOptions,
     /// One storage (one `Client`) per `scheme://authority`.
     clients: HashMap<String, HdfsStorage>,
+    /// Per HA nameservice (`hdfs://ns`): by how many places the next client rotates the order
+    /// in which it tries the NameNodes (see [`HdfsStorage::nn`]).
+    rotations: HashMap<String, usize>,
 }
 
 fn shared() -> &'static Mutex<Shared> {
@@ -171,6 +187,7 @@ pub fn configure(options: HdfsOptions) {
     let mut s = shared().lock().unwrap_or_else(|e| e.into_inner());
     s.options = options;
     s.clients.clear();
+    s.rotations.clear();
 }
 
 /// The client settings for the keys of [`keys`] and any other given key: `options` first,
@@ -200,6 +217,8 @@ pub struct HdfsStorage {
     rpc_timeout: Option<Duration>,
     /// The effective value of each key of [`keys`].
     settings: Arc<HashMap<String, String>>,
+    /// The NameNodes of an HA nameservice; 0 for `host:port` and ViewFS.
+    ha_namenodes: usize,
 }
 
 impl HdfsStorage {
@@ -235,24 +254,40 @@ impl HdfsStorage {
         if let Some(st) = s.clients.get(&key) {
             return Ok(st.clone());
         }
-        let st = Self::build(&scheme, &authority, conf, &s.options)?;
+        let rotation = s.rotations.get(&key).copied().unwrap_or(0);
+        let st = Self::build(&scheme, &authority, conf, &s.options, rotation)?;
         s.clients.insert(key, st.clone());
         Ok(st)
     }
 
-    /// A new client for `scheme://authority` (both given, lower case), not cached.
+    /// A new client for `scheme://authority` (both given, lower case), not cached; for an HA
+    /// nameservice, trying its NameNodes in the configured order rotated by `rotation`.
     fn build(
         scheme: &str,
         authority: &str,
         conf: &HadoopConf,
         options: &HdfsOptions,
+        rotation: usize,
     ) -> Result<Self> {
         let key = format!("{scheme}://{authority}");
         let handle = match &options.io_runtime {
             Some(h) => h.clone(),
             None => default_runtime()?,
         };
-        let config = client_config(&options.config, conf);
+        let mut config = client_config(&options.config, conf);
+        let ids_key = format!("dfs.ha.namenodes.{authority}");
+        let mut ids: Vec<String> = config
+            .get(&ids_key)
+            .map(String::as_str)
+            .or_else(|| conf.get(&ids_key))
+            .filter(|_| scheme == "hdfs")
+            .map(|v| v.split(',').map(|id| id.trim().to_string()).collect())
+            .unwrap_or_default();
+        if ids.len() > 1 && !rotation.is_multiple_of(ids.len()) {
+            let by = rotation % ids.len();
+            ids.rotate_left(by);
+            config.insert(ids_key, ids.join(","));
+        }
         let setting = |k: &str| config.get(k).map(String::as_str).or_else(|| conf.get(k));
         let number = |k: &str| -> Result<Option<u64>> {
             setting(k)
@@ -308,6 +343,7 @@ impl HdfsStorage {
             handle,
             rpc_timeout,
             settings: Arc::new(settings),
+            ha_namenodes: ids.len(),
         })
     }
 
@@ -348,18 +384,44 @@ impl HdfsStorage {
     }
 
     /// Bounds one NameNode call by `ipc.client.rpc-timeout.ms`.
+    ///
+    /// `hdfs-native` tries the NameNodes of an HA nameservice from the last one that
+    /// answered, and moves on only when one fails; one that hangs (a host that is down, a
+    /// process stopped) holds every call until the timeout. So when a call times out, the next
+    /// [`crate::resolve`] builds a new client that tries the NameNodes in rotated order.
     async fn nn<T>(
         &self,
         call: impl Future<Output = hdfs_native::Result<T>>,
     ) -> hdfs_native::Result<T> {
-        bounded(self.rpc_timeout, call, || {
+        let result = bounded(self.rpc_timeout, call, || {
             format!(
                 "no answer within {} ms ({})",
                 self.rpc_timeout.map_or(0, |d| d.as_millis()),
                 keys::RPC_TIMEOUT_MS
             )
         })
-        .await
+        .await;
+        if self.ha_namenodes > 1
+            && let Err(HdfsError::IOError(io)) = &result
+            && io.get_ref().is_some_and(|e| e.is::<TimedOut>())
+        {
+            self.rotate_namenodes();
+        }
+        result
+    }
+
+    /// Drops this client from the cache and makes the next one start with the next NameNode,
+    /// unless another call did so already.
+    fn rotate_namenodes(&self) {
+        let key = format!("{}://{}", self.scheme, self.authority);
+        let mut s = shared().lock().unwrap_or_else(|e| e.into_inner());
+        if s.clients
+            .get(&key)
+            .is_some_and(|c| Arc::ptr_eq(&c.client, &self.client))
+        {
+            s.clients.remove(&key);
+            *s.rotations.entry(key).or_insert(0) += 1;
+        }
     }
 
     /// How long a write may go without progress: a chunk may wait for a new block from the
@@ -681,7 +743,14 @@ mod tests {
 
     /// A client of its own (not the process-wide cache), so tests do not share options.
     fn storage(authority: &str, config: &[(&str, &str)]) -> HdfsStorage {
-        HdfsStorage::build("hdfs", authority, &HadoopConf::default(), &options(config)).unwrap()
+        HdfsStorage::build(
+            "hdfs",
+            authority,
+            &HadoopConf::default(),
+            &options(config),
+            0,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -721,6 +790,7 @@ mod tests {
                 io_runtime: None,
                 config: given.to_vec(),
             },
+            0,
         )
         .unwrap();
         assert_eq!(s.setting(keys::FAILOVER_MAX_ATTEMPTS), Some("7"));
@@ -794,6 +864,7 @@ mod tests {
                 "127.0.0.1:1",
                 &HadoopConf::default(),
                 &options(&[(key, "10s")]),
+                0,
             )
             .unwrap_err()
             .to_string();
@@ -859,6 +930,54 @@ mod tests {
                 "{n} connections for max.attempts={attempts}"
             );
         }
+    }
+
+    /// An HA nameservice whose first NameNode hangs: a call times out there without ever
+    /// reaching the second (hdfs-native moves on only after an error), so the next client
+    /// tries the second first.
+    #[test]
+    fn after_a_timeout_an_ha_client_tries_the_other_namenode_first() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let hangs = silent.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in silent.incoming() {
+                held.push(conn);
+            }
+        });
+        let closing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = closing.local_addr().unwrap().to_string();
+        let reached = Arc::new(AtomicUsize::new(0));
+        let counter = reached.clone();
+        std::thread::spawn(move || {
+            for conn in closing.incoming() {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+        let d = tempfile::tempdir().unwrap();
+        let ns = "rotation-test";
+        let conf = crate::hadoop_conf::write_conf_dir(
+            d.path(),
+            &[],
+            &[
+                ("dfs.nameservices", ns),
+                ("dfs.ha.namenodes.rotation-test", "nn1,nn2"),
+                ("dfs.namenode.rpc-address.rotation-test.nn1", &hangs),
+                ("dfs.namenode.rpc-address.rotation-test.nn2", &other),
+                (keys::RPC_TIMEOUT_MS, "300"),
+            ],
+        );
+        let first = HdfsStorage::for_authority_in("hdfs", ns, &conf).unwrap();
+        assert_eq!(first.ha_namenodes, 2);
+        let e = first.exists("/x").unwrap_err();
+        assert!(e.to_string().contains(keys::RPC_TIMEOUT_MS), "{e}");
+        assert_eq!(reached.load(Ordering::SeqCst), 0, "nn2 never tried");
+        let second = HdfsStorage::for_authority_in("hdfs", ns, &conf).unwrap();
+        assert!(!Arc::ptr_eq(&first.client, &second.client), "a new client");
+        let _ = second.exists("/x").unwrap_err();
+        assert!(reached.load(Ordering::SeqCst) > 0, "nn2 tried first");
     }
 
     /// A NameNode that accepts connections but never answers (a stopped process) would block

@@ -130,7 +130,12 @@ impl TestCluster {
 
     /// Reads `cluster.json` of a cluster that is already up; starts nothing.
     pub fn open() -> Result<Self> {
-        let path = Self::dir().join("cluster.json");
+        Self::open_in(&Self::dir())
+    }
+
+    /// [`open`](Self::open) for the cluster in `dir` instead of [`dir`](Self::dir).
+    pub fn open_in(dir: &Path) -> Result<Self> {
+        let path = dir.join("cluster.json");
         let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
             path: path.clone(),
             source,
@@ -146,16 +151,30 @@ impl TestCluster {
     /// running, starting the missing ones with `testcluster.sh up` (which leaves running ones
     /// alone). `zk` is satisfied by an ensemble too.
     pub fn ensure_up(components: &[&str]) -> Result<Self> {
-        let want: Vec<&str> = components.to_vec();
-        if let Ok(cluster) = Self::open()
-            && want.iter().all(|c| cluster.component_running(c))
+        Self::ensure_up_in(&Self::dir(), components)
+    }
+
+    /// [`ensure_up`](Self::ensure_up) for a cluster in `dir`, e.g. a second one next to the
+    /// default. `--ha` among the components asks for an HDFS HA NameNode pair; a running
+    /// cluster without one is an error (the HA setting changes only with `down` + `up`).
+    pub fn ensure_up_in(dir: &Path, components: &[&str]) -> Result<Self> {
+        let ha = components.contains(&"--ha");
+        let want: Vec<&str> = components
+            .iter()
+            .copied()
+            .filter(|c| *c != "--ha")
+            .collect();
+        let satisfied =
+            |c: &Self| want.iter().all(|w| c.component_running(w)) && (!ha || c.info.hdfs.ha);
+        if let Ok(cluster) = Self::open_in(dir)
+            && satisfied(&cluster)
         {
             return Ok(cluster);
         }
         let mut args = vec!["up"];
-        args.extend(want.iter().copied());
-        run_script(&Self::script(), &args)?;
-        let cluster = Self::open()?;
+        args.extend(components.iter().copied());
+        run_script(&Self::script(), dir, &args)?;
+        let cluster = Self::open_in(dir)?;
         for c in want {
             if !cluster.component_running(c) {
                 return Err(Error::NotRunning {
@@ -164,7 +183,34 @@ impl TestCluster {
                 });
             }
         }
+        if ha && !cluster.info.hdfs.ha {
+            return Err(Error::NotRunning {
+                component: "an HDFS HA pair (the running cluster has one NameNode)".into(),
+                dir: cluster.info.dir.clone(),
+            });
+        }
         Ok(cluster)
+    }
+
+    /// Stops every process of this cluster (`testcluster.sh down`).
+    pub fn down(&mut self) -> Result<()> {
+        run_script(&self.script, &self.info.dir, &["down"])?;
+        self.reload()
+    }
+
+    /// With an HA pair (`up --ha`): makes the active NameNode standby and the other one
+    /// active, as `hdfs haadmin` does (a manual failover); returns the now active one
+    /// (`nn1` or `nn2`).
+    pub fn failover(&mut self) -> Result<String> {
+        let out = run_script(&self.script, &self.info.dir, &["failover"])?;
+        self.reload()?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.strip_suffix(" active"))
+            .filter_map(|l| l.rsplit(' ').next())
+            .next()
+            .unwrap_or_default()
+            .to_string())
     }
 
     fn component_running(&self, component: &str) -> bool {
@@ -248,7 +294,7 @@ impl TestCluster {
     /// `kill -9` one process (`namenode`, `datanode1`, `nodemanager2`, `zk3`, `kafka`, ...).
     pub fn kill(&mut self, process: &str) -> Result<()> {
         self.check_process(process)?;
-        run_script(&self.script, &["kill", process])?;
+        run_script(&self.script, &self.info.dir, &["kill", process])?;
         self.reload()
     }
 
@@ -258,7 +304,7 @@ impl TestCluster {
     /// the broker answering a metadata request.
     pub fn restart(&mut self, process: &str) -> Result<()> {
         self.check_process(process)?;
-        run_script(&self.script, &["restart", process])?;
+        run_script(&self.script, &self.info.dir, &["restart", process])?;
         self.reload()
     }
 
@@ -266,14 +312,14 @@ impl TestCluster {
     /// a long GC pause. [`resume`](Self::resume) continues it; `down` does too.
     pub fn pause(&mut self, process: &str) -> Result<()> {
         self.check_process(process)?;
-        run_script(&self.script, &["pause", process])?;
+        run_script(&self.script, &self.info.dir, &["pause", process])?;
         self.reload()
     }
 
     /// `SIGCONT` a process [`pause`](Self::pause)d before.
     pub fn resume(&mut self, process: &str) -> Result<()> {
         self.check_process(process)?;
-        run_script(&self.script, &["resume", process])?;
+        run_script(&self.script, &self.info.dir, &["resume", process])?;
         self.reload()
     }
 
@@ -313,7 +359,7 @@ impl TestCluster {
     }
 
     fn reload(&mut self) -> Result<()> {
-        self.info = Self::open()?.info;
+        self.info = Self::open_in(&self.info.dir.clone())?.info;
         Ok(())
     }
 }
@@ -347,11 +393,18 @@ fn pid_alive(pid: Option<u32>) -> bool {
     pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
 }
 
-fn run_script(script: &Path, args: &[&str]) -> Result<String> {
-    let command = format!("{} {}", script.display(), args.join(" "));
+/// Runs the control script on the cluster in `dir`.
+fn run_script(script: &Path, dir: &Path, args: &[&str]) -> Result<String> {
+    let command = format!(
+        "SLUICE_TESTCLUSTER_DIR={} {} {}",
+        dir.display(),
+        script.display(),
+        args.join(" ")
+    );
     let out = Command::new("bash")
         .arg(script)
         .args(args)
+        .env("SLUICE_TESTCLUSTER_DIR", dir)
         .output()
         .map_err(|source| Error::Spawn {
             command: command.clone(),

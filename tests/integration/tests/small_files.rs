@@ -11,17 +11,18 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Raw, cluster, counter_delta, hdfs_dir, nn_counters, path_of};
 use sluice::prelude::*;
-use sluice::{CollectHandle, JobStatus};
+use sluice::{CheckpointStatus, CollectHandle, JobStatus};
 use sluice_hdfs_backend::{StateHandle, load_snapshot};
 use sluice_integration_tests::TestCluster;
 use sluice_testkit::{assert_same, checkpointing, sorted};
 
 const OPERATORS: usize = 100;
-const TOTAL: u64 = 20_000;
+/// More than the job gets through: the test stops it with a savepoint.
+const TOTAL: u64 = 10_000_000;
 const RATE: f64 = 1000.0;
 const PARALLELISM: usize = 2;
 const CHECKPOINTS: usize = 3;
@@ -45,10 +46,11 @@ fn hundred_counts(env: &StreamEnv, out: &CollectHandle<(u64, u64)>) {
     s.collect_into(out);
 }
 
-/// What the job outputs without failures: every key's running count, 1 to its total.
-fn expected_counts() -> Vec<(u64, u64)> {
+/// What the job outputs for the records `0..n` without failures: every key's running count,
+/// from 1 to its total.
+fn expected_counts(n: u64) -> Vec<(u64, u64)> {
     let mut totals = BTreeMap::new();
-    for x in 0..TOTAL {
+    for x in 0..n {
         *totals.entry(x % 17).or_insert(0u64) += 1;
     }
     sorted(
@@ -83,7 +85,25 @@ fn run(cluster: &TestCluster, threshold: Option<&str>, label: &str) -> Vec<Measu
     let client = env.execute_async(label).unwrap();
     let raw = Raw::new(cluster);
     let mut measured = Vec::new();
-    std::thread::sleep(Duration::from_millis(500));
+    // The first checkpoint is taken as the job starts; measure the ones the test triggers.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !client
+        .view()
+        .checkpoints
+        .iter()
+        .any(|c| c.status == CheckpointStatus::Completed)
+        || client
+            .view()
+            .checkpoints
+            .iter()
+            .any(|c| c.status == CheckpointStatus::InProgress)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first checkpoint did not complete"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for _ in 0..CHECKPOINTS {
         let before = nn_counters(cluster);
         let location = client.trigger_checkpoint().unwrap();
@@ -135,9 +155,15 @@ fn run(cluster: &TestCluster, threshold: Option<&str>, label: &str) -> Vec<Measu
         );
         measured.push(m);
     }
+    client
+        .stop_with_savepoint(Some(&format!("{dir}/savepoints")), false)
+        .unwrap();
     let r = client.wait().unwrap();
     assert_eq!(r.status, JobStatus::Finished);
-    assert_same(out.get(), expected_counts(), label);
+    // Every record the source emitted before the savepoint went through all 100 counts once.
+    let n = out.len() as u64;
+    assert!(n > 0, "{label}: no output");
+    assert_same(out.get(), expected_counts(n), label);
     raw.delete(&path_of(&dir), true);
     measured
 }
