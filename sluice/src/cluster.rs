@@ -121,6 +121,7 @@ pub(crate) fn run_job_process(resolved: ResolvedGraph, config: Config, master: &
         exit_when_stdin_closes();
     }
     let exec = sluice_am::build_execution_plan(&resolved.plan)?;
+    sluice_am::job::install_hdfs_client_keys(&config);
     let plane = DataPlane::bind(SocketAddr::new(master.ip(), 0))?;
     let (conn, mut reader) = Conn::connect(master, CONNECT_TIMEOUT)?;
     conn.send(&ToMaster::RegisterJobProcess {

@@ -237,6 +237,7 @@ pub fn submit(
 ) -> Result<JobClient> {
     let job_name = plan.name.clone();
     let exec = crate::build_execution_plan(&plan)?;
+    install_hdfs_client_keys(&config);
     crate::restart::RestartStrategy::from_config(&config)?;
     let (req_tx, req_rx) = crossbeam_channel::unbounded();
     let view = Arc::new(Mutex::new(JobView {
@@ -293,6 +294,15 @@ pub fn submit(
         },
         thread,
     })
+}
+
+/// The job's Hadoop client keys (`dfs.client.*`, `ipc.client.*`) for the HDFS clients this
+/// process creates from now on; a job without any leaves the clients as they are.
+pub fn install_hdfs_client_keys(config: &Config) {
+    let options = sluice_hdfs_backend::HdfsOptions::from_config(config);
+    if !options.config.is_empty() {
+        sluice_hdfs_backend::hdfs::configure(options);
+    }
 }
 
 fn epoch_ms() -> i64 {
