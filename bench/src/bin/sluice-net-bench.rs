@@ -2,9 +2,9 @@
 //! through bridge, data plane, loopback TCP, data plane and bridge into a child process)
 //! against raw loopback TCP moving the same bytes in writes and reads of the same size,
 //! measured in the same run. Prints MB/s and records/s of both, their ratio, and the CPU time
-//! both processes spent on each. A third figure, the same records encoded and decoded through
-//! bounded channels in one process without any network, shows what the record work alone
-//! allows on the machine, so the data plane's own cost can be told apart from it.
+//! each took (both processes together). A third figure, the same records encoded and decoded
+//! through bounded channels in one process without any network, shows what the record work
+//! alone allows on the machine, so the data plane's own cost can be told apart from it.
 //!
 //!   sluice-net-bench [--records 10000000] [--record-bytes 100] [--channels 1] [--rounds 3]
 //!
@@ -112,6 +112,16 @@ struct Peer {
     stdout: BufReader<ChildStdout>,
 }
 
+impl Drop for Peer {
+    /// A receiver left running (the driver failed midway) would wait on its sockets forever.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ignored = self.child.kill();
+            let _ignored = self.child.wait();
+        }
+    }
+}
+
 impl Peer {
     fn command(&mut self, line: &str) -> Result<()> {
         writeln!(self.stdin, "{line}")?;
@@ -188,7 +198,7 @@ fn driver(args: &Args) -> Result<()> {
     let line = |what: &str, r: &Run| {
         let s = r.wall.as_secs_f64();
         println!(
-            "{what:<11} {:>9.1} MB/s  {:>6.2} M records/s  {:>5.2} CPU-s (both processes)",
+            "{what:<11} {:>9.1} MB/s  {:>6.2} M records/s  {:>5.2} CPU-s",
             shape.wire_bytes as f64 / s / 1e6,
             shape.records as f64 / s / 1e6,
             r.cpu.as_secs_f64()

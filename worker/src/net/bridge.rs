@@ -25,53 +25,62 @@ fn serialization(ch: &ChannelId, e: bincode::Error) -> SluiceError {
 /// Drains the local channel `rx` of a producer into the remote channel `tx`, one frame per
 /// event, on a thread of its own. Ends after forwarding `EndOfInput`, on cancellation or on
 /// an error (a lost connection is noticed even while the producer is idle); either way it
-/// drops `rx`, so a producer still sending fails rather than hangs.
+/// drops `rx`, so a producer still sending fails rather than hangs. Errors other than
+/// cancellation are also logged, for callers that detach the thread.
 ///
 /// Panics if the thread cannot be spawned, as `std::thread::spawn` does.
 pub fn bridge_out<T: Data>(
     rx: Receiver<Event<T>>,
-    mut tx: NetSender,
+    tx: NetSender,
     cancel: Arc<AtomicBool>,
 ) -> JoinHandle<Result<()>> {
     let ch = tx.channel();
     std::thread::Builder::new()
         .name(format!("net-tx-{}-{}", ch.node, ch.producer))
-        .spawn(move || {
-            // One buffer for the life of the channel: encoding allocates nothing per batch.
-            let mut buf = Vec::with_capacity(INITIAL_ENCODE_BUFFER);
-            loop {
-                let ev = match rx.recv_timeout(CANCEL_POLL) {
-                    Ok(ev) => ev,
-                    Err(RecvTimeoutError::Timeout) => {
-                        if cancel.load(Ordering::Relaxed) {
-                            return Err(cancelled());
-                        }
-                        tx.check()?;
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => {
-                        return Err(SluiceError::Internal(format!(
-                            "the producer of {ch} went away before the end of its input"
-                        )));
-                    }
-                };
-                let end = matches!(ev, Event::EndOfInput);
-                buf.clear();
-                bincode::serialize_into(&mut buf, &ev).map_err(|e| serialization(&ch, e))?;
-                // The records are no longer needed once encoded; free them before waiting.
-                drop(ev);
-                tx.send(&buf, &cancel)?;
-                if end {
-                    return Ok(());
-                }
-            }
-        })
+        .spawn(move || logged(&ch, forward_out(rx, tx, &cancel)))
         .expect("spawning a bridge thread")
+}
+
+fn forward_out<T: Data>(
+    rx: Receiver<Event<T>>,
+    mut tx: NetSender,
+    cancel: &AtomicBool,
+) -> Result<()> {
+    let ch = tx.channel();
+    // One buffer for the life of the channel: encoding allocates nothing per batch.
+    let mut buf = Vec::with_capacity(INITIAL_ENCODE_BUFFER);
+    loop {
+        let ev = match rx.recv_timeout(CANCEL_POLL) {
+            Ok(ev) => ev,
+            Err(RecvTimeoutError::Timeout) => {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(cancelled());
+                }
+                tx.check()?;
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(SluiceError::Internal(format!(
+                    "the producer of {ch} went away before the end of its input"
+                )));
+            }
+        };
+        let end = matches!(ev, Event::EndOfInput);
+        buf.clear();
+        bincode::serialize_into(&mut buf, &ev).map_err(|e| serialization(&ch, e))?;
+        // The records are no longer needed once encoded; free them before waiting.
+        drop(ev);
+        tx.send(&buf, cancel)?;
+        if end {
+            return Ok(());
+        }
+    }
 }
 
 /// Feeds the remote channel `rx` into the local channel `tx` of a consumer, on a thread of its
 /// own. Ends after delivering `EndOfInput`, on cancellation or on an error; either way it drops
-/// `tx`, so a consumer waiting for more input fails rather than hangs.
+/// `tx`, so a consumer waiting for more input fails rather than hangs. Errors other than
+/// cancellation are also logged, for callers that detach the thread.
 ///
 /// Panics if the thread cannot be spawned, as `std::thread::spawn` does.
 pub fn bridge_in<T: Data>(
@@ -82,23 +91,35 @@ pub fn bridge_in<T: Data>(
     let ch = rx.channel();
     std::thread::Builder::new()
         .name(format!("net-rx-{}-{}", ch.node, ch.consumer))
-        .spawn(move || {
-            loop {
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(cancelled());
-                }
-                let Some(frame) = rx.recv_timeout(CANCEL_POLL)? else {
-                    continue;
-                };
-                let ev: Event<T> =
-                    bincode::deserialize(&frame).map_err(|e| serialization(&ch, e))?;
-                drop(frame);
-                let end = matches!(ev, Event::EndOfInput);
-                send_event(&tx, ev, &cancel)?;
-                if end {
-                    return Ok(());
-                }
-            }
-        })
+        .spawn(move || logged(&ch, forward_in(rx, tx, &cancel)))
         .expect("spawning a bridge thread")
+}
+
+fn forward_in<T: Data>(rx: NetReceiver, tx: Sender<Event<T>>, cancel: &AtomicBool) -> Result<()> {
+    let ch = rx.channel();
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(cancelled());
+        }
+        let Some(frame) = rx.recv_timeout(CANCEL_POLL)? else {
+            continue;
+        };
+        let ev: Event<T> = bincode::deserialize(&frame).map_err(|e| serialization(&ch, e))?;
+        drop(frame);
+        let end = matches!(ev, Event::EndOfInput);
+        send_event(&tx, ev, cancel)?;
+        if end {
+            return Ok(());
+        }
+    }
+}
+
+/// The task on the other end reports only that its channel disconnected; the cause is here.
+fn logged(ch: &ChannelId, result: Result<()>) -> Result<()> {
+    if let Err(e) = &result
+        && !matches!(e, SluiceError::Cancelled { .. })
+    {
+        log::warn!("bridge of {ch} failed: {e}");
+    }
+    result
 }
