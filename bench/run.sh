@@ -30,3 +30,10 @@ fi
 # Checkpoint and restore of ~1 GiB of RocksDB state, full and incremental, against cp -r.
 cargo build --release -q -p sluice-bench --bin sluice-state-bench
 "${CARGO_TARGET_DIR:-target}/release/sluice-state-bench" --keys 8388608
+# A standalone cluster on loopback (master + worker daemons): the keyed exchange across two
+# worker processes against one process, recovery of ~100 MiB of keyed state after a worker
+# daemon is killed, and the RSS of the master and of an idle worker.
+cargo build --release -q -p sluice-am -p sluice-worker -p sluice-cli -p sluice-examples \
+  -p sluice-bench --bin sluice-am --bin sluice-worker --bin sluice --bin wordcount \
+  --bin sluice-cluster-bench
+"${CARGO_TARGET_DIR:-target}/release/sluice-cluster-bench"

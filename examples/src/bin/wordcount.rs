@@ -4,9 +4,10 @@
 //!
 //! `--generate N [--rate R]` counts N generated lines instead (bounded and replayable), and
 //! `--panic-on WORD` makes an operator panic on a line holding `WORD`, and `--output DIR` writes the updates as exactly-once part files instead of printing them.
+//! `--discard` drops the updates instead (to time the counting alone, as the benchmarks do).
 //!
 //! `wordcount [--socket HOST:PORT | --input DIR [--continuous] | --generate N [--rate R]]
-//! [--output DIR] [--fail-on WORD] [-p N] [-D key=value]...`
+//! [--output DIR | --discard] [--fail-on WORD] [-p N] [-D key=value]...`
 //!
 //! Like every job binary, `wordcount --plan` prints its plan and `--worker MASTER` runs it as
 //! a process of a cluster job.
