@@ -137,6 +137,9 @@ pub enum WireError {
     Config(String),
     InvalidGraph(String),
     Cancelled,
+    /// Kept apart because the master tells a task noticing its neighbour's failure
+    /// ("disappeared") from the failure that caused it.
+    Internal(String),
     Other(String),
 }
 
@@ -155,6 +158,7 @@ impl From<&SluiceError> for WireError {
             SluiceError::Config(m) => WireError::Config(m.clone()),
             SluiceError::InvalidGraph(m) => WireError::InvalidGraph(m.clone()),
             SluiceError::Cancelled { .. } => WireError::Cancelled,
+            SluiceError::Internal(m) => WireError::Internal(m.clone()),
             other => WireError::Other(other.to_string()),
         }
     }
@@ -175,7 +179,21 @@ impl From<WireError> for SluiceError {
             WireError::Config(m) => SluiceError::Config(m),
             WireError::InvalidGraph(m) => SluiceError::InvalidGraph(m),
             WireError::Cancelled => SluiceError::Cancelled { job: String::new() },
+            WireError::Internal(m) => SluiceError::Internal(m),
             WireError::Other(m) => SluiceError::Job(m),
         }
     }
+}
+
+/// What the leading master publishes at `<root>/<cluster-id>/leader/connection_info` in
+/// ZooKeeper (JSON): where workers and clients find it, and its leadership epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderInfo {
+    /// The control address workers register at.
+    pub address: SocketAddr,
+    /// The REST API's base URL.
+    pub rest: String,
+    /// The leadership term: the sequence number of the leader's latch node, which grows with
+    /// every term and is never reused.
+    pub epoch: i64,
 }
