@@ -40,6 +40,86 @@ pub mod keys {
     pub const HEARTBEAT_INTERVAL: &str = "heartbeat.interval";
     pub const HEARTBEAT_TIMEOUT: &str = "heartbeat.timeout";
     pub const SLOT_REQUEST_TIMEOUT: &str = "slot.request.timeout";
+    pub const HA_TYPE: &str = "high-availability.type";
+    pub const HA_ZK_QUORUM: &str = "high-availability.zookeeper.quorum";
+    pub const HA_STORAGE_DIR: &str = "high-availability.storageDir";
+    pub const HA_ZK_ROOT: &str = "high-availability.zookeeper.path.root";
+    pub const HA_CLUSTER_ID: &str = "high-availability.cluster-id";
+    pub const HA_ZK_SESSION_TIMEOUT: &str = "high-availability.zookeeper.client.session-timeout";
+}
+
+/// `high-availability.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HaMode {
+    None,
+    ZooKeeper,
+}
+
+/// The `high-availability.*` keys: with ZooKeeper, masters elect a leader, keep submitted jobs
+/// in `storage_dir` (pointed to from ZooKeeper), and workers follow the leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaConfig {
+    pub mode: HaMode,
+    /// `high-availability.zookeeper.quorum`: `host:port,host:port,...`.
+    pub zk_quorum: Option<String>,
+    /// `high-availability.storageDir`: `file://` or `hdfs://` URL of the job store.
+    pub storage_dir: Option<String>,
+    /// `high-availability.zookeeper.path.root` (default `/sluice`).
+    pub zk_root: String,
+    /// `high-availability.cluster-id` (default `default`).
+    pub cluster_id: String,
+    /// `high-availability.zookeeper.client.session-timeout` (default 60 s).
+    pub zk_session_timeout: Duration,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        HaConfig {
+            mode: HaMode::None,
+            zk_quorum: None,
+            storage_dir: None,
+            zk_root: "/sluice".into(),
+            cluster_id: "default".into(),
+            zk_session_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl HaConfig {
+    pub fn enabled(&self) -> bool {
+        self.mode == HaMode::ZooKeeper
+    }
+
+    /// `<root>/<cluster-id>`: every node of this cluster lives under it.
+    pub fn zk_base(&self) -> String {
+        let root = self.zk_root.trim_end_matches('/');
+        let id = self.cluster_id.trim_matches('/');
+        format!("{root}/{id}")
+    }
+
+    /// With ZooKeeper: the quorum and the storage directory are required. Returns what is
+    /// missing, naming the keys.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        if self.zk_quorum.as_deref().is_none_or(str::is_empty) {
+            missing.push(keys::HA_ZK_QUORUM);
+        }
+        if self.storage_dir.as_deref().is_none_or(str::is_empty) {
+            missing.push(keys::HA_STORAGE_DIR);
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}=zookeeper needs {}",
+                keys::HA_TYPE,
+                missing.join(" and ")
+            ))
+        }
+    }
 }
 
 /// Where the master listens and how it and its workers watch each other.
@@ -109,6 +189,7 @@ pub struct Config {
     pub savepoints_dir: Option<String>,
     pub checkpoints_retained: usize,
     pub cluster: ClusterConfig,
+    pub ha: HaConfig,
     /// Every key as given (file and overrides), including keys this build does not know.
     raw: BTreeMap<String, String>,
 }
@@ -135,6 +216,7 @@ impl Default for Config {
             savepoints_dir: None,
             checkpoints_retained: 1,
             cluster: ClusterConfig::default(),
+            ha: HaConfig::default(),
             raw: BTreeMap::new(),
         }
     }
@@ -259,6 +341,36 @@ impl Config {
             SLOT_REQUEST_TIMEOUT => {
                 self.cluster.slot_request_timeout =
                     parse_duration(v).ok_or_else(|| err("a duration such as 5 min"))?
+            }
+            // Flink's older key for the same setting.
+            HA_TYPE | "high-availability" => {
+                self.ha.mode = match v.to_ascii_lowercase().as_str() {
+                    "none" | "" => HaMode::None,
+                    "zookeeper" => HaMode::ZooKeeper,
+                    _ => return Err(err("one of none, zookeeper")),
+                }
+            }
+            HA_ZK_QUORUM => self.ha.zk_quorum = Some(v.to_string()),
+            HA_STORAGE_DIR => self.ha.storage_dir = Some(v.trim_end_matches('/').to_string()),
+            HA_ZK_ROOT => {
+                if !v.starts_with('/') {
+                    return Err(err("an absolute ZooKeeper path such as /sluice"));
+                }
+                self.ha.zk_root = v.to_string()
+            }
+            HA_CLUSTER_ID => {
+                let id = v.trim_matches('/');
+                if id.is_empty() || id.contains('/') {
+                    return Err(err("one ZooKeeper node name"));
+                }
+                self.ha.cluster_id = id.to_string()
+            }
+            HA_ZK_SESSION_TIMEOUT => {
+                let d = parse_duration(v).ok_or_else(|| err("a duration such as 60 s"))?;
+                if d.is_zero() {
+                    return Err(err("longer than 0"));
+                }
+                self.ha.zk_session_timeout = d
             }
             _ => {}
         }
@@ -421,5 +533,46 @@ mod tests {
         assert_eq!(parse_duration("x"), None);
         assert_eq!(parse_memory("64 mb"), Some(64 << 20));
         assert_eq!(parse_memory("1g"), Some(1 << 30));
+    }
+
+    #[test]
+    fn high_availability_keys() {
+        let c = Config::default();
+        assert!(!c.ha.enabled());
+        assert_eq!(c.ha.zk_base(), "/sluice/default");
+        assert_eq!(c.ha.zk_session_timeout, Duration::from_secs(60));
+        let c = Config::load(
+            None,
+            &[
+                "high-availability.type=zookeeper".into(),
+                "high-availability.zookeeper.quorum=127.0.0.1:2181".into(),
+                "high-availability.storageDir=file:///tmp/ha/".into(),
+                "high-availability.zookeeper.path.root=/r".into(),
+                "high-availability.cluster-id=c1".into(),
+                "high-availability.zookeeper.client.session-timeout=5 s".into(),
+            ],
+        )
+        .unwrap();
+        assert!(c.ha.enabled());
+        assert_eq!(c.ha.check(), Ok(()));
+        assert_eq!(c.ha.zk_base(), "/r/c1");
+        assert_eq!(c.ha.storage_dir.as_deref(), Some("file:///tmp/ha"));
+        assert_eq!(c.ha.zk_session_timeout, Duration::from_secs(5));
+        let c = Config::load(None, &["high-availability.type=zookeeper".into()]).unwrap();
+        let e = c.ha.check().unwrap_err();
+        assert!(e.contains("quorum") && e.contains("storageDir"), "{e}");
+        let e = Config::load(
+            None,
+            &[
+                "high-availability.type=etcd".into(),
+                "high-availability.zookeeper.path.root=rel".into(),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("high-availability.type") && e.contains("path.root"),
+            "{e}"
+        );
     }
 }

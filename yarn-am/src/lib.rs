@@ -5,6 +5,7 @@ pub mod chaining;
 pub mod checkpoint;
 pub mod cluster;
 pub mod executor;
+pub mod ha;
 pub mod job;
 pub mod job_status;
 pub mod rest;

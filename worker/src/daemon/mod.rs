@@ -2,6 +2,7 @@
 //! and kills the job processes the master asks for.
 
 mod jobs;
+pub mod leader;
 pub mod settings;
 mod signals;
 pub mod unpack;

@@ -74,6 +74,8 @@ pub struct Cluster {
     changed: Condvar,
     /// Uploaded bundles by id (`POST /jars/upload`).
     uploads: Mutex<HashMap<String, Arc<Vec<u8>>>>,
+    /// With ZooKeeper high availability: this master's leadership and the job store.
+    ha: std::sync::OnceLock<Arc<crate::ha::Ha>>,
 }
 
 /// How often a job process is started on one worker before the master gives up on it.
@@ -95,10 +97,29 @@ impl Cluster {
             state: Mutex::default(),
             changed: Condvar::new(),
             uploads: Mutex::default(),
+            ha: std::sync::OnceLock::new(),
         });
         server::spawn_accept(cluster.clone(), listener);
         server::spawn_heartbeat(cluster.clone());
         Ok(cluster)
+    }
+
+    /// Makes this master keep submitted jobs in the HA job store and check its leadership
+    /// before it deploys a job or completes a checkpoint. Set once, before any job runs.
+    pub fn enable_ha(&self, ha: Arc<crate::ha::Ha>) {
+        let _ = self.ha.set(ha);
+    }
+
+    pub(crate) fn ha(&self) -> Option<&Arc<crate::ha::Ha>> {
+        self.ha.get()
+    }
+
+    /// `Err` when HA is on and this master may not act as leader now.
+    pub(crate) fn check_leader(&self, what: &str) -> Result<()> {
+        match self.ha() {
+            Some(ha) => ha.leadership.check(what),
+            None => Ok(()),
+        }
     }
 
     /// The control-plane address workers connect to.

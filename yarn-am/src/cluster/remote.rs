@@ -116,6 +116,9 @@ impl Executor for RemoteExecutor {
     }
 
     fn deploy(&mut self, attempt: u64) -> Result<Box<dyn Attempt>> {
+        // A deposed master never deploys (the new leader runs the job).
+        self.cluster
+            .check_leader(&format!("deploy job {}", self.job_id))?;
         let needed = self
             .exec
             .tasks
@@ -215,6 +218,24 @@ impl Executor for RemoteExecutor {
             let _ = d.send(&ToWorker::KillJob {
                 job_id: self.job_id.clone(),
             });
+        }
+        // The job ended (finished, cancelled or failed): a new leader must not recover it.
+        // A master that no longer leads leaves it to the leader.
+        if let Some(ha) = self.cluster.ha() {
+            if ha.leadership.is_active() {
+                if let Err(e) = ha.store.remove(&self.job_id) {
+                    eprintln!(
+                        "sluice-am: job {} stays in the HA job store: {e}",
+                        self.job_id
+                    );
+                }
+            } else {
+                eprintln!(
+                    "sluice-am: job {} ended while this master did not lead; it stays in the \
+                     HA job store",
+                    self.job_id
+                );
+            }
         }
     }
 }

@@ -306,6 +306,30 @@ fn serve_process(
 }
 
 fn send_event(cluster: &Cluster, job_id: &str, ev: CheckpointEvent) {
+    // Fencing: a master that does not lead (or lost its ZooKeeper connection) takes no
+    // acknowledgement: it turns into a decline, so no checkpoint completes on it.
+    let ev = match ev {
+        CheckpointEvent::Acknowledged {
+            checkpoint_id,
+            task,
+            subtask,
+            ..
+        } if cluster.check_leader("complete a checkpoint").is_err() => {
+            let reason = cluster
+                .check_leader("complete a checkpoint")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            eprintln!("job {job_id}: checkpoint {checkpoint_id}: {reason}");
+            CheckpointEvent::Declined {
+                checkpoint_id,
+                task,
+                subtask,
+                reason,
+            }
+        }
+        ev => ev,
+    };
     if let Some(job) = cluster.state.lock().jobs.get(job_id) {
         let _ = job.events.send(ev);
     }

@@ -10,6 +10,7 @@ use sluice_core::{Config, JobPlan, Result, SluiceError};
 use sluice_worker::control::ToWorker;
 
 use super::{Cluster, JobEntry, RemoteExecutor};
+use crate::ha::StoredJob;
 use crate::job::{self, JobClient};
 
 /// `POST /jars/:id/run`: Flink's fields where they exist, plus the job's plan (the output of
@@ -97,13 +98,99 @@ impl Cluster {
             return Err(SluiceError::Config(errors.join("; ")));
         }
         let job_id = job::new_job_id();
+        if let Some(ha) = self.ha() {
+            ha.leadership.check("accept a job")?;
+            ha.store.put(&StoredJob {
+                job_id: job_id.clone(),
+                plan: plan.clone(),
+                args: req.program_args_list.clone(),
+                config_lines: lines.clone(),
+                bundle: bundle.clone(),
+            })?;
+        }
+        self.start_job(
+            job_id,
+            bundle,
+            plan,
+            req.program_args_list.clone(),
+            lines,
+            config,
+        )
+    }
+
+    /// A new leader's recovery: starts every job of the HA job store again under its id,
+    /// from its latest completed checkpoint under `state.checkpoints.dir/<job-id>/` (or as it
+    /// was submitted, when none completed). Returns the running jobs with their plans.
+    pub fn recover_jobs(self: &Arc<Self>, base: &Config) -> Result<Vec<(JobClient, JobPlan)>> {
+        let Some(ha) = self.ha() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for stored in ha.store.list()? {
+            let job_id = stored.job_id.clone();
+            let mut lines = stored.config_lines.clone();
+            let mut config = base.clone();
+            for line in &lines {
+                if let Some((k, v)) = line.split_once('=') {
+                    let _ = config.set(k.trim(), v.trim());
+                }
+            }
+            if let Some(dir) = &config.checkpoints_dir {
+                match sluice_hdfs_backend::completed_checkpoints(dir, &job_id) {
+                    Ok(list) => {
+                        if let Some((id, snap)) = list.last() {
+                            let line = format!("{}={}", crate::RESTORE_PATH_KEY, snap.url());
+                            eprintln!(
+                                "sluice-am: recovering job {job_id} from checkpoint {id} ({})",
+                                snap.url()
+                            );
+                            let _ = config.set(crate::RESTORE_PATH_KEY, snap.url());
+                            lines.push(line);
+                        } else {
+                            eprintln!(
+                                "sluice-am: recovering job {job_id}: no completed checkpoint"
+                            );
+                        }
+                    }
+                    Err(e) => eprintln!(
+                        "sluice-am: recovering job {job_id}: cannot list its checkpoints: {e}"
+                    ),
+                }
+            }
+            let plan = stored.plan.clone();
+            match self.start_job(
+                job_id.clone(),
+                stored.bundle,
+                stored.plan,
+                stored.args,
+                lines,
+                config,
+            ) {
+                Ok(client) => out.push((client, plan)),
+                Err(e) => eprintln!("sluice-am: job {job_id} cannot be recovered: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Registers the job, asks every worker daemon to start a process of it and starts its
+    /// driver.
+    fn start_job(
+        self: &Arc<Self>,
+        job_id: String,
+        bundle: Arc<Vec<u8>>,
+        plan: JobPlan,
+        args: Vec<String>,
+        lines: Vec<String>,
+        config: Config,
+    ) -> Result<JobClient> {
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let daemons = {
             let mut st = self.state.lock();
             let entry = JobEntry {
                 fingerprint: plan.fingerprint(),
                 bundle,
-                args: req.program_args_list.clone(),
+                args,
                 config_lines: lines,
                 processes: Default::default(),
                 route: None,

@@ -1,0 +1,568 @@
+//! ZooKeeper high availability of the standalone master, on the real 3-member ensemble: two
+//! masters (`sluice-am`) and three worker daemons (`sluice-worker`) with
+//! `high-availability.type: zookeeper`. The WordCount bundle runs at parallelism 4 with
+//! checkpoints on a `file://` directory; the leading master is killed with SIGKILL mid-stream,
+//! the standby takes over, recovers the job from its latest completed checkpoint, and the
+//! committed part files equal a failure-free run's updates exactly. The failover times are
+//! printed (run with `--nocapture`).
+//!
+//! Needs the workspace's binaries: `cargo build --release -p sluice-am -p sluice-worker
+//! -p sluice-cli -p sluice-examples`.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice_examples::wordcount::generated_line;
+use sluice_integration_tests::{TestCluster, unique};
+use sluice_testkit::assert_same;
+
+/// Where Cargo put this workspace's binaries (next to this test's `deps/` directory).
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/release");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: cargo build --release -p sluice-am -p sluice-worker -p sluice-cli \
+         -p sluice-examples",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `GET http://127.0.0.1:<port>/v1<path>` → the JSON body of a 2xx answer.
+fn get(port: u16, path: &str) -> Option<Value> {
+    let mut s = TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().expect("an address"),
+        Duration::from_millis(500),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /v1{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?;
+    if !status.starts_with('2') {
+        return None;
+    }
+    serde_json::from_str(body).ok()
+}
+
+/// Fast heartbeats and a 5 s ZooKeeper session, as the failover target assumes.
+const TIMING: [&str; 8] = [
+    "-D",
+    "heartbeat.interval=200ms",
+    "-D",
+    "heartbeat.timeout=2s",
+    "-D",
+    "slot.request.timeout=60s",
+    "-D",
+    "high-availability.zookeeper.client.session-timeout=5s",
+];
+
+struct Master {
+    child: Child,
+    rest: u16,
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    cluster_id: String,
+    ha: Vec<String>,
+    masters: Vec<Master>,
+    workers: Vec<Child>,
+}
+
+impl Cluster {
+    fn start(quorum: &str, masters: usize, workers: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let storage = format!("file://{}", dir.path().join("ha").display());
+        let cluster_id = unique("ha-standalone");
+        let ha = vec![
+            "-D".to_string(),
+            "high-availability.type=zookeeper".to_string(),
+            "-D".to_string(),
+            format!("high-availability.zookeeper.quorum={quorum}"),
+            "-D".to_string(),
+            format!("high-availability.storageDir={storage}"),
+            "-D".to_string(),
+            format!("high-availability.cluster-id={cluster_id}"),
+        ];
+        let mut c = Cluster {
+            dir,
+            cluster_id,
+            ha,
+            masters: Vec::new(),
+            workers: Vec::new(),
+        };
+        for _ in 0..masters {
+            c.add_master();
+        }
+        for _ in 0..workers {
+            c.add_worker();
+        }
+        let leader = c.wait_for_leader(Duration::from_secs(30));
+        wait_until("the workers to register", Duration::from_secs(30), || {
+            get(c.masters[leader].rest, "/overview")
+                .is_some_and(|o| o["taskmanagers"] == workers as u64)
+        });
+        c
+    }
+
+    fn log(&self, name: &str) -> std::fs::File {
+        std::fs::File::create(self.dir.path().join(name)).expect("a log file")
+    }
+
+    fn add_master(&mut self) {
+        let n = self.masters.len();
+        let rest = free_port();
+        let child = Command::new(bin("sluice-am"))
+            .args(["-D", "jobmanager.rpc.port=0"])
+            .args(["-D", &format!("rest.port={rest}")])
+            .args(TIMING)
+            .args(&self.ha)
+            .stdout(self.log(&format!("master-{n}.out")))
+            .stderr(self.log(&format!("master-{n}.err")))
+            .spawn()
+            .expect("a master starts");
+        self.masters.push(Master { child, rest });
+    }
+
+    fn add_worker(&mut self) {
+        let n = self.workers.len();
+        let w = Command::new(bin("sluice-worker"))
+            .args(["-D", "taskmanager.numberOfTaskSlots=2"])
+            .args(["-D", &format!("taskmanager.resource-id=worker-{n}")])
+            .args(TIMING)
+            .args(&self.ha)
+            .env("SLUICE_LOG_DIR", self.dir.path())
+            .stdout(self.log(&format!("worker-{n}.out")))
+            .stderr(self.log(&format!("worker-{n}.err")))
+            .spawn()
+            .expect("a worker starts");
+        self.workers.push(w);
+    }
+
+    /// The index of the master whose REST API answers (only the leader serves one).
+    fn leader(&self) -> Option<usize> {
+        let mut alive = self
+            .masters
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| get(m.rest, "/overview").is_some());
+        let first = alive.next().map(|(i, _)| i);
+        assert!(alive.next().is_none(), "two masters lead\n{}", self.logs());
+        first
+    }
+
+    fn wait_for_leader(&self, timeout: Duration) -> usize {
+        let mut leader = None;
+        wait_until("a leading master", timeout, || {
+            leader = self.leader();
+            leader.is_some()
+        });
+        leader.expect("a leader")
+    }
+
+    /// `sluice run -m ... -d`; returns the job id.
+    fn submit(&self, rest: u16, bundle: &Path, flags: &[&str], job_args: &[&str]) -> String {
+        let out = Command::new(bin("sluice"))
+            .args(["run", "-m", &format!("127.0.0.1:{rest}"), "-d"])
+            .args(flags)
+            .arg(bundle)
+            .arg("--")
+            .args(job_args)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("sluice run starts");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "sluice run -m failed: {text}");
+        text.lines()
+            .find_map(|l| l.strip_prefix("Job has been submitted with JobID "))
+            .unwrap_or_else(|| panic!("no job id in: {text}"))
+            .trim()
+            .to_string()
+    }
+
+    fn state(&self, rest: u16, job: &str) -> String {
+        get(rest, &format!("/jobs/{job}"))
+            .and_then(|j| j["state"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    fn wait_for_state(&self, rest: u16, job: &str, state: &str, timeout: Duration) {
+        wait_until(&format!("job {job} to be {state}"), timeout, || {
+            let s = self.state(rest, job);
+            assert!(
+                s != "FAILED" || state == "FAILED",
+                "job {job} failed: {:?}\n{}",
+                get(rest, &format!("/jobs/{job}/exceptions")),
+                self.logs()
+            );
+            s == state
+        });
+    }
+
+    fn completed_checkpoints(&self, rest: u16, job: &str) -> u64 {
+        get(rest, &format!("/jobs/{job}/checkpoints"))
+            .and_then(|c| c["counts"]["completed"].as_u64())
+            .unwrap_or(0)
+    }
+
+    fn wait_for_checkpoints(&self, rest: u16, job: &str, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.completed_checkpoints(rest, job) < n {
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint completed\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The job files in the HA job store (`<storageDir>/<cluster-id>/jobs/`).
+    fn stored_jobs(&self) -> Vec<String> {
+        let dir = self
+            .dir
+            .path()
+            .join("ha")
+            .join(&self.cluster_id)
+            .join("jobs");
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| !n.starts_with('.'))
+            .collect()
+    }
+
+    /// SIGKILL the master `i`.
+    fn kill_master(&mut self, i: usize) {
+        self.masters[i].child.kill().expect("SIGKILL a master");
+        let _ = self.masters[i].child.wait();
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if !e.path().is_file() {
+                continue;
+            }
+            if let Ok(t) = std::fs::read_to_string(e.path()) {
+                let tail: Vec<&str> = t.lines().rev().take(20).collect();
+                out.push_str(&format!("--- {}\n", e.path().display()));
+                for l in tail.into_iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        for m in &mut self.masters {
+            let _ = m.child.kill();
+            let _ = m.child.wait();
+        }
+    }
+}
+
+/// The WordCount binary without its debug info (smaller to ship), bundled.
+fn wordcount_bundle(dir: &Path) -> PathBuf {
+    let stripped = dir.join("wordcount");
+    let status = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(bin("wordcount"))
+        .arg(&stripped)
+        .status()
+        .expect("objcopy runs");
+    assert!(status.success(), "objcopy --strip-debug failed");
+    let bundle = dir.join("wordcount.bundle");
+    let status = Command::new(bin("sluice"))
+        .arg("bundle")
+        .arg(&stripped)
+        .arg("-o")
+        .arg(&bundle)
+        .stdout(Stdio::null())
+        .status()
+        .expect("sluice bundle runs");
+    assert!(status.success(), "sluice bundle failed");
+    bundle
+}
+
+/// Every `(word,count)` update a failure-free run of `wordcount --generate n` writes.
+fn expected_updates(n: u64) -> Vec<String> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..n {
+        for w in generated_line(i).split_whitespace() {
+            *counts.entry(w.to_string()).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .flat_map(|(w, c)| (1..=c).map(move |k| format!("({w},{k})")))
+        .collect()
+}
+
+/// The lines of the committed part files (`part-*`) under `dir`, recursively.
+fn committed_lines(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if e.file_name().to_string_lossy().starts_with("part-") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                out.extend(text.lines().map(str::to_string));
+            }
+        }
+    }
+    out
+}
+
+/// `scripts/testcluster.sh ARGS` of this checkout (or `$SLUICE_TESTCLUSTER_SCRIPT`) on the
+/// running test cluster.
+fn testcluster(dir: &Path, args: &[&str]) {
+    let script = std::env::var_os("SLUICE_TESTCLUSTER_SCRIPT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/testcluster.sh")
+        });
+    let out = Command::new(&script)
+        .args(args)
+        .env("SLUICE_TESTCLUSTER_DIR", dir)
+        .output()
+        .expect("testcluster.sh runs");
+    assert!(
+        out.status.success(),
+        "testcluster.sh {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The test cluster with the 3-member ZooKeeper ensemble running (`testcluster.sh up zk3`
+/// leaves running services alone).
+fn zookeeper_ensemble() -> TestCluster {
+    if let Ok(c) = TestCluster::open()
+        && c.info().zookeeper.mode == "zk3"
+        && c.process_names("zk").iter().all(|p| c.process_alive(p))
+    {
+        return c;
+    }
+    testcluster(&TestCluster::dir(), &["up", "zk3"]);
+    TestCluster::open().expect("the test cluster's cluster.json")
+}
+
+/// Kills the current leader; returns the new leader's index, and prints how long the job took
+/// to be RUNNING again on it and to commit new output.
+fn fail_over(cluster: &mut Cluster, leader: usize, job: &str, out: &Path) -> usize {
+    let committed = committed_lines(out).len();
+    let killed = Instant::now();
+    cluster.kill_master(leader);
+    let mut new_leader = None;
+    wait_until("a new leader", Duration::from_secs(60), || {
+        new_leader = cluster.leader();
+        new_leader.is_some()
+    });
+    let new_leader = new_leader.expect("a new leader");
+    assert_ne!(new_leader, leader);
+    let rest = cluster.masters[new_leader].rest;
+    let leading = killed.elapsed();
+    wait_until(
+        &format!("job {job} RUNNING on the new leader"),
+        Duration::from_secs(60),
+        || {
+            let s = cluster.state(rest, job);
+            s == "RUNNING" || s == "FINISHED"
+        },
+    );
+    let running = killed.elapsed();
+    wait_until(
+        "new committed output after the failover",
+        Duration::from_secs(120),
+        || committed_lines(out).len() > committed || cluster.state(rest, job) == "FINISHED",
+    );
+    let output = killed.elapsed();
+    println!(
+        "failover: kill -9 of the leading master → new leader serving {:.2} s, job RUNNING \
+         {:.2} s, first new committed output {:.2} s",
+        leading.as_secs_f64(),
+        running.as_secs_f64(),
+        output.as_secs_f64()
+    );
+    new_leader
+}
+
+#[test]
+fn the_leading_master_killed_mid_stream_is_replaced_and_nothing_is_lost_or_duplicated() {
+    let zk = zookeeper_ensemble();
+    let mut cluster = Cluster::start(zk.zk_quorum(), 2, 3);
+    let work = tempfile::tempdir().expect("a temp dir");
+    let bundle = wordcount_bundle(work.path());
+    let out = work.path().join("out");
+    let checkpoints = format!("file://{}", work.path().join("checkpoints").display());
+    let n = 90_000u64;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let job = cluster.submit(
+        cluster.masters[leader].rest,
+        &bundle,
+        &[
+            "-p",
+            "4",
+            "-D",
+            "execution.checkpointing.interval=300ms",
+            "-D",
+            &format!("state.checkpoints.dir={checkpoints}"),
+            "-D",
+            "restart-strategy.type=fixed-delay",
+            "-D",
+            "restart-strategy.fixed-delay.delay=200ms",
+        ],
+        &[
+            "--generate",
+            &n.to_string(),
+            "--rate",
+            "4000",
+            "--output",
+            out.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    let rest = cluster.masters[leader].rest;
+    assert_eq!(
+        cluster.stored_jobs(),
+        vec![job.clone()],
+        "the job is stored"
+    );
+    cluster.wait_for_state(rest, &job, "RUNNING", Duration::from_secs(60));
+    cluster.wait_for_checkpoints(rest, &job, 2);
+    assert!(
+        !committed_lines(&out).is_empty() || cluster.completed_checkpoints(rest, &job) >= 2,
+        "the job made progress before the kill"
+    );
+
+    let second = fail_over(&mut cluster, leader, &job, &out);
+
+    // A third master joins as the standby; the second leader is killed too.
+    cluster.add_master();
+    let rest = cluster.masters[second].rest;
+    if cluster.state(rest, &job) == "RUNNING" {
+        cluster.wait_for_checkpoints(rest, &job, 1);
+        fail_over(&mut cluster, second, &job, &out);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let rest = cluster.masters[leader].rest;
+    cluster.wait_for_state(rest, &job, "FINISHED", Duration::from_secs(180));
+    assert!(
+        cluster.stored_jobs().is_empty(),
+        "a finished job leaves the HA job store: {:?}",
+        cluster.stored_jobs()
+    );
+    assert_same(
+        committed_lines(&out),
+        expected_updates(n),
+        "WordCount updates after the leading master was killed twice",
+    );
+}
+
+#[test]
+fn a_zookeeper_member_killed_changes_nothing_visible() {
+    let zk = zookeeper_ensemble();
+    let cluster = Cluster::start(zk.zk_quorum(), 2, 3);
+    let work = tempfile::tempdir().expect("a temp dir");
+    let bundle = wordcount_bundle(work.path());
+    let out = work.path().join("out");
+    let checkpoints = format!("file://{}", work.path().join("checkpoints").display());
+    let n = 40_000u64;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let rest = cluster.masters[leader].rest;
+    let job = cluster.submit(
+        rest,
+        &bundle,
+        &[
+            "-p",
+            "4",
+            "-D",
+            "execution.checkpointing.interval=300ms",
+            "-D",
+            &format!("state.checkpoints.dir={checkpoints}"),
+        ],
+        &[
+            "--generate",
+            &n.to_string(),
+            "--rate",
+            "4000",
+            "--output",
+            out.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    cluster.wait_for_state(rest, &job, "RUNNING", Duration::from_secs(60));
+    cluster.wait_for_checkpoints(rest, &job, 1);
+    let member = zk.process_names("zk")[0].to_string();
+    testcluster(&zk.info().dir, &["kill", &member]);
+    let before = cluster.completed_checkpoints(rest, &job);
+    cluster.wait_for_state(rest, &job, "FINISHED", Duration::from_secs(120));
+    testcluster(&zk.info().dir, &["restart", &member]);
+    assert_eq!(
+        cluster.leader(),
+        Some(leader),
+        "the leader stayed\n{}",
+        cluster.logs()
+    );
+    assert!(
+        cluster.completed_checkpoints(rest, &job) > before,
+        "checkpoints went on completing"
+    );
+    let restarts = get(rest, &format!("/jobs/{job}/exceptions")).expect("exceptions");
+    assert!(
+        restarts["exceptionHistory"]["entries"]
+            .as_array()
+            .is_none_or(|e| e.is_empty()),
+        "the job did not restart: {restarts}"
+    );
+    assert_same(
+        committed_lines(&out),
+        expected_updates(n),
+        "WordCount updates with one ZooKeeper member killed",
+    );
+}
