@@ -398,3 +398,42 @@ fn stop_with_drain_fires_every_window_before_the_savepoint() {
         }
     }
 }
+
+/// A job restored from a savepoint that fails before its first checkpoint starts again from
+/// that savepoint, not from empty state.
+#[test]
+fn a_failure_before_the_first_checkpoint_restarts_from_the_restored_savepoint() {
+    for backend in ["hashmap", "rocksdb"] {
+        let sp = tempfile::tempdir().unwrap();
+        let ck = tempfile::tempdir().unwrap();
+        let total = 6000;
+        let env = StreamEnv::new();
+        env.set("state.backend.type", backend).unwrap();
+        checkpointing(&env, ck.path(), "1 h"); // savepoints only
+        let out = sluice::CollectHandle::default();
+        sums_job_into(&env, total, Some(6000.0), vec![], &out);
+        let client = env.execute_async("before").unwrap();
+        while !client.is_finished()
+            && !client
+                .metrics()
+                .get("sums")
+                .is_some_and(|m| m.records_in > 1500)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let location = client
+            .stop_with_savepoint(Some(sp.path().to_str().unwrap()), false)
+            .unwrap();
+        assert_eq!(client.wait().unwrap().status, JobStatus::Finished);
+
+        // Restored, with no checkpoint before the injected failure near the end.
+        let env = StreamEnv::new();
+        env.set("state.backend.type", backend).unwrap();
+        checkpointing(&env, ck.path(), "1 h");
+        env.set(sluice::RESTORE_PATH_KEY, &location).unwrap();
+        sums_job_into(&env, total, None, vec![total - 10], &out);
+        let r = env.execute("after").unwrap();
+        assert_eq!(r.restarts, 1, "{backend}: one injected failure");
+        assert_same(out.get(), expected_sums(total), backend);
+    }
+}

@@ -187,13 +187,22 @@ impl Driver {
 
     /// Makes the next attempt start from the latest completed checkpoint; a corrupt one falls
     /// back to the previous retained checkpoint, saying so.
+    ///
+    /// Without a checkpoint completed in this run, the job starts again from what it started
+    /// from: the savepoint or checkpoint of `-s` (or of a recovering master), else empty state.
     fn restore_latest(&mut self, coord: &CheckpointCoordinator) -> Result<()> {
-        let Some(base) = coord.settings().dir.clone() else {
-            return self.executor.restore_from(None, false).map(|_| ());
+        let base = coord.settings().dir.clone();
+        let Some(base) = base.filter(|_| coord.latest_completed().is_some()) else {
+            let initial = self.config.get_raw(RESTORE_PATH_KEY).map(str::to_string);
+            let allow = self
+                .config
+                .get_raw(ALLOW_NON_RESTORED_KEY)
+                .is_some_and(|v| v == "true");
+            return self
+                .executor
+                .restore_from(initial.as_deref(), allow)
+                .map(|_| ());
         };
-        if coord.latest_completed().is_none() {
-            return self.executor.restore_from(None, false).map(|_| ());
-        }
         let mut candidates = completed_checkpoints(&base, &self.job_id)
             .map_err(|e| SluiceError::Job(e.to_string()))?;
         candidates.reverse();
