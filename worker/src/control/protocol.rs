@@ -20,7 +20,7 @@ use crate::metrics::MetricsSnapshot;
 use crate::task::TaskCommand;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// From a worker (daemon or job process) to the master.
 #[derive(Debug, Clone, Serialize, Deserialize)]
