@@ -414,10 +414,10 @@ fn a_failure_before_the_first_checkpoint_restarts_from_the_restored_savepoint() 
         sums_job_into(&env, total, Some(6000.0), vec![], &out);
         let client = env.execute_async("before").unwrap();
         while !client.is_finished()
-            && !client
+            && client
                 .metrics()
                 .get("sums")
-                .is_some_and(|m| m.records_in > 1500)
+                .is_none_or(|m| m.records_in <= 1500)
         {
             std::thread::sleep(Duration::from_millis(5));
         }
