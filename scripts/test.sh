@@ -14,6 +14,9 @@ step "lints"
 cargo clippy --release --workspace --all-targets -- -D warnings
 
 step "unit and embedded-cluster tests"
+# Tests start the workspace's programs (the master, worker daemons, the CLI, example jobs)
+# from the target directory: build every binary first so none is stale.
+cargo build --release --workspace --bins
 cargo test --release --workspace --exclude sluice-integration-tests
 
 if [ -d tests/integration ]; then
