@@ -40,6 +40,7 @@ pub mod keys {
     pub const HEARTBEAT_INTERVAL: &str = "heartbeat.interval";
     pub const HEARTBEAT_TIMEOUT: &str = "heartbeat.timeout";
     pub const SLOT_REQUEST_TIMEOUT: &str = "slot.request.timeout";
+    pub const UPLOAD_DIR: &str = "web.upload.dir";
     pub const HA_TYPE: &str = "high-availability.type";
     pub const HA_ZK_QUORUM: &str = "high-availability.zookeeper.quorum";
     pub const HA_STORAGE_DIR: &str = "high-availability.storageDir";
@@ -135,6 +136,9 @@ pub struct ClusterConfig {
     pub heartbeat_timeout: Duration,
     /// How long a job waits for enough slots before it fails.
     pub slot_request_timeout: Duration,
+    /// `web.upload.dir`: where the master keeps submitted bundles (a temporary directory
+    /// when unset).
+    pub upload_dir: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -146,6 +150,7 @@ impl Default for ClusterConfig {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(10),
             slot_request_timeout: Duration::from_secs(300),
+            upload_dir: None,
         }
     }
 }
@@ -342,6 +347,7 @@ impl Config {
                 self.cluster.slot_request_timeout =
                     parse_duration(v).ok_or_else(|| err("a duration such as 5 min"))?
             }
+            UPLOAD_DIR => self.cluster.upload_dir = Some(v.to_string()),
             // Flink's older key for the same setting.
             HA_TYPE | "high-availability" => {
                 self.ha.mode = match v.to_ascii_lowercase().as_str() {

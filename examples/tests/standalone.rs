@@ -331,8 +331,23 @@ fn a_worker_killed_mid_stream_loses_and_duplicates_nothing() {
     cluster.wait_for_state(&job, "RUNNING", Duration::from_secs(60));
     cluster.wait_for_checkpoints(&job, 2);
     let before_kill = committed_lines(&out).len();
-    cluster.workers[1].kill().expect("SIGKILL a worker");
-    let _ = cluster.workers[1].wait();
+    // Four subtasks may fit on two of the three workers: kill one that runs subtasks.
+    let taskmanagers = cluster.get("/taskmanagers").expect("the worker list");
+    let busy = taskmanagers["taskmanagers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|w| w["freeSlots"].as_u64() < w["slotsNumber"].as_u64())
+        .and_then(|w| {
+            w["id"]
+                .as_str()?
+                .strip_prefix("worker-")?
+                .parse::<usize>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("a worker runs subtasks: {taskmanagers}"));
+    cluster.workers[busy].kill().expect("SIGKILL a worker");
+    let _ = cluster.workers[busy].wait();
     cluster.wait_for_state(&job, "FINISHED", Duration::from_secs(120));
     let got = committed_lines(&out);
     assert!(

@@ -1,6 +1,7 @@
 //! The master's view of its cluster: worker daemons and their slots, the job processes they
 //! started, and the routes by which task and checkpoint reports reach each job's driver.
 
+pub mod bundles;
 mod remote;
 mod server;
 mod submit;
@@ -19,6 +20,7 @@ use sluice_worker::upload::CheckpointEvent;
 
 use crate::executor::TaskDone;
 
+pub use bundles::{BundleDir, BundleWriter, StoredBundle};
 pub use remote::RemoteExecutor;
 pub use submit::RunRequest;
 
@@ -43,10 +45,20 @@ struct Route {
     pending: HashMap<(usize, usize), String>,
 }
 
+/// A registered worker, as `GET /taskmanagers` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSummary {
+    pub id: String,
+    pub host: String,
+    pub slots: usize,
+    /// Slots no running subtask occupies.
+    pub free_slots: usize,
+}
+
 /// What the master needs to (re)start a job's processes, and to route their reports.
 struct JobEntry {
     fingerprint: u64,
-    bundle: Arc<Vec<u8>>,
+    bundle: Arc<StoredBundle>,
     args: Vec<String>,
     config_lines: Vec<String>,
     processes: BTreeMap<String, ProcessEntry>,
@@ -72,8 +84,9 @@ pub struct Cluster {
     state: Mutex<State>,
     /// Signalled whenever a process registers or goes away.
     changed: Condvar,
-    /// Uploaded bundles by id (`POST /jars/upload`).
-    uploads: Mutex<HashMap<String, Arc<Vec<u8>>>>,
+    /// Uploaded bundles by id (`POST /jars/upload`), on disk in `bundles`.
+    uploads: Mutex<HashMap<String, Arc<StoredBundle>>>,
+    bundles: BundleDir,
     /// With ZooKeeper high availability: this master's leadership and the job store.
     ha: std::sync::OnceLock<Arc<crate::ha::Ha>>,
 }
@@ -91,12 +104,14 @@ impl Cluster {
         let addr = listener
             .local_addr()
             .map_err(|e| SluiceError::io(format!("master control address {bind}"), e))?;
+        let bundles = BundleDir::open(config.upload_dir.as_deref())?;
         let cluster = Arc::new(Cluster {
             config,
             addr,
             state: Mutex::default(),
             changed: Condvar::new(),
             uploads: Mutex::default(),
+            bundles,
             ha: std::sync::OnceLock::new(),
         });
         server::spawn_accept(cluster.clone(), listener);
@@ -138,12 +153,26 @@ impl Cluster {
     }
 
     /// (worker id, host, slots) of every registered worker.
-    pub fn workers(&self) -> Vec<(String, String, usize)> {
-        self.state
-            .lock()
-            .workers
+    pub fn workers(&self) -> Vec<WorkerSummary> {
+        let st = self.state.lock();
+        // Slot sharing: subtask `s` of every task runs in slot `s`, so a worker's used slots
+        // are the distinct subtask indexes it runs.
+        let mut used: HashMap<&str, std::collections::HashSet<usize>> = HashMap::new();
+        for route in st.jobs.values().filter_map(|j| j.route.as_ref()) {
+            for ((_, s), w) in &route.pending {
+                used.entry(w.as_str()).or_default().insert(*s);
+            }
+        }
+        st.workers
             .iter()
-            .map(|(id, w)| (id.clone(), w.host.clone(), w.slots))
+            .map(|(id, w)| WorkerSummary {
+                id: id.clone(),
+                host: w.host.clone(),
+                slots: w.slots,
+                free_slots: w
+                    .slots
+                    .saturating_sub(used.get(id.as_str()).map_or(0, |u| u.len())),
+            })
             .collect()
     }
 

@@ -148,7 +148,7 @@ fn serve_worker(
     slots: usize,
     host: String,
 ) {
-    let launches: Vec<(String, ToWorker)> = {
+    let launches: Vec<super::submit::Launch> = {
         let mut st = cluster.state.lock();
         if st.workers.contains_key(&worker_id) {
             drop(st);
@@ -171,7 +171,7 @@ fn serve_worker(
             .iter_mut()
             .map(|(id, j)| {
                 *j.launches.entry(worker_id.clone()).or_default() += 1;
-                (id.clone(), j.launch_message(id))
+                j.launch(id)
             })
             .collect()
     };
@@ -180,8 +180,10 @@ fn serve_worker(
         return;
     }
     eprintln!("worker {worker_id} at {host} registered with {slots} slot(s)");
-    for (_, msg) in launches {
-        let _ = conn.send(&msg);
+    for launch in launches {
+        if let Err(e) = launch.send(&conn) {
+            eprintln!("worker {worker_id}: starting a job process: {e}");
+        }
     }
     cluster.changed.notify_all();
     let reason = loop {
@@ -217,9 +219,11 @@ fn relaunch(cluster: &Cluster, conn: &Conn, job_id: &str, worker_id: &str) {
             return;
         }
         *n += 1;
-        job.launch_message(job_id)
+        job.launch(job_id)
     };
-    let _ = conn.send(&msg);
+    if let Err(e) = msg.send(conn) {
+        eprintln!("job {job_id}: starting its process on {worker_id} again: {e}");
+    }
 }
 
 fn serve_process(

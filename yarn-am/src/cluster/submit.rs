@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use sluice_core::{Config, JobPlan, Result, SluiceError};
-use sluice_worker::control::ToWorker;
+use sluice_worker::control::{Conn, ToWorker};
 
-use super::{Cluster, JobEntry, RemoteExecutor};
+use super::{BundleWriter, Cluster, JobEntry, RemoteExecutor, StoredBundle};
 use crate::ha::StoredJob;
 use crate::job::{self, JobClient};
 
@@ -30,11 +30,32 @@ pub struct RunRequest {
     pub flink_configuration: HashMap<String, String>,
 }
 
+/// A job process to start on a worker. The bundle is read from disk only when the message is
+/// sent, outside the cluster's lock, and dropped right after.
+pub(super) struct Launch {
+    job_id: String,
+    bundle: Arc<StoredBundle>,
+    args: Vec<String>,
+    config: Vec<String>,
+}
+
+impl Launch {
+    /// Sends `LaunchJob` on `conn`. Fails when the bundle cannot be read or the worker is gone.
+    pub(super) fn send(&self, conn: &Conn) -> Result<()> {
+        conn.send(&ToWorker::LaunchJob {
+            job_id: self.job_id.clone(),
+            bundle: self.bundle.read()?,
+            args: self.args.clone(),
+            config: self.config.clone(),
+        })
+    }
+}
+
 impl JobEntry {
-    pub(super) fn launch_message(&self, job_id: &str) -> ToWorker {
-        ToWorker::LaunchJob {
+    pub(super) fn launch(&self, job_id: &str) -> Launch {
+        Launch {
             job_id: job_id.to_string(),
-            bundle: self.bundle.as_ref().clone(),
+            bundle: self.bundle.clone(),
             args: self.args.clone(),
             config: self.config_lines.clone(),
         }
@@ -42,11 +63,24 @@ impl JobEntry {
 }
 
 impl Cluster {
-    /// Keeps an uploaded bundle; returns its id.
-    pub fn upload(&self, bundle: Vec<u8>) -> String {
+    /// Keeps an uploaded bundle (on disk, in `web.upload.dir`); returns its id.
+    pub fn upload(&self, bundle: &[u8]) -> Result<String> {
+        let mut w = self.begin_upload()?;
+        w.write(bundle)?;
+        self.finish_upload(w)
+    }
+
+    /// Starts an upload written piece by piece (a request body as it arrives).
+    pub fn begin_upload(&self) -> Result<BundleWriter> {
+        self.bundles.create("job.bundle")
+    }
+
+    /// Completes an upload started with [`Cluster::begin_upload`]; returns its id.
+    pub fn finish_upload(&self, w: BundleWriter) -> Result<String> {
         let id = format!("{}_job.bundle", job::new_job_id());
-        self.uploads.lock().insert(id.clone(), Arc::new(bundle));
-        id
+        let bundle = w.finish()?;
+        self.uploads.lock().insert(id.clone(), bundle);
+        Ok(id)
     }
 
     /// Starts the job of the uploaded bundle `bundle_id`. `base` is the master's configuration;
@@ -105,7 +139,7 @@ impl Cluster {
                 plan: plan.clone(),
                 args: req.program_args_list.clone(),
                 config_lines: lines.clone(),
-                bundle: bundle.clone(),
+                bundle: Arc::new(bundle.read()?),
             })?;
         }
         self.start_job(
@@ -158,9 +192,16 @@ impl Cluster {
                 }
             }
             let plan = stored.plan.clone();
+            let bundle = match self.bundles.store("job.bundle", &stored.bundle) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("sluice-am: job {job_id} cannot be recovered: {e}");
+                    continue;
+                }
+            };
             match self.start_job(
                 job_id.clone(),
-                stored.bundle,
+                bundle,
                 stored.plan,
                 stored.args,
                 lines,
@@ -178,7 +219,7 @@ impl Cluster {
     fn start_job(
         self: &Arc<Self>,
         job_id: String,
-        bundle: Arc<Vec<u8>>,
+        bundle: Arc<StoredBundle>,
         plan: JobPlan,
         args: Vec<String>,
         lines: Vec<String>,
@@ -198,20 +239,21 @@ impl Cluster {
                 metrics: HashMap::new(),
                 launches: HashMap::new(),
             };
-            let msg = entry.launch_message(&job_id);
+            let launch = entry.launch(&job_id);
             st.jobs.insert(job_id.clone(), entry);
             let ids: Vec<String> = st.workers.keys().cloned().collect();
             let job = st.jobs.get_mut(&job_id).expect("just inserted");
             for w in &ids {
                 job.launches.insert(w.clone(), 1);
             }
-            st.workers
-                .values()
-                .map(|w| (w.conn.clone(), msg.clone()))
-                .collect::<Vec<_>>()
+            let conns: Vec<Conn> = st.workers.values().map(|w| w.conn.clone()).collect();
+            (launch, conns)
         };
-        for (conn, msg) in daemons {
-            let _ = conn.send(&msg);
+        let (launch, conns) = daemons;
+        for conn in conns {
+            if let Err(e) = launch.send(&conn) {
+                eprintln!("job {job_id}: starting its process at {}: {e}", conn.peer());
+            }
         }
         let executor = RemoteExecutor::new(self.clone(), job_id.clone(), plan.clone(), events_rx)?;
         job::submit(

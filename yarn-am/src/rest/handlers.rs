@@ -57,10 +57,7 @@ pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
         .route("/jobs/{id}/exceptions", get(exceptions))
         .route("/jobs/{id}/execution-result", get(execution_result))
         .route("/taskmanagers", get(taskmanagers))
-        .route(
-            "/jars/upload",
-            axum::routing::post(upload).layer(axum::extract::DefaultBodyLimit::max(MAX_BUNDLE)),
-        )
+        .route("/jars/upload", axum::routing::post(upload))
         .route("/jars/{jar}/run", axum::routing::post(run_jar));
     Router::new()
         .nest("/v1", api.clone())
@@ -104,15 +101,35 @@ fn cluster_of(d: &Dispatcher) -> ApiResult<(Arc<crate::cluster::Cluster>, sluice
     })
 }
 
-async fn upload(State(d): Shared, bytes: Bytes) -> ApiResult<Response> {
+/// Streams the request body into the master's upload directory: a bundle never sits in
+/// memory whole.
+async fn upload(State(d): Shared, body: axum::body::Body) -> ApiResult<Response> {
+    use axum::body::HttpBody;
     let (cluster, _) = cluster_of(&d)?;
-    if bytes.is_empty() {
+    let internal =
+        |e: sluice_core::SluiceError| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let mut w = cluster.begin_upload().map_err(internal)?;
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("reading the upload: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            if w.len() + data.len() as u64 > MAX_BUNDLE as u64 {
+                return Err(ApiError(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the bundle is larger than {MAX_BUNDLE} bytes"),
+                ));
+            }
+            w.write(data).map_err(internal)?;
+        }
+    }
+    if w.is_empty() {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
             "the upload has no bundle in its body".into(),
         ));
     }
-    let id = cluster.upload(bytes.to_vec());
+    let id = cluster.finish_upload(w).map_err(internal)?;
     ok(json!({ "filename": id, "status": "success" }))
 }
 
@@ -139,9 +156,18 @@ async fn taskmanagers(State(d): Shared) -> ApiResult<Response> {
         Some((cluster, _)) => cluster
             .workers()
             .into_iter()
-            .map(|(id, host, slots)| json!({ "id": id, "path": host, "slotsNumber": slots }))
+            .map(|w| {
+                json!({
+                    "id": w.id,
+                    "path": w.host,
+                    "slotsNumber": w.slots,
+                    "freeSlots": w.free_slots,
+                })
+            })
             .collect(),
-        None => vec![json!({ "id": "embedded", "path": "embedded", "slotsNumber": 1 })],
+        None => {
+            vec![json!({ "id": "embedded", "path": "embedded", "slotsNumber": 1, "freeSlots": 0 })]
+        }
     };
     ok(json!({ "taskmanagers": list }))
 }
