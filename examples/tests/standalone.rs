@@ -401,6 +401,22 @@ fn stop_with_savepoint_and_restore_at_parallelism_2_and_6_keeps_every_count() {
     };
     let first = run(&["-p", "4"]);
     cluster.wait_for_checkpoints(&first, 1);
+    // The workers' record counters reach the job's page while it runs.
+    wait_until(
+        "records counted on the job page",
+        Duration::from_secs(20),
+        || {
+            cluster.get(&format!("/jobs/{first}")).is_some_and(|j| {
+                j["vertices"].as_array().is_some_and(|vs| {
+                    vs.iter()
+                        .any(|v| v["metrics"]["write-records"].as_u64() > Some(0))
+                        && vs
+                            .iter()
+                            .any(|v| v["metrics"]["read-records"].as_u64() > Some(0))
+                })
+            })
+        },
+    );
     let sp1 = cluster.stop_with_savepoint(&first, &savepoints);
     cluster.wait_for_state(&first, "FINISHED", Duration::from_secs(30));
     let after_first = committed_lines(&out).len();

@@ -16,6 +16,15 @@ impl OperatorMetrics {
         Arc::new(Self::default())
     }
 
+    /// Sets every counter (counters summed elsewhere, such as the master's view of a job's
+    /// processes).
+    pub fn set(&self, m: MetricsSnapshot) {
+        self.records_in.store(m.records_in, Ordering::Relaxed);
+        self.records_out.store(m.records_out, Ordering::Relaxed);
+        self.late_records_dropped
+            .store(m.late_records_dropped, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
             records_in: self.records_in.load(Ordering::Relaxed),

@@ -45,6 +45,30 @@ struct Route {
     pending: HashMap<(usize, usize), String>,
 }
 
+impl JobEntry {
+    /// Publishes the sums of the workers' latest counters, per operator uid.
+    fn publish_metrics(&self) {
+        let mut sums: BTreeMap<&str, MetricsSnapshot> = BTreeMap::new();
+        for list in self.metrics.values() {
+            for (uid, m) in list {
+                *sums.entry(uid.as_str()).or_default() += *m;
+            }
+        }
+        let mut registry = self.registry.lock();
+        for (uid, m) in sums {
+            let slot = match registry.iter().find(|(u, _)| u == uid) {
+                Some((_, slot)) => slot.clone(),
+                None => {
+                    let slot = sluice_worker::metrics::OperatorMetrics::new();
+                    registry.push((uid.to_string(), slot.clone()));
+                    slot
+                }
+            };
+            slot.set(m);
+        }
+    }
+}
+
 /// A registered worker, as `GET /taskmanagers` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerSummary {
@@ -66,6 +90,8 @@ struct JobEntry {
     events: Sender<CheckpointEvent>,
     /// Latest counters per worker id.
     metrics: HashMap<String, Vec<(String, MetricsSnapshot)>>,
+    /// Their sums per operator uid, where the job's driver and REST API read them.
+    registry: crate::MetricsRegistry,
     /// How often each worker's process was started, to stop relaunching a process that
     /// keeps dying.
     launches: HashMap<String, u32>,

@@ -301,6 +301,7 @@ fn serve_process(
             ToMaster::Metrics { metrics, .. } => {
                 if let Some(job) = cluster.state.lock().jobs.get_mut(&job_id) {
                     job.metrics.insert(worker_id.clone(), metrics);
+                    job.publish_metrics();
                 }
             }
             other => eprintln!("the process of job {job_id} on {worker_id} sent {other:?}"),

@@ -226,6 +226,7 @@ impl Cluster {
         config: Config,
     ) -> Result<JobClient> {
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
+        let registry = crate::MetricsRegistry::default();
         let daemons = {
             let mut st = self.state.lock();
             let entry = JobEntry {
@@ -237,6 +238,7 @@ impl Cluster {
                 route: None,
                 events: events_tx,
                 metrics: HashMap::new(),
+                registry: registry.clone(),
                 launches: HashMap::new(),
             };
             let launch = entry.launch(&job_id);
@@ -256,29 +258,6 @@ impl Cluster {
             }
         }
         let executor = RemoteExecutor::new(self.clone(), job_id.clone(), plan.clone(), events_rx)?;
-        job::submit(
-            plan,
-            job_id,
-            config,
-            Box::new(executor),
-            crate::MetricsRegistry::default(),
-        )
-    }
-
-    /// Counters of a job's processes, per operator uid, summed.
-    pub fn job_metrics(
-        &self,
-        job_id: &str,
-    ) -> std::collections::BTreeMap<String, sluice_worker::metrics::MetricsSnapshot> {
-        let mut out: std::collections::BTreeMap<String, sluice_worker::metrics::MetricsSnapshot> =
-            Default::default();
-        if let Some(job) = self.state.lock().jobs.get(job_id) {
-            for list in job.metrics.values() {
-                for (uid, m) in list {
-                    *out.entry(uid.clone()).or_default() += *m;
-                }
-            }
-        }
-        out
+        job::submit(plan, job_id, config, Box::new(executor), registry)
     }
 }
