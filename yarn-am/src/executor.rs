@@ -37,6 +37,14 @@ pub trait Executor: Send {
 
     /// The job ended: waits for in-flight uploads and releases the executor's resources.
     fn shutdown(&mut self);
+
+    /// Where this job's checkpoint ids come from and completed checkpoints are registered
+    /// (ZooKeeper, with high availability); `None`: the coordinator alone.
+    fn checkpoint_registry(
+        &self,
+    ) -> Option<std::sync::Arc<dyn crate::checkpoint::CheckpointRegistry>> {
+        None
+    }
 }
 
 /// One running attempt of a job.

@@ -566,3 +566,107 @@ fn a_zookeeper_member_killed_changes_nothing_visible() {
         "WordCount updates with one ZooKeeper member killed",
     );
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Fencing: the leader is paused (SIGSTOP) until the standby took over and completed a
+/// checkpoint of its own, then resumed (SIGCONT). The resumed master finds its ZooKeeper
+/// session gone and exits without acting: it completes no checkpoint (the pointers in
+/// ZooKeeper only name the new leader's), deploys nothing, and the output is exact.
+#[test]
+fn a_paused_leader_resumed_after_a_failover_neither_checkpoints_nor_deploys() {
+    let zk = zookeeper_ensemble();
+    let mut cluster = Cluster::start(zk.zk_quorum(), 2, 2);
+    let work = tempfile::tempdir().expect("a temp dir");
+    let bundle = wordcount_bundle(work.path());
+    let out = work.path().join("out");
+    let checkpoints = format!("file://{}", work.path().join("checkpoints").display());
+    let n = 60_000u64;
+    let old = cluster.wait_for_leader(Duration::from_secs(10));
+    let job = cluster.submit(
+        cluster.masters[old].rest,
+        &bundle,
+        &[
+            "-p",
+            "2",
+            "-D",
+            "execution.checkpointing.interval=300ms",
+            "-D",
+            &format!("state.checkpoints.dir={checkpoints}"),
+            "-D",
+            "restart-strategy.type=fixed-delay",
+            "-D",
+            "restart-strategy.fixed-delay.delay=200ms",
+        ],
+        &[
+            "--generate",
+            &n.to_string(),
+            "--rate",
+            "3000",
+            "--output",
+            out.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    let old_rest = cluster.masters[old].rest;
+    cluster.wait_for_state(old_rest, &job, "RUNNING", Duration::from_secs(60));
+    cluster.wait_for_checkpoints(old_rest, &job, 2);
+
+    let old_pid = cluster.masters[old].child.id();
+    signal(old_pid, "STOP");
+    let new = 1 - old;
+    let new_rest = cluster.masters[new].rest;
+    wait_until("the standby to lead", Duration::from_secs(60), || {
+        get(new_rest, "/overview").is_some()
+    });
+    cluster.wait_for_state(new_rest, &job, "RUNNING", Duration::from_secs(60));
+    cluster.wait_for_checkpoints(new_rest, &job, 1);
+    let resumed_at = std::fs::read_to_string(cluster.dir.path().join(format!("master-{old}.err")))
+        .expect("the paused master's log")
+        .len();
+
+    signal(old_pid, "CONT");
+    let mut exited = None;
+    wait_until(
+        "the resumed master to exit",
+        Duration::from_secs(30),
+        || {
+            exited = cluster.masters[old].child.try_wait().expect("try_wait");
+            exited.is_some()
+        },
+    );
+    assert!(
+        !exited.expect("exited").success(),
+        "a deposed master exits with an error"
+    );
+    let log = std::fs::read_to_string(cluster.dir.path().join(format!("master-{old}.err")))
+        .expect("the old master's log");
+    let after = &log[resumed_at.min(log.len())..];
+    assert!(
+        after.contains("lost leadership"),
+        "the resumed master says it lost leadership:\n{after}"
+    );
+    assert!(
+        !after.contains("deployed on") && !after.contains("completed at"),
+        "the resumed master deployed nothing and completed no checkpoint:\n{after}"
+    );
+
+    let new_log = std::fs::read_to_string(cluster.dir.path().join(format!("master-{new}.err")))
+        .expect("the new leader's log");
+    assert!(
+        new_log.contains("completed at"),
+        "the new leader registered its checkpoints in ZooKeeper:\n{new_log}"
+    );
+    cluster.wait_for_state(new_rest, &job, "FINISHED", Duration::from_secs(120));
+    assert_same(
+        committed_lines(&out),
+        expected_updates(n),
+        "WordCount updates after a paused leader was resumed",
+    );
+}

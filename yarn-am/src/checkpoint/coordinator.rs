@@ -12,14 +12,12 @@ use sluice_hdfs_backend::snapshot::{
     SubtaskState,
 };
 
+use super::registry::CheckpointRegistry;
 use super::settings::CheckpointSettings;
 use super::stats::{CheckpointStats, CheckpointStatus};
 
 /// (task index, subtask index).
 pub type TaskId = (usize, usize);
-
-/// How many entries the history keeps.
-const HISTORY: usize = 64;
 
 struct Pending {
     kind: SnapshotKind,
@@ -63,6 +61,8 @@ pub struct CheckpointCoordinator {
     latest: Option<(u64, String)>,
     history: VecDeque<CheckpointStats>,
     counts: Counts,
+    /// With HA: the id counter and completed-checkpoint pointers in ZooKeeper.
+    registry: Option<std::sync::Arc<dyn CheckpointRegistry>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -111,7 +111,15 @@ impl CheckpointCoordinator {
             latest: None,
             history: VecDeque::new(),
             counts: Counts::default(),
+            registry: None,
         }
+    }
+
+    /// Takes ids from `registry` and registers every completed checkpoint there; a checkpoint
+    /// the registry refuses does not complete.
+    pub fn with_registry(mut self, registry: std::sync::Arc<dyn CheckpointRegistry>) -> Self {
+        self.registry = Some(registry);
+        self
     }
 
     /// Continues ids after a restored checkpoint, so no new checkpoint reuses an old name.
@@ -175,6 +183,9 @@ impl CheckpointCoordinator {
         target: Option<&str>,
         now: Instant,
     ) -> Result<(u64, SnapshotDir)> {
+        if let Some(r) = &self.registry {
+            self.next_id = r.next_id(self.next_id)?;
+        }
         let id = self.next_id;
         let dir = match kind {
             SnapshotKind::Checkpoint => {
@@ -286,6 +297,15 @@ impl CheckpointCoordinator {
         };
         if let Err(e) = p.dir.write_metadata(&meta) {
             let reason = format!("writing {}/_metadata failed: {e}", p.dir.url());
+            let _cleanup = p.dir.discard();
+            self.fail(id, p.kind, p.started, &reason);
+            return Err(SluiceError::Job(reason));
+        }
+        if let Some(r) = &self.registry
+            && p.kind == SnapshotKind::Checkpoint
+            && let Err(e) = r.add(id, p.dir.url(), self.settings.retained)
+        {
+            let reason = format!("registering checkpoint {id} ({}) failed: {e}", p.dir.url());
             let _cleanup = p.dir.discard();
             self.fail(id, p.kind, p.started, &reason);
             return Err(SluiceError::Job(reason));
@@ -435,7 +455,7 @@ impl CheckpointCoordinator {
             *h = entry;
         } else {
             self.history.push_front(entry);
-            self.history.truncate(HISTORY);
+            self.history.truncate(self.settings.history);
         }
     }
 

@@ -3,9 +3,11 @@
 //! history that the CLI and the REST API show.
 
 mod coordinator;
+mod registry;
 mod settings;
 mod stats;
 
 pub use coordinator::{CheckpointCoordinator, Completed, Counts, Failed, TaskId};
+pub use registry::CheckpointRegistry;
 pub use settings::CheckpointSettings;
 pub use stats::{CheckpointStats, CheckpointStatus};

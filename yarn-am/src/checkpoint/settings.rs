@@ -23,11 +23,16 @@ pub struct CheckpointSettings {
     pub inline_threshold: usize,
     /// `RETAIN_ON_CANCELLATION` (true) or `DELETE_ON_CANCELLATION`.
     pub retain_on_cancel: bool,
+    /// `web.checkpoints.history`: how many checkpoints the history (REST, dashboard) keeps.
+    pub history: usize,
 }
 
 pub const INLINE_THRESHOLD_KEY: &str = "state.storage.fs.memory-threshold";
 pub const RETENTION_KEY: &str = "execution.checkpointing.externalized-checkpoint-retention";
 pub const TOLERABLE_KEY: &str = "execution.checkpointing.tolerable-failed-checkpoints";
+pub const HISTORY_KEY: &str = "web.checkpoints.history";
+/// Entries the checkpoint history keeps unless `web.checkpoints.history` says otherwise.
+pub const DEFAULT_HISTORY: usize = 64;
 
 impl CheckpointSettings {
     pub fn from_config(config: &Config) -> Self {
@@ -52,6 +57,31 @@ impl CheckpointSettings {
             savepoint_dir: config.savepoints_dir.clone(),
             inline_threshold,
             retain_on_cancel,
+            history: config
+                .get_raw(HISTORY_KEY)
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(DEFAULT_HISTORY)
+                .max(1),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_history_length_is_configurable() {
+        let load = |o: &[&str]| {
+            let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+            CheckpointSettings::from_config(&Config::load(None, &o).expect("a config")).history
+        };
+        assert_eq!(load(&[]), DEFAULT_HISTORY);
+        assert_eq!(load(&["web.checkpoints.history=1000"]), 1000);
+        assert_eq!(
+            load(&["web.checkpoints.history=0"]),
+            1,
+            "at least the latest is kept"
+        );
     }
 }

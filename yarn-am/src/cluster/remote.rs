@@ -205,6 +205,16 @@ impl Executor for RemoteExecutor {
         }
     }
 
+    fn checkpoint_registry(&self) -> Option<Arc<dyn crate::checkpoint::CheckpointRegistry>> {
+        let ha = self.cluster.ha()?;
+        Some(Arc::new(crate::ha::checkpoints::ZkCheckpointRegistry::new(
+            ha.leadership.zk().clone(),
+            ha.leadership.config(),
+            ha.leadership.latch(),
+            &self.job_id,
+        )))
+    }
+
     fn shutdown(&mut self) {
         for c in self.processes() {
             let _ = c.send(&ToWorker::Shutdown);
@@ -226,6 +236,15 @@ impl Executor for RemoteExecutor {
                 if let Err(e) = ha.store.remove(&self.job_id) {
                     eprintln!(
                         "sluice-am: job {} stays in the HA job store: {e}",
+                        self.job_id
+                    );
+                } else if let Err(e) = crate::ha::checkpoints::remove_job(
+                    ha.leadership.zk(),
+                    ha.leadership.config(),
+                    &self.job_id,
+                ) {
+                    eprintln!(
+                        "sluice-am: job {}: its checkpoint pointers stay in ZooKeeper: {e}",
                         self.job_id
                     );
                 }

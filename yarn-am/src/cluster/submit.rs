@@ -169,7 +169,35 @@ impl Cluster {
                     let _ = config.set(k.trim(), v.trim());
                 }
             }
-            if let Some(dir) = &config.checkpoints_dir {
+            let registered = crate::ha::checkpoints::checkpoints(
+                ha.leadership.zk(),
+                ha.leadership.config(),
+                &job_id,
+            )
+            .unwrap_or_else(|e| {
+                eprintln!(
+                    "sluice-am: recovering job {job_id}: cannot read its checkpoint pointers: {e}"
+                );
+                Vec::new()
+            });
+            // The newest registered checkpoint whose metadata reads back; the storage
+            // listing only for jobs whose checkpoints predate the pointers.
+            let from_pointers = registered.iter().find(|(id, url)| {
+                match sluice_hdfs_backend::load_snapshot(url) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        eprintln!("sluice-am: recovering job {job_id}: checkpoint {id} at {url} is not usable: {e}");
+                        false
+                    }
+                }
+            });
+            if let Some((id, url)) = from_pointers {
+                eprintln!("sluice-am: recovering job {job_id} from checkpoint {id} ({url})");
+                let _ = config.set(crate::RESTORE_PATH_KEY, url);
+                lines.push(format!("{}={url}", crate::RESTORE_PATH_KEY));
+            } else if !registered.is_empty() {
+                eprintln!("sluice-am: recovering job {job_id}: no registered checkpoint is usable");
+            } else if let Some(dir) = &config.checkpoints_dir {
                 match sluice_hdfs_backend::completed_checkpoints(dir, &job_id) {
                     Ok(list) => {
                         if let Some((id, snap)) = list.last() {

@@ -7,12 +7,15 @@
 //! - `leader/connection_info`: ephemeral, written by the leader: [`LeaderInfo`] as JSON.
 //! - `jobs/<job-id>`: persistent pointers (the URL) to the stored jobs under
 //!   `<high-availability.storageDir>/<cluster-id>/jobs/<job-id>`; see [`store`].
+//! - `checkpoint-counter/<job-id>` and `checkpoints/<job-id>/chk-<id>`: checkpoint ids and
+//!   completed-checkpoint pointers, written only by the leader; see [`checkpoints`].
 //!
 //! Leadership is bound to the ZooKeeper session: when the connection is lost the leader
 //! suspends (no deployment, no checkpoint completes); when it is not back within the session
 //! timeout, or the session expired, leadership is lost for good and the `on_lost` callback
 //! runs (the master process exits; a standby takes over).
 
+pub mod checkpoints;
 pub mod store;
 pub mod zk;
 
@@ -152,6 +155,11 @@ impl Leadership {
     /// The leadership epoch: grows with every term, never reused.
     pub fn epoch(&self) -> i64 {
         self.epoch
+    }
+
+    /// The `high-availability.*` settings this master was elected with.
+    pub fn config(&self) -> &HaConfig {
+        &self.ha
     }
 
     pub fn latch(&self) -> &str {

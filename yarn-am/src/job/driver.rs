@@ -81,6 +81,9 @@ impl Driver {
             self.exec.subtasks(),
             1,
         );
+        if let Some(registry) = self.executor.checkpoint_registry() {
+            coord = coord.with_registry(registry);
+        }
         let mut restarts = RestartTracker::new(RestartStrategy::from_config(&self.config)?);
         let event_rx = self.executor.checkpoint_events();
 
