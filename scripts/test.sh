@@ -19,6 +19,9 @@ step "unit and embedded-cluster tests"
 cargo build --release --workspace --bins
 cargo test --release --workspace --exclude sluice-integration-tests
 
+step "dashboard and HistoryServer in a real browser (screenshots: target/browser-screenshots/)"
+tests/browser/run.sh
+
 if [ -d tests/integration ]; then
   step "integration tests against the test cluster"
   trap 'scripts/testcluster.sh down || true' EXIT

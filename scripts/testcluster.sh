@@ -352,7 +352,10 @@ prepare() {
     case $name in
     zk*)
         m=${name#zk}
-        local args=("dataDir=$DIR/data/$name" "clientPort=$(eval echo "\$ZK_CLIENT_$m")")
+        # tickTime is 500 ms, which caps sessions at 10 s by default; a master's session may
+        # be set long enough to outlive a lost quorum (high-availability tests).
+        local args=("dataDir=$DIR/data/$name" "clientPort=$(eval echo "\$ZK_CLIENT_$m")"
+            "maxSessionTimeout=60000")
         if [[ $(zk_mode) == zk3 ]]; then
             args+=("myid=$m")
             for k in 1 2 3; do

@@ -42,6 +42,14 @@ pub enum Command {
 pub struct Address {
     #[arg(short = 'm', long = "jobmanager", value_name = "HOST:PORT")]
     pub jobmanager: Option<String>,
+    /// The YARN application whose master to ask: its address comes from the
+    /// ResourceManager's application report (`$HADOOP_CONF_DIR`).
+    #[arg(
+        long = "yarn-app",
+        value_name = "APPLICATION_ID",
+        conflicts_with = "jobmanager"
+    )]
+    pub yarn_app: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -12,6 +12,9 @@ use crate::conf;
 use crate::progress::Spinner;
 
 fn client(address: &Address) -> Result<RestClient> {
+    if let Some(app) = &address.yarn_app {
+        return RestClient::new(&sluice_yarn_submit::master_address_blocking(app)?);
+    }
     RestClient::new(&conf::rest_address(address.jobmanager.as_deref())?)
 }
 

@@ -58,6 +58,21 @@ pub fn print(counts: &DataStream<WordCount>) -> SinkHandle {
 /// Words of generated lines come from this vocabulary.
 pub const GENERATED_WORDS: u64 = 1000;
 
+/// Every `(word,count)` update a failure-free run of `wordcount --generate n` writes, in no
+/// particular order: what an exactly-once run must write, whatever failed on the way.
+pub fn expected_updates(n: u64) -> Vec<String> {
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    for i in 0..n {
+        for w in generated_line(i).split_whitespace() {
+            *counts.entry(w.to_string()).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .flat_map(|(w, c)| (1..=c).map(move |k| format!("({w},{k})")))
+        .collect()
+}
+
 /// Line `i` of `wordcount --generate`: three words of a fixed vocabulary, deterministic, so a
 /// run's expected counts are known without running it.
 pub fn generated_line(i: u64) -> String {

@@ -4,28 +4,14 @@
 //! exactly-once part files equal a failure-free run's updates exactly; a stop-with-savepoint
 //! restored at parallelism 2 and 6 ends with the same counts.
 
-use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluice_examples::wordcount::generated_line;
-use sluice_testkit::assert_same;
-
-/// Where Cargo put this workspace's binaries (next to this test's `deps/` directory).
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/release");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: build the workspace first (cargo build --release --workspace)",
-        path.display()
-    );
-    path
-}
+use sluice_examples::wordcount::expected_updates;
+use sluice_testkit::{assert_same, committed_lines, release_bin as bin, stripped_bundle};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -242,66 +228,11 @@ impl Drop for Cluster {
     }
 }
 
-/// The WordCount binary without its debug info (smaller to ship), bundled.
-fn wordcount_bundle(dir: &Path) -> PathBuf {
-    let stripped = dir.join("wordcount");
-    let status = Command::new("objcopy")
-        .arg("--strip-debug")
-        .arg(bin("wordcount"))
-        .arg(&stripped)
-        .status()
-        .expect("objcopy runs");
-    assert!(status.success(), "objcopy --strip-debug failed");
-    let bundle = dir.join("wordcount.bundle");
-    let status = Command::new(bin("sluice"))
-        .arg("bundle")
-        .arg(&stripped)
-        .arg("-o")
-        .arg(&bundle)
-        .stdout(Stdio::null())
-        .status()
-        .expect("sluice bundle runs");
-    assert!(status.success(), "sluice bundle failed");
-    bundle
-}
-
-/// Every `(word,count)` update a failure-free run of `wordcount --generate n` writes.
-fn expected_updates(n: u64) -> Vec<String> {
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for i in 0..n {
-        for w in generated_line(i).split_whitespace() {
-            *counts.entry(w.to_string()).or_default() += 1;
-        }
-    }
-    counts
-        .into_iter()
-        .flat_map(|(w, c)| (1..=c).map(move |k| format!("({w},{k})")))
-        .collect()
-}
-
-/// The lines of the committed part files (`part-*`) under `dir`, recursively.
-fn committed_lines(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if e.file_name().to_string_lossy().starts_with("part-") {
-                let text = std::fs::read_to_string(&p).expect("a part file");
-                out.extend(text.lines().map(str::to_string));
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn a_worker_killed_mid_stream_loses_and_duplicates_nothing() {
     let mut cluster = Cluster::start(3);
     let work = tempfile::tempdir().expect("a temp dir");
-    let bundle = wordcount_bundle(work.path());
+    let bundle = stripped_bundle("wordcount", work.path());
     let out = work.path().join("out");
     let checkpoints = format!("file://{}", work.path().join("checkpoints").display());
     let n = 60_000u64;
@@ -374,7 +305,7 @@ fn a_worker_killed_mid_stream_loses_and_duplicates_nothing() {
 fn stop_with_savepoint_and_restore_at_parallelism_2_and_6_keeps_every_count() {
     let cluster = Cluster::start(3);
     let work = tempfile::tempdir().expect("a temp dir");
-    let bundle = wordcount_bundle(work.path());
+    let bundle = stripped_bundle("wordcount", work.path());
     let out = work.path().join("out");
     let savepoints = work.path().join("savepoints");
     let n = 60_000u64;
@@ -444,7 +375,7 @@ fn stop_with_savepoint_and_restore_at_parallelism_2_and_6_keeps_every_count() {
 fn a_panicking_operator_restarts_then_fails_with_its_message_in_list_and_rest() {
     let cluster = Cluster::start(2);
     let work = tempfile::tempdir().expect("a temp dir");
-    let bundle = wordcount_bundle(work.path());
+    let bundle = stripped_bundle("wordcount", work.path());
     let job = cluster.submit(
         &bundle,
         &[

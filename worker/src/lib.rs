@@ -14,6 +14,7 @@ pub mod net;
 pub mod node;
 pub mod operator;
 pub mod operators;
+pub mod prometheus;
 pub mod snapshot;
 pub mod source;
 pub mod state;

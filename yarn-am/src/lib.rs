@@ -1,6 +1,7 @@
 //! The master: turns a job plan into scheduled, chained tasks and drives their lifecycle —
 //! checkpoints, restarts, savepoints — behind Flink's REST API.
 
+pub mod archive;
 pub mod chaining;
 pub mod checkpoint;
 pub mod cluster;
@@ -8,8 +9,10 @@ pub mod executor;
 pub mod ha;
 pub mod job;
 pub mod job_status;
+pub mod prometheus;
 pub mod rest;
 pub mod restart;
+pub mod yarn;
 
 pub use chaining::{ExecutionPlan, TaskPlan, build_execution_plan};
 pub use executor::{Attempt, Executor, TaskDone};

@@ -3,8 +3,10 @@
 //! It reads its configuration the way every job does (`StreamEnv::new()`), so `sluice run -p`,
 //! `-D`, `-s` apply; it prints the effective parallelism to stderr so tests can check that.
 //!
-//! `sluice-testjob [--rate R] [--keys K] [--count N] [--fail-at I]` (no `--count`: runs until
-//! stopped; `--fail-at I`: the job fails at record I, to see the exit code of a failed job)
+//! `sluice-testjob [--rate R] [--keys K] [--count N] [--fail-at I] [--chain M]` (no `--count`:
+//! runs until stopped; `--fail-at I`: the job fails at record I, to see the exit code of a
+//! failed job; `--chain M`: M more pass-through operators, uids `step-1`..`step-M`, for a job
+//! with a large graph)
 
 use sluice::prelude::*;
 
@@ -28,9 +30,11 @@ fn main() -> sluice::Result<()> {
     let keys = num("--keys", 5.0) as u64;
     let count = arg(&args, "--count").map(|_| num("--count", 0.0) as u64);
     let fail_at = arg(&args, "--fail-at").map(|_| num("--fail-at", 0.0) as u64);
+    let chain = num("--chain", 0.0) as usize;
     let env = StreamEnv::new();
     eprintln!("parallelism.default={}", env.config().parallelism);
-    env.generate(count, Some(rate), |i| i)
+    let mut out = env
+        .generate(count, Some(rate), |i| i)
         .uid("numbers")
         .set_parallelism(1)
         .try_flat_map(move |i: u64, out: &mut sluice::Collector<(u64, u64)>| {
@@ -47,8 +51,11 @@ fn main() -> sluice::Result<()> {
         .sum()
         .uid("counts")
         .map(|(k, c): (u64, u64)| format!("({k},{c})"))
-        .uid("format")
-        .print();
+        .uid("format");
+    for i in 1..=chain {
+        out = out.map(|s: String| s).uid(&format!("step-{i}"));
+    }
+    out.print();
     let result = env.execute("sluice-testjob")?;
     eprintln!("job {} {:?}", result.job_id, result.status);
     Ok(())

@@ -9,7 +9,6 @@
 //! Needs the workspace's binaries: `cargo build --release -p sluice-am -p sluice-worker
 //! -p sluice-cli -p sluice-examples`.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -17,23 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluice_examples::wordcount::generated_line;
+use sluice_examples::wordcount::expected_updates;
 use sluice_integration_tests::{TestCluster, unique};
-use sluice_testkit::assert_same;
-
-/// Where Cargo put this workspace's binaries (next to this test's `deps/` directory).
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/release");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: cargo build --release -p sluice-am -p sluice-worker -p sluice-cli \
-         -p sluice-examples",
-        path.display()
-    );
-    path
-}
+use sluice_testkit::{assert_same, committed_lines, release_bin as bin, stripped_bundle};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -96,10 +81,16 @@ struct Cluster {
     ha: Vec<String>,
     masters: Vec<Master>,
     workers: Vec<Child>,
+    /// More `-D` settings for every master and worker, after the others.
+    extra: Vec<String>,
 }
 
 impl Cluster {
     fn start(quorum: &str, masters: usize, workers: usize) -> Cluster {
+        Self::start_with(quorum, masters, workers, &[])
+    }
+
+    fn start_with(quorum: &str, masters: usize, workers: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("a temp dir");
         let storage = format!("file://{}", dir.path().join("ha").display());
         let cluster_id = unique("ha-standalone");
@@ -119,6 +110,7 @@ impl Cluster {
             ha,
             masters: Vec::new(),
             workers: Vec::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for _ in 0..masters {
             c.add_master();
@@ -146,6 +138,7 @@ impl Cluster {
             .args(["-D", &format!("rest.port={rest}")])
             .args(TIMING)
             .args(&self.ha)
+            .args(&self.extra)
             .stdout(self.log(&format!("master-{n}.out")))
             .stderr(self.log(&format!("master-{n}.err")))
             .spawn()
@@ -160,6 +153,7 @@ impl Cluster {
             .args(["-D", &format!("taskmanager.resource-id=worker-{n}")])
             .args(TIMING)
             .args(&self.ha)
+            .args(&self.extra)
             .env("SLUICE_LOG_DIR", self.dir.path())
             .stdout(self.log(&format!("worker-{n}.out")))
             .stderr(self.log(&format!("worker-{n}.err")))
@@ -305,61 +299,6 @@ impl Drop for Cluster {
     }
 }
 
-/// The WordCount binary without its debug info (smaller to ship), bundled.
-fn wordcount_bundle(dir: &Path) -> PathBuf {
-    let stripped = dir.join("wordcount");
-    let status = Command::new("objcopy")
-        .arg("--strip-debug")
-        .arg(bin("wordcount"))
-        .arg(&stripped)
-        .status()
-        .expect("objcopy runs");
-    assert!(status.success(), "objcopy --strip-debug failed");
-    let bundle = dir.join("wordcount.bundle");
-    let status = Command::new(bin("sluice"))
-        .arg("bundle")
-        .arg(&stripped)
-        .arg("-o")
-        .arg(&bundle)
-        .stdout(Stdio::null())
-        .status()
-        .expect("sluice bundle runs");
-    assert!(status.success(), "sluice bundle failed");
-    bundle
-}
-
-/// Every `(word,count)` update a failure-free run of `wordcount --generate n` writes.
-fn expected_updates(n: u64) -> Vec<String> {
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for i in 0..n {
-        for w in generated_line(i).split_whitespace() {
-            *counts.entry(w.to_string()).or_default() += 1;
-        }
-    }
-    counts
-        .into_iter()
-        .flat_map(|(w, c)| (1..=c).map(move |k| format!("({w},{k})")))
-        .collect()
-}
-
-/// The lines of the committed part files (`part-*`) under `dir`, recursively.
-fn committed_lines(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if e.file_name().to_string_lossy().starts_with("part-") {
-                let text = std::fs::read_to_string(&p).unwrap_or_default();
-                out.extend(text.lines().map(str::to_string));
-            }
-        }
-    }
-    out
-}
-
 /// `scripts/testcluster.sh ARGS` of this checkout (or `$SLUICE_TESTCLUSTER_SCRIPT`) on the
 /// running test cluster.
 fn testcluster(dir: &Path, args: &[&str]) {
@@ -439,7 +378,7 @@ fn the_leading_master_killed_mid_stream_is_replaced_and_nothing_is_lost_or_dupli
     let zk = zookeeper_ensemble();
     let mut cluster = Cluster::start(zk.zk_quorum(), 2, 3);
     let work = tempfile::tempdir().expect("a temp dir");
-    let bundle = wordcount_bundle(work.path());
+    let bundle = stripped_bundle("wordcount", work.path());
     let out = work.path().join("out");
     let checkpoints = format!("file://{}", work.path().join("checkpoints").display());
     let n = 90_000u64;
@@ -510,7 +449,7 @@ fn a_zookeeper_member_killed_changes_nothing_visible() {
     let zk = zookeeper_ensemble();
     let cluster = Cluster::start(zk.zk_quorum(), 2, 3);
     let work = tempfile::tempdir().expect("a temp dir");
-    let bundle = wordcount_bundle(work.path());
+    let bundle = stripped_bundle("wordcount", work.path());
     let out = work.path().join("out");
     let checkpoints = format!("file://{}", work.path().join("checkpoints").display());
     let n = 40_000u64;
@@ -585,7 +524,7 @@ fn a_paused_leader_resumed_after_a_failover_neither_checkpoints_nor_deploys() {
     let zk = zookeeper_ensemble();
     let mut cluster = Cluster::start(zk.zk_quorum(), 2, 2);
     let work = tempfile::tempdir().expect("a temp dir");
-    let bundle = wordcount_bundle(work.path());
+    let bundle = stripped_bundle("wordcount", work.path());
     let out = work.path().join("out");
     let checkpoints = format!("file://{}", work.path().join("checkpoints").display());
     let n = 60_000u64;
@@ -668,5 +607,119 @@ fn a_paused_leader_resumed_after_a_failover_neither_checkpoints_nor_deploys() {
         committed_lines(&out),
         expected_updates(n),
         "WordCount updates after a paused leader was resumed",
+    );
+}
+
+/// Every member of the ensemble killed; dropping this restarts them all at once (a member
+/// alone cannot start: it waits for a quorum), also when a test fails in between.
+struct QuorumDown {
+    dir: PathBuf,
+    members: Vec<String>,
+}
+
+impl QuorumDown {
+    fn kill(zk: &TestCluster, members: Vec<String>) -> QuorumDown {
+        let dir = zk.info().dir.clone();
+        for m in &members {
+            testcluster(&dir, &["kill", m]);
+        }
+        QuorumDown { dir, members }
+    }
+}
+
+impl Drop for QuorumDown {
+    fn drop(&mut self) {
+        std::thread::scope(|s| {
+            for m in &self.members {
+                let dir = &self.dir;
+                s.spawn(move || testcluster(dir, &["restart", m]));
+            }
+        });
+    }
+}
+
+/// The whole ZooKeeper quorum is lost for 20 s, shorter than the masters' 45 s session: the
+/// leader suspends (no checkpoint completes while it cannot reach ZooKeeper), then resumes
+/// when the quorum is back, without a restart of the master or the job, and nothing is lost.
+#[test]
+fn the_quorum_lost_for_20_s_suspends_the_leader_which_resumes_without_a_restart() {
+    let zk = zookeeper_ensemble();
+    let cluster = Cluster::start_with(
+        zk.zk_quorum(),
+        1,
+        2,
+        &[
+            "-D",
+            "high-availability.zookeeper.client.session-timeout=45s",
+        ],
+    );
+    let work = tempfile::tempdir().expect("a temp dir");
+    let bundle = stripped_bundle("wordcount", work.path());
+    let out = work.path().join("out");
+    let checkpoints = format!("file://{}", work.path().join("checkpoints").display());
+    let n = 100_000u64;
+    let rest = cluster.masters[0].rest;
+    let job = cluster.submit(
+        rest,
+        &bundle,
+        &[
+            "-p",
+            "2",
+            "-D",
+            "execution.checkpointing.interval=300ms",
+            "-D",
+            &format!("state.checkpoints.dir={checkpoints}"),
+        ],
+        &[
+            "--generate",
+            &n.to_string(),
+            "--rate",
+            "2000",
+            "--output",
+            out.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    cluster.wait_for_state(rest, &job, "RUNNING", Duration::from_secs(60));
+    cluster.wait_for_checkpoints(rest, &job, 2);
+
+    let members: Vec<String> = zk
+        .process_names("zk")
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    let quorum = QuorumDown::kill(&zk, members);
+    // A checkpoint in flight when the quorum went may still end; none after that.
+    std::thread::sleep(Duration::from_secs(3));
+    let suspended = cluster.completed_checkpoints(rest, &job);
+    std::thread::sleep(Duration::from_secs(17));
+    let still = cluster.completed_checkpoints(rest, &job);
+    assert_eq!(
+        still,
+        suspended,
+        "no checkpoint completes while the quorum is lost\n{}",
+        cluster.logs()
+    );
+    drop(quorum);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.completed_checkpoints(rest, &job) <= still {
+        assert!(
+            Instant::now() < deadline,
+            "checkpoints resume once the quorum is back\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cluster.wait_for_state(rest, &job, "FINISHED", Duration::from_secs(120));
+    let restarts = get(rest, &format!("/jobs/{job}/exceptions")).expect("exceptions");
+    assert!(
+        restarts["exceptionHistory"]["entries"]
+            .as_array()
+            .is_none_or(|e| e.is_empty()),
+        "the job did not restart: {restarts}"
+    );
+    assert_same(
+        committed_lines(&out),
+        expected_updates(n),
+        "WordCount updates across a lost ZooKeeper quorum",
     );
 }

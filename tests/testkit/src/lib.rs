@@ -1,6 +1,10 @@
 //! The jobs and checks that Sluice's exactly-once tests share: a job whose output is known
 //! exactly, injected failures, and a multiset comparison that reports what differs.
 
+pub mod processes;
+
+pub use processes::{committed_lines, release_bin, stripped_bundle, stripped_copy};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

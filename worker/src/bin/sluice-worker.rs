@@ -107,6 +107,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match sluice_core::Config::load(cli.config.as_deref(), &cli.overrides)
+        .map_err(|e| e.to_string())
+        .and_then(|c| {
+            sluice_worker::prometheus::start_for_worker(&c, &settings.worker_id, settings.slots)
+        }) {
+        Ok(Some(addr)) => eprintln!("sluice-worker: Prometheus metrics at http://{addr}/metrics"),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("sluice-worker: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if ha.enabled() {
         return follow_the_leader(settings, &ha);
     }

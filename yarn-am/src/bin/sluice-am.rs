@@ -23,6 +23,9 @@ struct Args {
     /// Configuration overrides, `key=value` (Flink's key names).
     #[arg(short = 'D', value_name = "KEY=VALUE")]
     dynamic: Vec<String>,
+    /// Run as the YARN ApplicationMaster of one job (inside the AM container).
+    #[arg(long)]
+    yarn: bool,
 }
 
 /// Connects to ZooKeeper, opens the job store and blocks until this master leads. Losing
@@ -59,6 +62,11 @@ const DEFAULT_REST_PORT: u16 = 8081;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.yarn {
+        sluice_am::yarn::am::run(args.config.as_deref(), &args.dynamic)
+            .context("the YARN ApplicationMaster")?;
+        return Ok(());
+    }
     let config = sluice_am::rest::conf::load(args.config.as_deref(), &args.dynamic)
         .context("the master's configuration")?;
     config

@@ -72,15 +72,39 @@ impl Dispatcher {
     }
 
     /// Registers a job just submitted.
-    pub fn add_job(&self, handle: JobHandle, name: &str, plan: JobPlan, config: &Config) {
-        self.jobs.lock().push(Arc::new(JobEntry {
+    pub fn add_job(
+        self: &Arc<Self>,
+        handle: JobHandle,
+        name: &str,
+        plan: JobPlan,
+        config: &Config,
+    ) {
+        let entry = Arc::new(JobEntry {
             id: handle.job_id().to_string(),
             name: name.to_string(),
             handle,
             plan,
             settings: CheckpointSettings::from_config(config),
             backend: config.state_backend,
-        }));
+        });
+        self.jobs.lock().push(entry.clone());
+        if let Some(dir) = config.get_raw(crate::archive::ARCHIVE_DIR_KEY) {
+            // Until the archive is written the process must not exit (see `linger`).
+            let key = (entry.id.clone(), "archive".to_string());
+            self.unread.lock().insert(key.clone());
+            let me = self.clone();
+            crate::archive::archive_when_ended(entry, dir.to_string(), move || {
+                me.unread.lock().remove(&key);
+            });
+        }
+    }
+
+    /// A dispatcher that knows only `job` (to render that job's documents for its archive).
+    pub(crate) fn with_job(job: Arc<JobEntry>) -> Dispatcher {
+        Dispatcher {
+            jobs: Mutex::new(vec![job]),
+            ..Default::default()
+        }
     }
 
     pub fn job(&self, id: &str) -> Option<Arc<JobEntry>> {

@@ -7,7 +7,7 @@ use crate::JobStatus;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -57,17 +57,29 @@ pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
         .route("/jobs/{id}/exceptions", get(exceptions))
         .route("/jobs/{id}/execution-result", get(execution_result))
         .route("/taskmanagers", get(taskmanagers))
+        .route("/metrics", get(crate::prometheus::handler))
         .route("/jars/upload", axum::routing::post(upload))
         .route("/jars/{jar}/run", axum::routing::post(run_jar));
     Router::new()
         .nest("/v1", api.clone())
         .merge(api)
-        .fallback(not_found)
+        .fallback(dashboard_or_not_found)
         .with_state(dispatcher)
 }
 
-async fn not_found(uri: Uri) -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, format!("Not found: {}", uri.path()))
+/// Paths outside the API are the web dashboard's files (`/` is its page); anything else is
+/// Flink's 404.
+async fn dashboard_or_not_found(method: Method, uri: Uri) -> Response {
+    if (method == Method::GET || method == Method::HEAD)
+        && let Some(asset) = sluice_web::asset(uri.path())
+    {
+        let headers = [
+            (header::CONTENT_TYPE, asset.content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ];
+        return (headers, asset.body).into_response();
+    }
+    ApiError(StatusCode::NOT_FOUND, format!("Not found: {}", uri.path())).into_response()
 }
 
 fn find(d: &Dispatcher, id: &str) -> ApiResult<Arc<JobEntry>> {

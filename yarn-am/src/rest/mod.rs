@@ -15,8 +15,8 @@
 //! longer cancels it: cancel it explicitly (or through `PATCH /jobs/:id?mode=cancel`).
 
 pub mod conf;
-mod dispatcher;
-mod handlers;
+pub(crate) mod dispatcher;
+pub(crate) mod handlers;
 mod json;
 
 use std::io::Write;

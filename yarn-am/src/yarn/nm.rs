@@ -1,0 +1,105 @@
+//! The ApplicationMaster ↔ NodeManager protocol: starting and stopping containers, each
+//! NodeManager authenticated with the NMToken the ResourceManager issued for it.
+
+use std::collections::HashMap;
+
+use super::credentials::Token;
+use super::ids;
+use super::proto::yarn::{
+    ContainerExceptionMapProto, ContainerLaunchContextProto, ContainerProto, NmTokenProto,
+    NodeIdProto, StartContainerRequestProto, StartContainersRequestProto,
+    StartContainersResponseProto, StopContainersRequestProto, StopContainersResponseProto,
+};
+use super::rpc::Connection;
+use super::{Result, YarnError};
+
+/// The protocol name NodeManagers serve container management under.
+pub const PROTOCOL: &str = "org.apache.hadoop.yarn.api.ContainerManagementProtocolPB";
+
+/// `host:port` of a NodeManager.
+pub fn node_addr(node: Option<&NodeIdProto>) -> String {
+    node.map(|n| format!("{}:{}", n.host(), n.port()))
+        .unwrap_or_default()
+}
+
+/// NMTokens by NodeManager address; a NodeManager is contacted with the latest one.
+#[derive(Default)]
+pub struct NmClient {
+    tokens: HashMap<String, Token>,
+}
+
+impl NmClient {
+    /// Keeps the NMTokens of an allocate or register answer.
+    pub fn add_tokens(&mut self, tokens: &[NmTokenProto]) {
+        for t in tokens {
+            if let Some(token) = &t.token {
+                self.tokens
+                    .insert(node_addr(t.node_id.as_ref()), Token::from(token.clone()));
+            }
+        }
+    }
+
+    async fn connect(&self, container: &ContainerProto) -> Result<Connection> {
+        let addr = node_addr(container.node_id.as_ref());
+        let token = self.tokens.get(&addr).ok_or_else(|| YarnError::Container {
+            container: container_name(container),
+            message: format!("no NMToken for its NodeManager {addr}"),
+        })?;
+        Connection::connect(&addr, PROTOCOL, token).await
+    }
+
+    /// Starts `container` with `launch` on its NodeManager.
+    ///
+    /// Uses a connection of its own, closed on return; cancelling drops it (the container
+    /// may then have started or not). A lost connection is reported, not retried: the
+    /// caller counts it as a failed launch.
+    pub async fn start(
+        &self,
+        container: &ContainerProto,
+        launch: ContainerLaunchContextProto,
+    ) -> Result<()> {
+        let mut conn = self.connect(container).await?;
+        let req = StartContainersRequestProto {
+            start_container_request: vec![StartContainerRequestProto {
+                container_launch_context: Some(launch),
+                container_token: container.container_token.clone(),
+            }],
+        };
+        let resp: StartContainersResponseProto = conn.call("startContainers", &req).await?;
+        match resp.failed_requests.first() {
+            Some(f) => Err(failure(container, "start", f)),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops `container` on its NodeManager. Connection handling as for [`Self::start`].
+    pub async fn stop(&self, container: &ContainerProto) -> Result<()> {
+        let mut conn = self.connect(container).await?;
+        let req = StopContainersRequestProto {
+            container_id: container.id.iter().cloned().collect(),
+        };
+        let resp: StopContainersResponseProto = conn.call("stopContainers", &req).await?;
+        match resp.failed_requests.first() {
+            Some(f) => Err(failure(container, "stop", f)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The container's id as YARN prints it.
+pub fn container_name(c: &ContainerProto) -> String {
+    c.id.as_ref().map(ids::container_id).unwrap_or_default()
+}
+
+fn failure(container: &ContainerProto, what: &str, f: &ContainerExceptionMapProto) -> YarnError {
+    let e = f.exception.clone().unwrap_or_default();
+    YarnError::Container {
+        container: container_name(container),
+        message: format!(
+            "the NodeManager {} refused to {what} it: {}: {}",
+            node_addr(container.node_id.as_ref()),
+            e.class_name(),
+            e.message().lines().next().unwrap_or_default()
+        ),
+    }
+}
