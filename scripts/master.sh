@@ -20,93 +20,17 @@
 # is kept as sluice-am.log.1). $SLUICE_START_TIMEOUT (default 60) bounds the wait for the REST API.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CONF_DIR=${SLUICE_CONF_DIR:-$ROOT/conf}
-CONF_FILE=$CONF_DIR/sluice.yaml
-LOG_DIR=${SLUICE_LOG_DIR:-$ROOT/log}
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 START_TIMEOUT=${SLUICE_START_TIMEOUT:-60}
-STOP_TIMEOUT=${SLUICE_STOP_TIMEOUT:-10}
 NAME=sluice-am
 PID_FILE=$LOG_DIR/$NAME.pid
 LOG_FILE=$LOG_DIR/$NAME.log
 USAGE="usage: master.sh start [-D key=value]... | stop [N] | status"
-OVERRIDES=()
-
-die() {
-    echo "master.sh: $*" >&2
-    exit 1
-}
-
-bin_dir() {
-    if [[ -n ${SLUICE_BIN_DIR:-} ]]; then
-        echo "$SLUICE_BIN_DIR"
-    elif [[ -n ${CARGO_TARGET_DIR:-} ]]; then
-        echo "$CARGO_TARGET_DIR/release"
-    else
-        echo "$ROOT/target/release"
-    fi
-}
-
-# Collects `-D key=value` and `-Dkey=value` arguments into OVERRIDES.
-parse_overrides() {
-    while (($#)); do
-        case $1 in
-            -D)
-                (($# >= 2)) || die "-D needs key=value"
-                OVERRIDES+=("$2")
-                shift 2
-                ;;
-            -D*)
-                OVERRIDES+=("${1#-D}")
-                shift
-                ;;
-            *) die "unexpected argument '$1' ($USAGE)" ;;
-        esac
-    done
-    local kv
-    for kv in "${OVERRIDES[@]}"; do
-        [[ $kv == ?*=* ]] || die "-D '$kv' is not key=value"
-    done
-}
-
-# The value of a flat `key: value` line of the configuration file, or of a -D override, else $2.
-conf_value() {
-    local key=$1 value=$2 line kv
-    if [[ -f $CONF_FILE ]]; then
-        while IFS= read -r line || [[ -n $line ]]; do
-            line=${line%%#*}
-            if [[ $line =~ ^[[:space:]]*([^:[:space:]]+)[[:space:]]*:[[:space:]]*(.*[^[:space:]])[[:space:]]*$ ]] &&
-                [[ ${BASH_REMATCH[1]} == "$key" ]]; then
-                value=${BASH_REMATCH[2]}
-            fi
-        done <"$CONF_FILE"
-    fi
-    for kv in "${OVERRIDES[@]}"; do
-        if [[ ${kv%%=*} == "$key" ]]; then
-            value=${kv#*=}
-        fi
-    done
-    value=${value#[\"\']}
-    value=${value%[\"\']}
-    echo "$value"
-}
-
-# Whether process $1 exists, is not a zombie and is named $2.
-alive() {
-    local out stat comm
-    out=$(ps -p "$1" -o stat=,comm= 2>/dev/null) || return 1
-    read -r stat comm <<<"$out"
-    [[ $stat != Z* && $comm == "$2" ]]
-}
 
 # Prints the pid of the running master; fails when none runs.
 running_pid() {
-    local pid
-    [[ -f $PID_FILE ]] || return 1
-    pid=$(<"$PID_FILE")
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    alive "$pid" "$NAME" || return 1
-    echo "$pid"
+    pid_from "$PID_FILE"
 }
 
 start() {

@@ -15,73 +15,18 @@
 # (default 30) bounds the wait for the registration.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CONF_DIR=${SLUICE_CONF_DIR:-$ROOT/conf}
-CONF_FILE=$CONF_DIR/sluice.yaml
-LOG_DIR=${SLUICE_LOG_DIR:-$ROOT/log}
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 START_TIMEOUT=${SLUICE_START_TIMEOUT:-30}
-STOP_TIMEOUT=${SLUICE_STOP_TIMEOUT:-10}
 NAME=sluice-worker
 USAGE="usage: worker.sh start [-D key=value]... | stop [N] | status"
-OVERRIDES=()
-
-die() {
-    echo "worker.sh: $*" >&2
-    exit 1
-}
-
-bin_dir() {
-    if [[ -n ${SLUICE_BIN_DIR:-} ]]; then
-        echo "$SLUICE_BIN_DIR"
-    elif [[ -n ${CARGO_TARGET_DIR:-} ]]; then
-        echo "$CARGO_TARGET_DIR/release"
-    else
-        echo "$ROOT/target/release"
-    fi
-}
-
-# Collects `-D key=value` and `-Dkey=value` arguments into OVERRIDES.
-parse_overrides() {
-    while (($#)); do
-        case $1 in
-            -D)
-                (($# >= 2)) || die "-D needs key=value"
-                OVERRIDES+=("$2")
-                shift 2
-                ;;
-            -D*)
-                OVERRIDES+=("${1#-D}")
-                shift
-                ;;
-            *) die "unexpected argument '$1' ($USAGE)" ;;
-        esac
-    done
-    local kv
-    for kv in "${OVERRIDES[@]}"; do
-        [[ $kv == ?*=* ]] || die "-D '$kv' is not key=value"
-    done
-}
 
 pid_file() { echo "$LOG_DIR/$NAME-$1.pid"; }
 log_file() { echo "$LOG_DIR/$NAME-$1.log"; }
 
-# Whether process $1 exists, is not a zombie and is named $2.
-alive() {
-    local out stat comm
-    out=$(ps -p "$1" -o stat=,comm= 2>/dev/null) || return 1
-    read -r stat comm <<<"$out"
-    [[ $stat != Z* && $comm == "$2" ]]
-}
-
 # Prints the pid of worker $1 if it runs; fails otherwise.
 running_pid() {
-    local file pid
-    file=$(pid_file "$1")
-    [[ -f $file ]] || return 1
-    pid=$(<"$file")
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    alive "$pid" "$NAME" || return 1
-    echo "$pid"
+    pid_from "$(pid_file "$1")"
 }
 
 # The numbers of all workers with a pid file, ascending.
