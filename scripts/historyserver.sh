@@ -15,7 +15,7 @@
 # previous log is kept as .log.1). $SLUICE_START_TIMEOUT (default 60) bounds the wait.
 set -euo pipefail
 
-# shellcheck source=scripts/lib.sh
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 START_TIMEOUT=${SLUICE_START_TIMEOUT:-60}
 NAME=sluice-historyserver

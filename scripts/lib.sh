@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # the variables below are used by the scripts that source this file
 # Shared by the admin scripts (master.sh, worker.sh, historyserver.sh): paths, the -D override
 # parsing, reading a key from conf/sluice.yaml, and process checks. Sourced, not run; the
 # sourcing script sets USAGE (for errors) before calling parse_overrides.

@@ -20,7 +20,7 @@
 # is kept as sluice-am.log.1). $SLUICE_START_TIMEOUT (default 60) bounds the wait for the REST API.
 set -euo pipefail
 
-# shellcheck source=scripts/lib.sh
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 START_TIMEOUT=${SLUICE_START_TIMEOUT:-60}
 NAME=sluice-am

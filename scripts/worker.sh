@@ -15,7 +15,7 @@
 # (default 30) bounds the wait for the registration.
 set -euo pipefail
 
-# shellcheck source=scripts/lib.sh
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 START_TIMEOUT=${SLUICE_START_TIMEOUT:-30}
 NAME=sluice-worker

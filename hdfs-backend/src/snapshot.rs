@@ -50,7 +50,7 @@ pub enum StateHandle {
 
 /// One file of a native (RocksDB) checkpoint: `name` is the file's name in the database
 /// directory; `len` and `crc32` are of the file's bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NativeFile {
     pub name: String,
     pub path: String,

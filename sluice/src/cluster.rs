@@ -155,7 +155,12 @@ pub(crate) fn run_job_process(resolved: ResolvedGraph, config: Config, master: &
     let targets: CheckpointTargets = Arc::default();
     let (report_tx, report_rx) = crossbeam_channel::unbounded::<TaskReport>();
     let (event_tx, event_rx) = crossbeam_channel::unbounded::<CheckpointEvent>();
-    let uploaders = spawn_uploaders(report_rx, targets.clone(), event_tx);
+    let uploaders = spawn_uploaders(
+        report_rx,
+        targets.clone(),
+        event_tx,
+        config.rocksdb_transfer_threads,
+    );
     let events_conn = conn.clone();
     let event_forwarder = std::thread::spawn(move || {
         for ev in event_rx.iter() {

@@ -64,7 +64,12 @@ impl EmbeddedExecutor {
         let targets: CheckpointTargets = Arc::default();
         let (report_tx, report_rx) = crossbeam_channel::unbounded::<TaskReport>();
         let (event_tx, event_rx) = crossbeam_channel::unbounded::<CheckpointEvent>();
-        let uploaders = spawn_uploaders(report_rx, targets.clone(), event_tx);
+        let uploaders = spawn_uploaders(
+            report_rx,
+            targets.clone(),
+            event_tx,
+            config.rocksdb_transfer_threads,
+        );
         let local_dir = config
             .rocksdb_local_dir
             .clone()

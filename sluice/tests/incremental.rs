@@ -212,7 +212,7 @@ fn second_checkpoint_of_unchanged_state_stores_almost_nothing() {
             operator_state: Vec::new(),
         };
         let dir = SnapshotDir::checkpoint(base, "job", id).unwrap();
-        let stored = store_native(&dir, id, "op-big-0", snap, &registry).unwrap();
+        let stored = store_native(&dir, id, "op-big-0", snap, &registry, 4).unwrap();
         dir.write_metadata(&metadata(id, stored.handle.clone()))
             .unwrap();
         println!(

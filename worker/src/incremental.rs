@@ -43,6 +43,7 @@ pub fn store_native(
     prefix: &str,
     mut snap: OperatorSnapshot,
     registry: &SharedRegistry,
+    threads: usize,
 ) -> Result<Stored, String> {
     let keyed = snap.keyed.as_mut().ok_or("no keyed state")?;
     if keyed.native.len() != 1 {
@@ -72,6 +73,8 @@ pub fn store_native(
         std::fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display()))
     };
     let (mut private, mut shared, mut written) = (Vec::new(), Vec::new(), 0u64);
+    // (position in `shared`, registry key, file name) of the SST files to upload.
+    let mut new_files = Vec::new();
     for name in &names {
         if !name.ends_with(".sst") {
             let bytes = read(name)?;
@@ -91,12 +94,21 @@ pub fn store_native(
             shared.push((*f).clone());
             continue;
         }
+        new_files.push((shared.len(), key, name.as_str()));
+        shared.push(NativeFile::default());
+    }
+    // New SST files go up `threads` at a time (`state.backend.rocksdb.checkpoint.transfer.
+    // thread.num`), each read and written whole by one thread.
+    let uploaded = upload_parallel(&new_files, threads, |name| {
         let bytes = read(name)?;
-        written += bytes.len() as u64;
         let unique = shared_file_name(&native.instance, checkpoint_id, name);
         let f = dir
             .write_shared_file(&unique, name, &bytes)
             .map_err(|e| e.to_string())?;
+        Ok((f, bytes.len() as u64))
+    })?;
+    for ((slot, key, _), (f, len)) in new_files.into_iter().zip(uploaded) {
+        written += len;
         registry.files.lock().insert(
             key,
             Uploaded {
@@ -105,7 +117,7 @@ pub fn store_native(
                 confirmed: false,
             },
         );
-        shared.push(f);
+        shared[slot] = f;
     }
     // SST files RocksDB deleted never come back under the same name: forget them.
     registry
@@ -130,6 +142,55 @@ pub fn store_native(
 }
 
 /// The stored copy of a file, if the checkpoint that stored it has completed.
+/// Runs `f` on every item's name with up to `threads` threads; the results in item order, or
+/// the first error.
+fn upload_parallel<K, R: Send>(
+    items: &[(usize, K, &str)],
+    threads: usize,
+    f: impl Fn(&str) -> Result<R, String> + Sync,
+) -> Result<Vec<R>, String>
+where
+    K: Sync,
+{
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<parking_lot::Mutex<Option<Result<R, String>>>> = items
+        .iter()
+        .map(|_| parking_lot::Mutex::new(None))
+        .collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, items.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((_, _, name)) = items.get(i) else {
+                        break;
+                    };
+                    let r = f(name);
+                    let failed = r.is_err();
+                    *results[i].lock() = Some(r);
+                    if failed {
+                        // Stop the others early: no later file is needed any more.
+                        next.store(items.len(), std::sync::atomic::Ordering::Relaxed);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(items.len());
+    for (r, (_, _, name)) in results.into_iter().zip(items) {
+        match r.into_inner() {
+            Some(r) => out.push(r?),
+            None => {
+                return Err(format!(
+                    "uploading {name} was abandoned after another upload failed"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn reusable(
     dir: &SnapshotDir,
     registry: &SharedRegistry,

@@ -53,11 +53,14 @@ pub fn file_name(uid: &str, subtask: usize) -> String {
     format!("op-{safe}-{subtask}")
 }
 
-/// Starts the uploader threads; they stop when every sender of `reports` is gone.
+/// Starts the uploader threads; they stop when every sender of `reports` is gone. Each
+/// RocksDB checkpoint's new files go up `transfer_threads` at a time
+/// (`state.backend.rocksdb.checkpoint.transfer.thread.num`).
 pub fn spawn_uploaders(
     reports: Receiver<TaskReport>,
     targets: CheckpointTargets,
     events: Sender<CheckpointEvent>,
+    transfer_threads: usize,
 ) -> Vec<JoinHandle<()>> {
     let registry = Arc::new(SharedRegistry::default());
     (0..UPLOAD_THREADS)
@@ -68,7 +71,7 @@ pub fn spawn_uploaders(
                 .name(format!("checkpoint-upload-{i}"))
                 .spawn(move || {
                     for report in reports.iter() {
-                        let event = upload(report, &targets, &registry);
+                        let event = upload(report, &targets, &registry, transfer_threads);
                         if events.send(event).is_err() {
                             break;
                         }
@@ -83,6 +86,7 @@ fn upload(
     report: TaskReport,
     targets: &CheckpointTargets,
     registry: &SharedRegistry,
+    transfer_threads: usize,
 ) -> CheckpointEvent {
     let TaskReport::Acknowledge {
         task,
@@ -103,7 +107,7 @@ fn upload(
     for (uid, snap) in snapshots {
         if snap.keyed.as_ref().is_some_and(|k| !k.native.is_empty()) {
             let name = file_name(&uid, subtask);
-            match store_native(&dir, id, &name, snap, registry) {
+            match store_native(&dir, id, &name, snap, registry, transfer_threads) {
                 Ok(stored) => states.push((uid, subtask, stored.handle)),
                 Err(e) => {
                     return CheckpointEvent::Declined {

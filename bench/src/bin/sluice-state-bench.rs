@@ -3,7 +3,12 @@
 //! RocksDB files, shared between checkpoints), against `cp -r` of the RocksDB directory
 //! measured in the same run. Prints each time and its ratio to the copy.
 //!
-//!   sluice-state-bench [--keys 8388608] [--dir /var/tmp]
+//! With `--checkpoint-dir hdfs://...` the checkpoints go to HDFS instead, and the same files are
+//! also written and read with plain hdfs-native calls (as many at a time as the checkpoint's
+//! transfer threads), so the storage layer's upload and restore can be set against the client
+//! library's own throughput in the same run.
+//!
+//!   sluice-state-bench [--keys 8388608] [--dir /var/tmp] [--checkpoint-dir URL]
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,6 +33,10 @@ struct Args {
     /// Where the state, the checkpoints and the copy go (removed afterwards).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     dir: std::path::PathBuf,
+    /// Where the checkpoints go (default: under --dir); an `hdfs://` URL adds the plain
+    /// hdfs-native comparison.
+    #[arg(long)]
+    checkpoint_dir: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -76,7 +85,32 @@ fn run(args: &Args, root: &Path) -> Result<()> {
     let copy = t.elapsed();
     report("cp -r of the RocksDB directory", copy, copy, db_bytes);
 
-    let base = chk.to_str().context("checkpoint dir is not UTF-8")?;
+    let local_base = chk.to_str().context("checkpoint dir is not UTF-8")?;
+    let base_owned = match &args.checkpoint_dir {
+        Some(url) => format!(
+            "{}/sluice-state-bench-{}",
+            url.trim_end_matches('/'),
+            std::process::id()
+        ),
+        None => local_base.to_string(),
+    };
+    let base = base_owned.as_str();
+    if base.starts_with("hdfs://") {
+        let threads = config.rocksdb_transfer_threads;
+        let (write, read, bytes) = plain_hdfs(base, &db_dir, threads)?;
+        report(
+            &format!("plain hdfs-native write ({threads} streams)"),
+            write,
+            copy,
+            bytes,
+        );
+        report(
+            &format!("plain hdfs-native read ({threads} streams)"),
+            read,
+            copy,
+            bytes,
+        );
+    }
     // Full: scan into the canonical format, serialise, store (what a savepoint does).
     let t = Instant::now();
     let snap = OperatorSnapshot {
@@ -110,7 +144,15 @@ fn run(args: &Args, root: &Path) -> Result<()> {
             operator_state: Vec::new(),
         };
         let dir = SnapshotDir::checkpoint(base, "incremental", id)?;
-        let stored = store_native(&dir, id, "op-big-0", snap, &registry).map_err(|e| anyhow!(e))?;
+        let stored = store_native(
+            &dir,
+            id,
+            "op-big-0",
+            snap,
+            &registry,
+            config.rocksdb_transfer_threads,
+        )
+        .map_err(|e| anyhow!(e))?;
         // Only the files of completed checkpoints are reused: complete it.
         dir.write_metadata(&metadata(id, stored.handle.clone()))?;
         let what = format!("incremental checkpoint {id}");
@@ -125,6 +167,82 @@ fn run(args: &Args, root: &Path) -> Result<()> {
     check(&v, args.keys)?;
     report("incremental restore", t.elapsed(), copy, handle.len());
     Ok(())
+}
+
+/// Writes every file of `db_dir` under `<base>/plain/` with hdfs-native, `threads` at a time,
+/// then reads them all back the same way: (write time, read time, bytes).
+fn plain_hdfs(base: &str, db_dir: &Path, threads: usize) -> Result<(Duration, Duration, u64)> {
+    let (root, dir) = split_url(base)?;
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(db_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(2))
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = Arc::new(hdfs_native::ClientBuilder::new().with_url(&root).build()?);
+        let limit = Arc::new(tokio::sync::Semaphore::new(threads.max(1)));
+        let bytes: u64 = files
+            .iter()
+            .filter_map(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        let t = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for f in &files {
+            let (client, limit, f) = (client.clone(), limit.clone(), f.clone());
+            let dst = format!(
+                "{dir}/plain/{}",
+                f.file_name().unwrap_or_default().to_string_lossy()
+            );
+            set.spawn(async move {
+                let _permit = limit.acquire_owned().await?;
+                let data = bytes_of(tokio::fs::read(&f).await?);
+                let opts = hdfs_native::WriteOptions::default().create_parent(true);
+                let mut w = client.create(&dst, opts).await?;
+                w.write_bytes(data).await?;
+                w.close().await?;
+                anyhow::Ok(dst)
+            });
+        }
+        let mut written = Vec::new();
+        while let Some(r) = set.join_next().await {
+            written.push(r??);
+        }
+        let write = t.elapsed();
+        let t = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for path in written {
+            let (client, limit) = (client.clone(), limit.clone());
+            set.spawn(async move {
+                let _permit = limit.acquire_owned().await?;
+                let r = client.read(&path).await?;
+                let len = r.file_length();
+                anyhow::Ok(r.read_range(0, len).await?.len())
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r??;
+        }
+        let read = t.elapsed();
+        let _ = client.delete(&format!("{dir}/plain"), true).await;
+        Ok((write, read, bytes))
+    })
+}
+
+fn bytes_of(v: Vec<u8>) -> bytes::Bytes {
+    bytes::Bytes::from(v)
+}
+
+/// `hdfs://host:port/a/b` → (`hdfs://host:port`, `/a/b`).
+fn split_url(url: &str) -> Result<(String, String)> {
+    let rest = url
+        .strip_prefix("hdfs://")
+        .ok_or_else(|| anyhow!("{url} is not an hdfs:// URL"))?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    Ok((format!("hdfs://{authority}"), format!("/{path}")))
 }
 
 fn open(

@@ -299,15 +299,19 @@ impl Drop for Cluster {
     }
 }
 
-/// `scripts/testcluster.sh ARGS` of this checkout (or `$SLUICE_TESTCLUSTER_SCRIPT`) on the
-/// running test cluster.
-fn testcluster(dir: &Path, args: &[&str]) {
-    let script = std::env::var_os("SLUICE_TESTCLUSTER_SCRIPT")
+/// This checkout's `scripts/testcluster.sh` (or `$SLUICE_TESTCLUSTER_SCRIPT`).
+fn testcluster_script() -> PathBuf {
+    std::env::var_os("SLUICE_TESTCLUSTER_SCRIPT")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/testcluster.sh")
-        });
-    let out = Command::new(&script)
+        })
+}
+
+/// `scripts/testcluster.sh ARGS` of this checkout (or `$SLUICE_TESTCLUSTER_SCRIPT`) on the
+/// running test cluster.
+fn testcluster(dir: &Path, args: &[&str]) {
+    let out = Command::new(testcluster_script())
         .args(args)
         .env("SLUICE_TESTCLUSTER_DIR", dir)
         .output()
@@ -610,18 +614,18 @@ fn a_paused_leader_resumed_after_a_failover_neither_checkpoints_nor_deploys() {
     );
 }
 
-/// Every member of the ensemble killed; dropping this restarts them all at once (a member
-/// alone cannot start: it waits for a quorum), also when a test fails in between.
+/// Every member of the ensemble paused (SIGSTOP: connections stay open, nothing answers);
+/// dropping this resumes them all, also when a test fails in between.
 struct QuorumDown {
     dir: PathBuf,
     members: Vec<String>,
 }
 
 impl QuorumDown {
-    fn kill(zk: &TestCluster, members: Vec<String>) -> QuorumDown {
+    fn pause(zk: &TestCluster, members: Vec<String>) -> QuorumDown {
         let dir = zk.info().dir.clone();
         for m in &members {
-            testcluster(&dir, &["kill", m]);
+            testcluster(&dir, &["pause", m]);
         }
         QuorumDown { dir, members }
     }
@@ -629,18 +633,16 @@ impl QuorumDown {
 
 impl Drop for QuorumDown {
     fn drop(&mut self) {
-        std::thread::scope(|s| {
-            for m in &self.members {
-                let dir = &self.dir;
-                s.spawn(move || testcluster(dir, &["restart", m]));
-            }
-        });
+        for m in &self.members {
+            testcluster(&self.dir, &["resume", m]);
+        }
     }
 }
 
-/// The whole ZooKeeper quorum is lost for 20 s, shorter than the masters' 45 s session: the
-/// leader suspends (no checkpoint completes while it cannot reach ZooKeeper), then resumes
-/// when the quorum is back, without a restart of the master or the job, and nothing is lost.
+/// The whole ZooKeeper quorum stops answering for 20 s (every member paused), shorter than
+/// the masters' 45 s session: the leader suspends (no checkpoint completes while it cannot
+/// reach ZooKeeper), then resumes when the quorum is back, without a restart of the master or
+/// the job, and nothing is lost.
 #[test]
 fn the_quorum_lost_for_20_s_suspends_the_leader_which_resumes_without_a_restart() {
     let zk = zookeeper_ensemble();
@@ -687,7 +689,7 @@ fn the_quorum_lost_for_20_s_suspends_the_leader_which_resumes_without_a_restart(
         .iter()
         .map(|m| m.to_string())
         .collect();
-    let quorum = QuorumDown::kill(&zk, members);
+    let quorum = QuorumDown::pause(&zk, members);
     // A checkpoint in flight when the quorum went may still end; none after that.
     std::thread::sleep(Duration::from_secs(3));
     let suspended = cluster.completed_checkpoints(rest, &job);

@@ -184,7 +184,16 @@ impl CheckpointCoordinator {
         now: Instant,
     ) -> Result<(u64, SnapshotDir)> {
         if let Some(r) = &self.registry {
-            self.next_id = r.next_id(self.next_id)?;
+            match r.next_id(self.next_id) {
+                Ok(id) => self.next_id = id,
+                Err(e) => {
+                    // The next periodic trigger waits its interval, as after any trigger.
+                    if kind == SnapshotKind::Checkpoint {
+                        self.last_trigger = Some(now);
+                    }
+                    return Err(e);
+                }
+            }
         }
         let id = self.next_id;
         let dir = match kind {

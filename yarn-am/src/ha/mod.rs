@@ -61,6 +61,41 @@ pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// How often a standby probes the leader's control port, and how many refused connections in
+/// a row mean its process is gone.
+const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+const REFUSALS_TO_TAKE_OVER: u32 = 3;
+
+/// Returns once the leader published at `info_path` (with latch sequence `leader_seq`) has
+/// refused [`REFUSALS_TO_TAKE_OVER`] connections in a row on its control address: nothing
+/// listens there any more, so its process is gone even though its session has not expired.
+/// A leader that is slow, paused or unreachable does not refuse (the connection times out or
+/// hangs), so this never fires for it; waiting for its session to expire stays the only way.
+async fn leader_refuses(client: &zkc::Client, info_path: &str, leader_seq: Option<i64>) {
+    let mut refusals = 0;
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        let info = match client.get_data(info_path).await {
+            Ok((data, _)) => serde_json::from_slice::<LeaderInfo>(&data).ok(),
+            Err(_) => None,
+        };
+        let Some(info) = info.filter(|i| Some(i.epoch) == leader_seq) else {
+            refusals = 0;
+            continue;
+        };
+        let probe =
+            tokio::time::timeout(PROBE_INTERVAL, tokio::net::TcpStream::connect(info.address))
+                .await;
+        match probe {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => refusals += 1,
+            _ => refusals = 0,
+        }
+        if refusals >= REFUSALS_TO_TAKE_OVER {
+            return;
+        }
+    }
+}
+
 /// This master's leadership: held from [`Leadership::elect`] until the session is lost.
 pub struct Leadership {
     zk: Arc<Zk>,
@@ -119,11 +154,21 @@ impl Leadership {
             let Some((_, pred)) = seqs.iter().rev().find(|(s, _)| *s < epoch) else {
                 break;
             };
+            let leader_seq = seqs.first().map(|(s, _)| *s);
+            let pred_is_leader = seqs
+                .iter()
+                .rev()
+                .find(|(s, _)| *s < epoch)
+                .is_some_and(|(s, _)| Some(*s) == leader_seq);
             let pred = format!("{dir}/{pred}");
             eprintln!("sluice-am: standing by behind {pred}");
+            let info_path = connection_info_path(ha);
             let waited = zk.block_on(async {
                 let (stat, watcher) = client.check_and_watch_stat(&pred).await?;
-                if stat.is_some() {
+                if stat.is_none() {
+                    return Ok(());
+                }
+                let gone = async {
                     let ev = watcher.changed().await;
                     if matches!(
                         ev.session_state,
@@ -133,8 +178,28 @@ impl Leadership {
                     ) {
                         return Err(zkc::Error::SessionExpired);
                     }
+                    Ok(())
+                };
+                if !pred_is_leader {
+                    return gone.await;
                 }
-                Ok(())
+                tokio::select! {
+                    r = gone => r,
+                    () = leader_refuses(&client, &info_path, leader_seq) => {
+                        // The leader's process is gone (its control port refuses connections):
+                        // take over now instead of waiting for its session to expire. Its
+                        // latch node goes, and with it any write it could still attempt, as
+                        // every checkpoint write checks that node.
+                        eprintln!(
+                            "sluice-am: the leader ({pred}) refuses connections on its control \
+                             port; taking over without waiting for its ZooKeeper session to expire"
+                        );
+                        match client.delete(&pred, None).await {
+                            Ok(()) | Err(zkc::Error::NoNode) => Ok(()),
+                            Err(e) => Err(e),
+                        }
+                    }
+                }
             });
             waited.map_err(|e| zk::zk_err(&format!("watching {pred}"), e))?;
         }
