@@ -202,7 +202,13 @@ fn plain_hdfs(base: &str, db_dir: &Path, threads: usize) -> Result<(Duration, Du
                 let data = bytes_of(tokio::fs::read(&f).await?);
                 let opts = hdfs_native::WriteOptions::default().create_parent(true);
                 let mut w = client.create(&dst, opts).await?;
-                w.write_bytes(data).await?;
+                // In pieces, as the storage layer writes.
+                let mut at = 0;
+                while at < data.len() {
+                    let end = (at + (4 << 20)).min(data.len());
+                    w.write_bytes(data.slice(at..end)).await?;
+                    at = end;
+                }
                 w.close().await?;
                 anyhow::Ok(dst)
             });
