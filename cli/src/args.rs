@@ -30,6 +30,8 @@ pub enum Command {
     Stop(StopArgs),
     /// Cancel a job (no savepoint).
     Cancel(JobArgs),
+    /// Trigger a checkpoint of a running job now and wait for it (Flink's `checkpoint`).
+    Checkpoint(JobArgs),
     /// Show a job's checkpoint history, or `gc <dir>`: remove checkpoint files nothing references.
     Checkpoints(CheckpointsArgs),
     /// Show what a savepoint or checkpoint holds.

@@ -37,6 +37,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Savepoint(a) => ops::savepoint(a).map(|_| ExitCode::SUCCESS),
         Command::Stop(a) => ops::stop(a).map(|_| ExitCode::SUCCESS),
         Command::Cancel(a) => ops::cancel(a).map(|_| ExitCode::SUCCESS),
+        Command::Checkpoint(a) => ops::checkpoint(a).map(|_| ExitCode::SUCCESS),
         Command::Checkpoints(a) => match a.action {
             Some(args::CheckpointsAction::Gc(g)) => ops::gc(g).map(|_| ExitCode::SUCCESS),
             None => {

@@ -1,5 +1,5 @@
-//! `list`, `savepoint`, `stop`, `cancel` and `checkpoints`: REST calls, with Flink's output
-//! lines where Flink has the command.
+//! `list`, `savepoint`, `stop`, `cancel`, `checkpoint` and `checkpoints`: REST calls, with
+//! Flink's output lines where Flink has the command.
 
 use std::time::{Duration, Instant};
 
@@ -121,10 +121,62 @@ fn wait_for_savepoint(
     trigger: &Value,
     what: &str,
 ) -> Result<String> {
+    let (op, started) = wait_for_operation(client, job, "savepoints", trigger, what)?;
+    if let Some(location) = op["location"].as_str() {
+        return Ok(location.to_string());
+    }
+    Err(operation_failed(&op["failure-cause"], job, what, started))
+}
+
+pub fn checkpoint(a: JobArgs) -> Result<()> {
+    check_job_id(&a.job_id)?;
+    let client = client(&a.address)?;
+    println!("Triggering checkpoint for job {}.", a.job_id);
+    let job = a.job_id.as_str();
+    let trigger = client.post(
+        &format!("/jobs/{job}/checkpoints"),
+        json!({"checkpointType": "CONFIGURED"}),
+    )?;
+    println!("Waiting for response...");
+    let (op, started) = wait_for_operation(&client, job, "checkpoints", &trigger, "checkpoint")?;
+    match op["checkpointId"].as_u64() {
+        Some(id) => {
+            println!("Checkpoint({id}) for job {job} completed.");
+            Ok(())
+        }
+        None => Err(operation_failed(
+            &op["failureCause"],
+            job,
+            "checkpoint",
+            started,
+        )),
+    }
+}
+
+fn operation_failed(cause: &Value, job: &str, what: &str, started: Instant) -> anyhow::Error {
+    let message = cause["stack-trace"]
+        .as_str()
+        .or(cause["serialized-throwable"].as_str())
+        .unwrap_or("no reason given");
+    anyhow!(
+        "the {what} of job {job} failed after {:.1?}: {message}",
+        started.elapsed()
+    )
+}
+
+/// Polls `GET /jobs/:id/<kind>/:trigger` (kind `savepoints` or `checkpoints`) until the
+/// operation completed; its `operation` document and when the wait started.
+fn wait_for_operation(
+    client: &RestClient,
+    job: &str,
+    kind: &str,
+    trigger: &Value,
+    what: &str,
+) -> Result<(Value, Instant)> {
     let trigger = trigger["request-id"].as_str().ok_or_else(|| {
         anyhow!("the REST API answered the {what} request without a request-id: {trigger}")
     })?;
-    let path = format!("/jobs/{job}/savepoints/{trigger}");
+    let path = format!("/jobs/{job}/{kind}/{trigger}");
     let _spinner = Spinner::start(&format!("waiting for the {what} of job {job}"));
     let started = Instant::now();
     let mut delay = Duration::from_millis(20);
@@ -140,19 +192,7 @@ fn wait_for_savepoint(
         std::thread::sleep(delay);
         delay = (delay * 2).min(Duration::from_millis(500));
     };
-    let op = &status["operation"];
-    if let Some(location) = op["location"].as_str() {
-        return Ok(location.to_string());
-    }
-    let cause = &op["failure-cause"];
-    let message = cause["stack-trace"]
-        .as_str()
-        .or(cause["serialized-throwable"].as_str())
-        .unwrap_or("no reason given");
-    bail!(
-        "the {what} of job {job} failed after {:.1?}: {message}",
-        started.elapsed()
-    )
+    Ok((status["operation"].clone(), started))
 }
 
 pub fn cancel(a: JobArgs) -> Result<()> {

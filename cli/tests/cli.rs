@@ -164,6 +164,39 @@ fn run_list_checkpoints_savepoint_inspect_stop_and_restore() {
         "{table}"
     );
 
+    // A checkpoint on demand: Flink's lines, and the id it names is in the history.
+    let cp = ok(
+        sluice(cwd, &["checkpoint", "-m", &rest, &id], &[]),
+        "checkpoint",
+    )
+    .stdout;
+    assert!(
+        cp.starts_with(&format!("Triggering checkpoint for job {id}.\n")),
+        "{cp}"
+    );
+    let cp_id: u64 = cp
+        .lines()
+        .find_map(|l| l.strip_prefix("Checkpoint("))
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `Checkpoint(<id>)` line in {cp}"));
+    assert!(
+        cp.contains(&format!("Checkpoint({cp_id}) for job {id} completed.")),
+        "{cp}"
+    );
+    let history = ok(
+        sluice(cwd, &["checkpoints", "-m", &rest, &id], &[]),
+        "checkpoints",
+    )
+    .stdout;
+    assert!(
+        history.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            f.next() == Some(cp_id.to_string().as_str()) && l.contains("COMPLETED")
+        }),
+        "checkpoint {cp_id} in {history}"
+    );
+
     let sp = ok(
         sluice(
             cwd,

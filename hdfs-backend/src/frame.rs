@@ -41,22 +41,7 @@ pub(crate) fn decode<'a>(
             HEADER + TRAILER
         )));
     }
-    if bytes[..4] != magic {
-        return Err(corrupt(format!(
-            "unknown magic {:?}, expected {:?}",
-            String::from_utf8_lossy(&bytes[..4]),
-            String::from_utf8_lossy(&magic)
-        )));
-    }
-    let found = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-    if found != version {
-        return Err(StorageError::UnsupportedVersion {
-            path: path.to_string(),
-            found,
-            supported: version,
-        });
-    }
-    let declared = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let declared = check_header(path, magic, version, &bytes[..HEADER])?;
     let actual = (bytes.len() - HEADER - TRAILER) as u64;
     if declared != actual {
         return Err(corrupt(format!(
@@ -74,6 +59,31 @@ pub(crate) fn decode<'a>(
     Ok(&body[HEADER..])
 }
 
+/// Checks magic and version of a 16-byte header; returns the declared payload length.
+fn check_header(path: &str, magic: [u8; 4], version: u32, header: &[u8]) -> Result<u64> {
+    if header[..4] != magic {
+        return Err(StorageError::corrupt(
+            path,
+            format!(
+                "unknown magic {:?}, expected {:?}",
+                String::from_utf8_lossy(&header[..4]),
+                String::from_utf8_lossy(&magic)
+            ),
+        ));
+    }
+    let found = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+    if found != version {
+        return Err(StorageError::UnsupportedVersion {
+            path: path.to_string(),
+            found,
+            supported: version,
+        });
+    }
+    Ok(u64::from_le_bytes(
+        header[8..16].try_into().expect("8 bytes"),
+    ))
+}
+
 /// Like [`decode`], but takes the file and returns the payload in the same allocation, so a
 /// large state file is not held twice.
 pub(crate) fn decode_owned(
@@ -86,6 +96,117 @@ pub(crate) fn decode_owned(
     bytes.truncate(HEADER + len);
     bytes.drain(..HEADER);
     Ok(bytes)
+}
+
+/// The header of a frame whose payload is `len` bytes, for writing a frame piece by piece.
+pub(crate) fn header(magic: [u8; 4], version: u32, len: u64) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[..4].copy_from_slice(&magic);
+    h[4..8].copy_from_slice(&version.to_le_bytes());
+    h[8..].copy_from_slice(&len.to_le_bytes());
+    h
+}
+
+/// The trailer after `header` and a payload whose own CRC32 state is `payload`: the payload
+/// is hashed once, its CRC serves both the frame and `_metadata`.
+pub(crate) fn trailer(header: &[u8; HEADER], payload: &crc32fast::Hasher) -> [u8; TRAILER] {
+    let mut h = crc32fast::Hasher::new();
+    h.update(header);
+    h.combine(payload);
+    h.finalize().to_le_bytes()
+}
+
+/// Checks a frame as it streams by and passes its payload on: [`decode`] for files too large
+/// to hold. The payload is handed on before the trailer is checked, so whoever receives it
+/// must discard it when [`Decoder::finish`] fails.
+pub(crate) struct Decoder<'a> {
+    path: &'a str,
+    magic: [u8; 4],
+    version: u32,
+    header: Vec<u8>,
+    declared: u64,
+    seen: u64,
+    trailer: Vec<u8>,
+    payload: crc32fast::Hasher,
+}
+
+impl<'a> Decoder<'a> {
+    pub(crate) fn new(path: &'a str, magic: [u8; 4], version: u32) -> Self {
+        Decoder {
+            path,
+            magic,
+            version,
+            header: Vec::with_capacity(HEADER),
+            declared: 0,
+            seen: 0,
+            trailer: Vec::with_capacity(TRAILER),
+            payload: crc32fast::Hasher::new(),
+        }
+    }
+
+    /// Takes the next bytes of the file; payload bytes go to `out`.
+    pub(crate) fn feed(
+        &mut self,
+        mut bytes: &[u8],
+        out: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        if self.header.len() < HEADER {
+            let n = (HEADER - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() < HEADER {
+                return Ok(());
+            }
+            self.declared = check_header(self.path, self.magic, self.version, &self.header)?;
+        }
+        let left = self.declared - self.seen;
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+        if n > 0 {
+            self.payload.update(&bytes[..n]);
+            self.seen += n as u64;
+            out(&bytes[..n])?;
+            bytes = &bytes[n..];
+        }
+        if !bytes.is_empty() {
+            if self.trailer.len() + bytes.len() > TRAILER {
+                return Err(StorageError::corrupt(
+                    self.path,
+                    format!(
+                        "the header declares {} payload bytes but the file holds more",
+                        self.declared
+                    ),
+                ));
+            }
+            self.trailer.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    /// Checks length and CRC32 once the whole file went through; returns the payload's length
+    /// and CRC32.
+    pub(crate) fn finish(self) -> Result<(u64, u32)> {
+        let corrupt = |reason: String| StorageError::corrupt(self.path, reason);
+        if self.header.len() < HEADER || self.trailer.len() < TRAILER {
+            let total = self.header.len() as u64 + self.seen + self.trailer.len() as u64;
+            return Err(corrupt(format!(
+                "{total} bytes is shorter than the frame{} (truncated?)",
+                if self.header.len() < HEADER {
+                    String::new()
+                } else {
+                    format!(", the header declares {} payload bytes", self.declared)
+                }
+            )));
+        }
+        let header: [u8; HEADER] = self.header[..].try_into().expect("16 bytes");
+        let stored = u32::from_le_bytes(self.trailer[..].try_into().expect("4 bytes"));
+        let computed = u32::from_le_bytes(trailer(&header, &self.payload));
+        if stored != computed {
+            return Err(corrupt(format!(
+                "CRC32 mismatch: stored {stored:08x}, computed {computed:08x}"
+            )));
+        }
+        Ok((self.seen, self.payload.finalize()))
+    }
 }
 
 #[cfg(test)]
@@ -126,5 +247,51 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    /// The streaming encoder and decoder agree with `encode` and `decode`, whatever the piece
+    /// sizes, and find the same damage.
+    #[test]
+    fn streaming_matches_whole_frames() {
+        let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let whole = encode(STATE_MAGIC, 1, &payload);
+        let h = header(STATE_MAGIC, 1, payload.len() as u64);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&payload);
+        let mut pieced = h.to_vec();
+        pieced.extend_from_slice(&payload);
+        pieced.extend_from_slice(&trailer(&h, &crc));
+        assert_eq!(pieced, whole);
+        let stream = |bytes: &[u8], piece: usize| {
+            let mut d = Decoder::new("f", STATE_MAGIC, 1);
+            let mut out = Vec::new();
+            for c in bytes.chunks(piece) {
+                d.feed(c, &mut |p| {
+                    out.extend_from_slice(p);
+                    Ok(())
+                })?;
+            }
+            d.finish().map(|r| (r, out))
+        };
+        for piece in [1, 3, 16, 17, 4096, 1 << 20] {
+            let ((len, c), out) = stream(&whole, piece).unwrap();
+            assert_eq!(
+                (len, c, out.as_slice()),
+                (10_000, crc32fast::hash(&payload), &payload[..])
+            );
+        }
+        let e = stream(&whole[..whole.len() - 1], 100).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+        let e = stream(&whole[..10], 100).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+        let mut longer = whole.clone();
+        longer.push(0);
+        assert!(stream(&longer, 100).is_err());
+        let mut g = whole.clone();
+        g[5000] ^= 1;
+        let e = stream(&g, 100).unwrap_err();
+        assert!(e.to_string().contains("CRC32"), "{e}");
+        let e = stream(&encode(METADATA_MAGIC, 1, b"x"), 100).unwrap_err();
+        assert!(e.to_string().contains("magic"), "{e}");
     }
 }

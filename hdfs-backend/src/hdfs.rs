@@ -87,7 +87,9 @@ use tokio::runtime::{Handle, Runtime};
 
 use crate::error::{Result, StorageError};
 use crate::hadoop_conf::HadoopConf;
-use crate::storage::{DirEntry, Storage, file_name, parent, random_hex12};
+use crate::storage::{
+    BytesSource, ChunkSink, ChunkSource, DirEntry, Storage, file_name, parent, random_hex12,
+};
 
 /// The Hadoop client keys that bound how long an HDFS call waits (see the module
 /// documentation for what each bounds).
@@ -447,8 +449,8 @@ impl HdfsStorage {
         &self,
         tmp: &str,
         path: &str,
-        data: bytes::Bytes,
-    ) -> std::result::Result<(), (WritePhase, HdfsError)> {
+        src: &dyn ChunkSource,
+    ) -> std::result::Result<(), WriteFailure> {
         let stall = self.stall_bound();
         let stalled = |what: &str| {
             format!(
@@ -459,28 +461,26 @@ impl HdfsStorage {
             )
         };
         let opts = WriteOptions::default().overwrite(false).create_parent(true);
+        let mut chunks = src.open().map_err(WriteFailure::Source)?;
         let mut w = self
             .nn(self.client.create(tmp, opts))
             .await
-            .map_err(|e| (WritePhase::Create, e))?;
-        let mut offset = 0;
-        while offset < data.len() {
-            let end = (offset + WRITE_CHUNK).min(data.len());
-            bounded(stall, w.write_bytes(data.slice(offset..end)), || {
-                stalled("writing the data")
-            })
-            .await
-            .map_err(|e| (WritePhase::Data, e))?;
-            offset = end;
+            .map_err(|e| WriteFailure::Hdfs(WritePhase::Create, e))?;
+        // Each chunk is read from the source while the previous ones are still on their way
+        // to the DataNodes.
+        while let Some(chunk) = chunks.next_chunk().map_err(WriteFailure::Source)? {
+            bounded(stall, w.write_bytes(chunk), || stalled("writing the data"))
+                .await
+                .map_err(|e| WriteFailure::Hdfs(WritePhase::Data, e))?;
         }
         // The last acknowledgements, then the NameNode completes the file (asked again with
         // backoff while the DataNodes have not reported the block yet).
         bounded(stall, w.close(), || stalled("closing the file"))
             .await
-            .map_err(|e| (WritePhase::Data, e))?;
+            .map_err(|e| WriteFailure::Hdfs(WritePhase::Data, e))?;
         self.nn(self.client.rename(tmp, path, true))
             .await
-            .map_err(|e| (WritePhase::Rename, e))
+            .map_err(|e| WriteFailure::Hdfs(WritePhase::Rename, e))
     }
 
     fn err(&self, path: &str, e: HdfsError) -> StorageError {
@@ -530,6 +530,12 @@ const DEFAULT_SOCKET_TIMEOUT_MS: u64 = 60_000;
 /// Hadoop's default for `dfs.client.block.write.retries`.
 const DEFAULT_BLOCK_WRITE_RETRIES: u32 = 3;
 
+/// Why one attempt of a write failed: HDFS (in which phase), or the bytes to write.
+enum WriteFailure {
+    Hdfs(WritePhase, HdfsError),
+    Source(StorageError),
+}
+
 /// Where a write of [`Storage::write_atomic`] failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WritePhase {
@@ -548,6 +554,12 @@ fn is_datanode_failure(e: &HdfsError) -> bool {
         HdfsError::DataTransferError(_) => true,
         _ => false,
     }
+}
+
+/// The NameNode refused the next block because the previous one has not reached its minimum
+/// replication yet: DataNodes slow to report under load, gone after a pause.
+fn is_not_replicated_yet(e: &HdfsError) -> bool {
+    matches!(e, HdfsError::RPCError(class, _) if class.ends_with("NotReplicatedYetException"))
 }
 
 /// `e` with `context` appended to its message (I/O errors; others unchanged).
@@ -609,6 +621,17 @@ impl Storage for HdfsStorage {
     /// file gets a new pipeline, which on a cluster with more DataNodes than replicas usually
     /// avoids the dead one.
     fn write_atomic(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        self.write_atomic_from(
+            path,
+            &BytesSource {
+                bytes: bytes::Bytes::copy_from_slice(bytes),
+                chunk: WRITE_CHUNK,
+            },
+        )
+    }
+
+    /// [`Storage::write_atomic`], chunk by chunk from `src`; a retry reads `src` again.
+    fn write_atomic_from(&self, path: &str, src: &dyn ChunkSource) -> Result<()> {
         let name = file_name(path);
         if name.is_empty() {
             return Err(StorageError::invalid_path(
@@ -617,7 +640,6 @@ impl Storage for HdfsStorage {
             ));
         }
         let dir = parent(path);
-        let data = bytes::Bytes::copy_from_slice(bytes);
         let retries = self.block_write_retries();
         let mut attempt = 0;
         loop {
@@ -626,11 +648,23 @@ impl Storage for HdfsStorage {
                 dir.trim_end_matches('/'),
                 random_hex12()
             );
-            let Err((phase, e)) = self.block(self.write_once(&tmp, path, data.clone())) else {
-                return Ok(());
+            let failure = match self.block(self.write_once(&tmp, path, src)) {
+                Ok(()) => return Ok(()),
+                Err(f) => f,
             };
             let _ = self.block(self.nn(self.client.delete(&tmp, false)));
+            let (phase, e) = match failure {
+                WriteFailure::Hdfs(phase, e) => (phase, e),
+                WriteFailure::Source(e) => return Err(e),
+            };
             if phase == WritePhase::Data && attempt < retries && is_datanode_failure(&e) {
+                attempt += 1;
+                continue;
+            }
+            if phase == WritePhase::Data && attempt < retries && is_not_replicated_yet(&e) {
+                // Hadoop's client asks for the next block again after 400 ms, doubling; hdfs-
+                // native gives up at once, so the file is written again after that pause.
+                std::thread::sleep(Duration::from_millis(400 << attempt));
                 attempt += 1;
                 continue;
             }
@@ -662,6 +696,24 @@ impl Storage for HdfsStorage {
         })
         .map(|b| b.to_vec())
         .map_err(|e| self.err(path, e))
+    }
+
+    /// [`Storage::read`], handing each piece to `sink` as it arrives from the DataNodes.
+    fn read_to(&self, path: &str, sink: &mut ChunkSink<'_>) -> Result<u64> {
+        use futures::StreamExt;
+        let client = &self.client;
+        self.block(async {
+            let r = self
+                .nn(client.read(path))
+                .await
+                .map_err(|e| self.err(path, e))?;
+            let len = r.file_length();
+            let mut stream = std::pin::pin!(r.read_range_stream(0, len));
+            while let Some(piece) = stream.next().await {
+                sink(&piece.map_err(|e| self.err(path, e))?)?;
+            }
+            Ok(len as u64)
+        })
     }
 
     fn exists(&self, path: &str) -> Result<bool> {
@@ -831,6 +883,10 @@ mod tests {
         assert!(!is_datanode_failure(&HdfsError::RPCError(
             "org.apache.hadoop.hdfs.server.namenode.SafeModeException".into(),
             "safe mode".into()
+        )));
+        assert!(is_not_replicated_yet(&HdfsError::RPCError(
+            "org.apache.hadoop.hdfs.server.namenode.NotReplicatedYetException".into(),
+            "Not replicated yet: /x".into()
         )));
         let s = storage("127.0.0.1:1", &[]);
         assert_eq!(s.block_write_retries(), 3, "Hadoop's default");

@@ -12,6 +12,7 @@ mod frame;
 mod hadoop_conf;
 pub mod hdfs;
 pub mod local;
+mod native;
 pub mod retention;
 pub mod snapshot;
 pub mod storage;
@@ -24,4 +25,4 @@ pub use snapshot::{
     CheckpointMetadata, FORMAT_VERSION, METADATA_FILE, NativeFile, OperatorState, SHARED_DIR,
     SnapshotDir, SnapshotKind, StateHandle, SubtaskState, load_snapshot, verify_snapshot,
 };
-pub use storage::{DirEntry, Storage, resolve};
+pub use storage::{BytesSource, ChunkIter, ChunkSink, ChunkSource, DirEntry, Storage, resolve};

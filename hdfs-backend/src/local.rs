@@ -1,10 +1,14 @@
 //! [`LocalStorage`]: [`Storage`] on the local filesystem with `std::fs`.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::path::Path;
 
 use crate::error::{Result, StorageError};
-use crate::storage::{DirEntry, Storage, file_name, parent, random_hex12};
+use crate::storage::{ChunkSink, ChunkSource, DirEntry, Storage, file_name, parent, random_hex12};
+
+/// Reads go through a buffer of this size.
+const READ_CHUNK: usize = 1 << 20;
 
 /// The local filesystem; paths are absolute filesystem paths. Stateless, so one instance
 /// serves every directory.
@@ -13,29 +17,62 @@ pub struct LocalStorage;
 
 impl Storage for LocalStorage {
     fn write_atomic(&self, path: &str, bytes: &[u8]) -> Result<()> {
-        let dir = parent(path);
-        let name = file_name(path);
-        if name.is_empty() {
-            return Err(StorageError::invalid_path(
-                path,
-                "names a directory, not a file",
-            ));
+        self.write_atomic_with(path, &mut |f| f.write_all(bytes))
+    }
+
+    fn write_atomic_from(&self, path: &str, src: &dyn ChunkSource) -> Result<()> {
+        let mut chunks = src.open()?;
+        // A failing source is reported as itself (it names its own file), not as I/O on `path`.
+        let mut failed = None;
+        let r = self.write_atomic_with(path, &mut |f| {
+            loop {
+                match chunks.next_chunk() {
+                    Ok(Some(c)) => f.write_all(&c)?,
+                    Ok(None) => return Ok(()),
+                    Err(e) => {
+                        let msg = e.to_string();
+                        failed = Some(e);
+                        return Err(std::io::Error::other(msg));
+                    }
+                }
+            }
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => r,
         }
+    }
+
+    fn read_to(&self, path: &str, sink: &mut ChunkSink<'_>) -> Result<u64> {
+        let io = |e| StorageError::from_io(path, e);
+        let mut f = File::open(path).map_err(io)?;
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut total = 0u64;
+        loop {
+            let n = match f.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io(e)),
+            };
+            sink(&buf[..n])?;
+            total += n as u64;
+        }
+    }
+
+    fn link_from_local(&self, path: &str, local: &Path) -> Result<bool> {
+        let dir = parent(path);
         fs::create_dir_all(dir).map_err(|e| StorageError::from_io(dir, e))?;
-        // Hidden and unique per call, so concurrent writers of one path never share a temp
-        // file, and a leftover from a crash is recognizable.
-        let tmp = format!("{dir}/.{name}.{}.tmp", random_hex12());
-        let written = (|| {
-            let mut f = File::create_new(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, path)?;
-            sync_dir(dir)
-        })();
-        written.map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            StorageError::from_io(path, e)
-        })
+        hard_link(local, Path::new(path)).map_err(|e| StorageError::from_io(path, e))
+    }
+
+    fn link_to_local(&self, path: &str, local: &Path) -> Result<bool> {
+        hard_link(Path::new(path), local)
+            .map_err(|e| StorageError::from_io(local.display().to_string(), e))
+    }
+
+    fn sync_dir(&self, dir: &str) -> Result<()> {
+        sync_dir(dir).map_err(|e| StorageError::from_io(dir, e))
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>> {
@@ -99,6 +136,61 @@ impl Storage for LocalStorage {
 
     fn url(&self, path: &str) -> String {
         format!("file://{path}")
+    }
+}
+
+impl LocalStorage {
+    /// Writes a temp file with `fill`, syncs it and renames it over `path`.
+    fn write_atomic_with(
+        &self,
+        path: &str,
+        fill: &mut dyn FnMut(&mut File) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let dir = parent(path);
+        let name = file_name(path);
+        if name.is_empty() {
+            return Err(StorageError::invalid_path(
+                path,
+                "names a directory, not a file",
+            ));
+        }
+        fs::create_dir_all(dir).map_err(|e| StorageError::from_io(dir, e))?;
+        // Hidden and unique per call, so concurrent writers of one path never share a temp
+        // file, and a leftover from a crash is recognizable.
+        let tmp = format!("{dir}/.{name}.{}.tmp", random_hex12());
+        let written = (|| {
+            let mut f = File::create_new(&tmp)?;
+            fill(&mut f)?;
+            f.sync_all()?;
+            fs::rename(&tmp, path)?;
+            sync_dir(dir)
+        })();
+        written.map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            StorageError::from_io(path, e)
+        })
+    }
+}
+
+/// Hard-links `from` as `to`; `Ok(false)` when the filesystem cannot (another device, no link
+/// support). A leftover `to` of an earlier attempt is replaced.
+fn hard_link(from: &Path, to: &Path) -> std::io::Result<bool> {
+    use std::io::ErrorKind;
+    match fs::hard_link(from, to) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            fs::remove_file(to)?;
+            fs::hard_link(from, to).map(|()| true)
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::CrossesDevices | ErrorKind::PermissionDenied | ErrorKind::Unsupported
+            ) || e.raw_os_error() == Some(1) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -35,11 +35,12 @@ pub enum StateHandle {
     /// A state file; `path` is relative to the snapshot directory, `len` and `crc32` are of the
     /// state bytes (not of the frame).
     File { path: String, len: u64, crc32: u32 },
-    /// An incremental RocksDB checkpoint: `meta` (the operator snapshot with the native part
+    /// A native RocksDB checkpoint: `meta` (the operator snapshot with the native part
     /// described, opaque here), the files private to this checkpoint (paths relative to the
-    /// snapshot directory) and the immutable SST files shared between the job's checkpoints
-    /// (paths relative to the job directory, `shared/<name>`). Retention reads `shared` to know
-    /// which shared files are still referenced.
+    /// snapshot directory; all of them in a full checkpoint) and, in an incremental one, the
+    /// immutable SST files shared between the job's checkpoints (paths relative to the job
+    /// directory, `shared/<name>`). Retention reads `shared` to know which shared files are
+    /// still referenced.
     Incremental {
         #[serde(with = "hex_bytes")]
         meta: Vec<u8>,
@@ -56,6 +57,10 @@ pub struct NativeFile {
     pub path: String,
     pub len: u64,
     pub crc32: u32,
+    /// The stored file is the database file itself, without the checksummed frame (a hard
+    /// link of an SST file on the same local disk); `len` and `crc32` here still guard it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw: bool,
 }
 
 /// Where the job's shared files are, relative to the job directory.
@@ -238,7 +243,7 @@ impl SnapshotDir {
     }
 
     /// Reads a framed file and checks its length and CRC32 against what `_metadata` expects.
-    fn read_checked(&self, path: &str, len: u64, crc32: u32) -> Result<Vec<u8>> {
+    pub(crate) fn read_checked(&self, path: &str, len: u64, crc32: u32) -> Result<Vec<u8>> {
         let url = self.storage.url(path);
         let file = self.storage.read(path)?;
         let bytes = frame::decode_owned(&url, STATE_MAGIC, FORMAT_VERSION, file)?;
@@ -262,7 +267,7 @@ impl SnapshotDir {
     }
 
     /// The job directory (`<base>/<job-id>`) of a checkpoint directory.
-    fn job_dir(&self) -> &str {
+    pub(crate) fn job_dir(&self) -> &str {
         parent(&self.path)
     }
 
@@ -314,15 +319,14 @@ impl SnapshotDir {
     /// Reads a private (`shared == false`) or shared file of a native checkpoint, verifying
     /// length and CRC32.
     pub fn read_native_file(&self, file: &NativeFile, shared: bool) -> Result<Vec<u8>> {
-        self.check_state_name(&file.path)?;
-        if shared && !file.path.starts_with(&format!("{SHARED_DIR}/")) {
-            return Err(StorageError::invalid_path(
-                format!("{}/{}", self.job_dir_url(), file.path),
-                "a shared file must be under shared/",
-            ));
+        let path = self.native_path(file, shared)?;
+        if !file.raw {
+            return self.read_checked(&path, file.len, file.crc32);
         }
-        let base = if shared { self.job_dir() } else { &self.path };
-        self.read_checked(&join(base, &file.path), file.len, file.crc32)
+        let bytes = self.storage.read(&path)?;
+        let crc = crc32fast::hash(&bytes);
+        crate::native::check(&self.storage.url(&path), file, bytes.len() as u64, crc)?;
+        Ok(bytes)
     }
 
     /// Writes `_metadata`, atomically (temp name + rename) and framed with magic, version and
@@ -351,7 +355,7 @@ impl SnapshotDir {
 
     /// State names come from operators and, on restore, from a file someone may have edited;
     /// neither may escape the directory or clobber `_metadata` and temp files.
-    fn check_state_name(&self, name: &str) -> Result<()> {
+    pub(crate) fn check_state_name(&self, name: &str) -> Result<()> {
         let bad = |reason: &str| {
             StorageError::invalid_path(
                 format!("{}/{name}", self.url),
@@ -442,10 +446,10 @@ pub fn verify_snapshot(dir: &SnapshotDir, meta: &CheckpointMetadata) -> Result<(
                     private, shared, ..
                 } => {
                     for f in private {
-                        dir.read_native_file(f, false)?;
+                        dir.verify_native_file(f, false)?;
                     }
                     for f in shared {
-                        dir.read_native_file(f, true)?;
+                        dir.verify_native_file(f, true)?;
                     }
                 }
             }
@@ -460,6 +464,7 @@ fn native_file(name: &str, path: String, bytes: &[u8]) -> NativeFile {
         path,
         len: bytes.len() as u64,
         crc32: crc32fast::hash(bytes),
+        raw: false,
     }
 }
 

@@ -45,6 +45,97 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn url(&self, path: &str) -> String {
         path.to_string()
     }
+
+    /// Like [`Storage::write_atomic`], with the bytes coming from `src` chunk by chunk, so a
+    /// large file is never whole in memory. The default collects the chunks first.
+    fn write_atomic_from(&self, path: &str, src: &dyn ChunkSource) -> Result<()> {
+        let mut all = Vec::with_capacity(usize::try_from(src.len()).unwrap_or(0));
+        let mut chunks = src.open()?;
+        while let Some(c) = chunks.next_chunk()? {
+            all.extend_from_slice(&c);
+        }
+        self.write_atomic(path, &all)
+    }
+
+    /// Hands the file to `sink` chunk by chunk, in order; returns its length. `NotFound` when
+    /// it does not exist. The default reads it whole first.
+    fn read_to(&self, path: &str, sink: &mut ChunkSink<'_>) -> Result<u64> {
+        let bytes = self.read(path)?;
+        sink(&bytes)?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// Makes `path` another name of the local file `local` (a hard link), when this storage is
+    /// the local filesystem and the file is on the same device; `Ok(false)` when it cannot, and
+    /// the caller copies instead. Only for files nobody modifies in place (RocksDB's SST files):
+    /// the copy survives the deletion of `local`, but shares its bytes.
+    fn link_from_local(&self, _path: &str, _local: &Path) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// The other way round: makes the local path `local` a hard link of `path`, if it can.
+    fn link_to_local(&self, _path: &str, _local: &Path) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Makes the names created in `dir` (by [`Storage::link_from_local`]) durable.
+    fn sync_dir(&self, _dir: &str) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Receives the chunks of a file being read, in order.
+pub type ChunkSink<'a> = dyn FnMut(&[u8]) -> Result<()> + Send + 'a;
+
+/// The bytes of a file to write, produced in chunks; each [`ChunkSource::open`] starts again
+/// from the first byte (a retried write writes the whole file again).
+pub trait ChunkSource: Sync {
+    /// The number of bytes each pass yields.
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn open(&self) -> Result<Box<dyn ChunkIter + '_>>;
+}
+
+/// One pass over a [`ChunkSource`].
+pub trait ChunkIter: Send {
+    /// The next chunk, or `None` after the last.
+    fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>>;
+}
+
+/// Bytes already in memory, in pieces of `chunk` bytes (no copy).
+pub struct BytesSource {
+    pub bytes: bytes::Bytes,
+    pub chunk: usize,
+}
+
+impl ChunkSource for BytesSource {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn open(&self) -> Result<Box<dyn ChunkIter + '_>> {
+        Ok(Box::new(BytesChunks {
+            bytes: self.bytes.clone(),
+            chunk: self.chunk.max(1),
+        }))
+    }
+}
+
+struct BytesChunks {
+    bytes: bytes::Bytes,
+    chunk: usize,
+}
+
+impl ChunkIter for BytesChunks {
+    fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>> {
+        if self.bytes.is_empty() {
+            return Ok(None);
+        }
+        let n = self.chunk.min(self.bytes.len());
+        Ok(Some(self.bytes.split_to(n)))
+    }
 }
 
 /// Picks the storage for a URL: `file:///abs/path` (also `file:/abs/path` and

@@ -19,6 +19,10 @@ struct JobRecord {
     /// For retention and ordering: `end-time`, else `last-modification`.
     end_time: i64,
     state: Box<str>,
+    /// The archive directory it was read from, as configured (retention counts per directory).
+    dir: Box<str>,
+    /// The archive's path in that directory's storage, deleted when retention drops the job.
+    path: Box<str>,
 }
 
 pub struct Cache {
@@ -134,7 +138,13 @@ impl Cache {
                 }
             };
             match self.add(&entry.name, &url, &bytes) {
-                Ok(true) => added += 1,
+                Ok(true) => {
+                    added += 1;
+                    if let Some(r) = self.jobs.write().get_mut(&entry.name) {
+                        r.dir = Box::from(dir);
+                        r.path = Box::from(path.as_str());
+                    }
+                }
                 Ok(false) => {}
                 Err(e) => eprintln!("historyserver: {e}"),
             }
@@ -205,6 +215,8 @@ impl Cache {
             state: overview["state"].as_str().unwrap_or("").into(),
             overview: overview.to_string().into_boxed_str(),
             end_time,
+            dir: "".into(),
+            path: "".into(),
         };
         // Files first, index second: a request sees a job only once all its files exist.
         self.jobs.write().insert(job_id.to_string(), record);
@@ -261,33 +273,50 @@ impl Cache {
             .collect()
     }
 
-    /// Drops the oldest jobs (by end time) beyond `historyserver.archive.retained-jobs` from
-    /// the index and the cache; their archives stay seen, so they do not come back.
+    /// Keeps the newest `historyserver.archive.retained-jobs` jobs (by end time) of each
+    /// archive directory, as Flink does: older ones leave the index and the cache, and their
+    /// archive files are deleted from the directory. An archive that cannot be deleted is
+    /// reported; it stays seen, so it does not come back either way.
     fn enforce_retention(&self) {
         let Some(keep) = self.retained else {
             return;
         };
-        let expired: Vec<String> = {
+        let expired: Vec<(String, JobRecord)> = {
             let mut jobs = self.jobs.write();
-            if jobs.len() <= keep {
-                return;
+            let mut by_dir: BTreeMap<&str, Vec<(i64, &str)>> = BTreeMap::new();
+            for (id, r) in jobs.iter() {
+                by_dir
+                    .entry(&r.dir)
+                    .or_default()
+                    .push((r.end_time, id.as_str()));
             }
-            let mut by_age: Vec<(i64, String)> = jobs
-                .iter()
-                .map(|(id, r)| (r.end_time, id.clone()))
-                .collect();
-            by_age.sort();
-            let n = jobs.len() - keep;
-            let expired: Vec<String> = by_age.into_iter().take(n).map(|(_, id)| id).collect();
-            for id in &expired {
-                jobs.remove(id);
+            let mut ids: Vec<String> = Vec::new();
+            for (_, mut by_age) in by_dir {
+                if by_age.len() > keep {
+                    by_age.sort();
+                    let n = by_age.len() - keep;
+                    ids.extend(by_age.into_iter().take(n).map(|(_, id)| id.to_string()));
+                }
             }
-            expired
+            ids.into_iter()
+                .filter_map(|id| jobs.remove(&id).map(|r| (id, r)))
+                .collect()
         };
-        for id in expired {
+        for (id, record) in expired {
             let jobs = self.root.join("jobs");
             let _ = std::fs::remove_file(jobs.join(format!("{id}.json")));
             let _ = std::fs::remove_dir_all(jobs.join(&id));
+            if record.path.is_empty() {
+                continue; // added directly, not read from a directory
+            }
+            let deleted = sluice_hdfs_backend::resolve(&record.dir)
+                .and_then(|(storage, _)| storage.delete(&record.path, false));
+            if let Err(e) = deleted {
+                eprintln!(
+                    "historyserver: cannot delete the expired archive {} of job {id} in {}: {e}",
+                    record.path, record.dir
+                );
+            }
         }
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! Flink's keys: `historyserver.archive.fs.dir` (comma-separated `file://`/`hdfs://`
 //! directories), `historyserver.archive.fs.refresh-interval` (default 10 s),
-//! `historyserver.archive.retained-jobs` (default -1: all; the oldest jobs by end time beyond
-//! it leave the cache and the index), `historyserver.web.port` (8082),
+//! `historyserver.archive.retained-jobs` (default -1: all; per directory, the oldest jobs by
+//! end time beyond it leave the cache and the index, and their archives are deleted),
+//! `historyserver.web.port` (8082),
 //! `historyserver.web.address` (0.0.0.0), `historyserver.web.tmpdir` (the cache; default a
 //! fresh temporary directory), `historyserver.log.jobmanager.url-pattern` and
 //! `historyserver.log.taskmanager.url-pattern` (`<jobid>`, `<tmid>` are replaced).

@@ -219,6 +219,10 @@ fn keeps_only_the_newest_retained_jobs() {
             .join(format!("{}.json", job_id(104)))
             .exists()
     );
+    // Their archives are deleted from the archive directory, as Flink does.
+    assert!(!dir.join(job_id(100)).exists());
+    assert!(!dir.join(job_id(102)).exists());
+    assert!(dir.join(job_id(103)).exists());
     // A newer archive pushes out the oldest retained one.
     let newest = job_id(200);
     put_archive(

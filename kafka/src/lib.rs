@@ -23,9 +23,12 @@
 //! }
 //! ```
 
+mod discovery;
 mod format;
 mod sink;
 mod source;
+mod source_config;
+mod watermarks;
 
 use std::sync::Arc;
 
@@ -42,7 +45,8 @@ pub use format::{
     ToJson, ToStrings,
 };
 pub use sink::{DeliveryGuarantee, KafkaCommittable, KafkaSink, KafkaSinkBuilder};
-pub use source::{BoundedMode, KafkaSource, KafkaSourceBuilder, StartingOffsets};
+pub use source::KafkaSource;
+pub use source_config::{BoundedMode, KafkaSourceBuilder, StartingOffsets};
 
 /// `env.kafka_source(...)`: a parallel Kafka source on a [`StreamEnv`].
 pub trait KafkaStreamEnvExt {

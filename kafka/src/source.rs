@@ -1,320 +1,59 @@
 //! The Kafka source: an assign-based consumer per subtask, its partition offsets kept as
 //! checkpointed operator state.
 //!
-//! Partitions are listed in a fixed order (topics as configured, partitions ascending) and the
-//! `i`-th goes to subtask `i % parallelism`; for a single topic, partition `p` goes to subtask
-//! `p % parallelism`. The state is union state holding, for every partition, the offset of the
-//! next record to read (and the stop offset of a bounded read), so a restore at any parallelism
+//! Topics are given by name or by a pattern (`topic-pattern`); each partition is read by the
+//! subtask [`discovery::owner`] names, a function of the partition and the parallelism only,
+//! and with `partition.discovery.interval` the partitions are listed again while the job runs
+//! (new partitions and new matching topics start at their earliest offset, as in Flink). The
+//! state is union state holding, for every partition, the offset of the next record to read (and the stop offset of a bounded read), so a restore at any parallelism
 //! resumes each partition exactly after the checkpointed offset. Partitions the state does not
 //! know (new topics, new partitions) start at the starting position; positions of partitions
 //! that are gone are dropped with a warning. The consumer group only sees offsets committed on
 //! checkpoint completion, for monitoring: it is never read back, except by the
 //! `group-offsets` starting position of a fresh start.
+//!
+//! With [`KafkaSourceBuilder::watermarks`] the source emits watermarks itself, one clock per
+//! partition (see [`crate::watermarks`]), and `source.idle-timeout` keeps silent partitions from
+//! holding them back.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
-use sluice::{Collector, OperatorContext, Result, SluiceError, Source, SourcePoll};
+use sluice::{Collector, OperatorContext, Result, Source, SourcePoll};
 use sluice_worker::data::Barrier;
 use sluice_worker::snapshot::{OperatorSnapshot, Redistribution};
 
+use crate::discovery::{self, owner};
 use crate::format::{KafkaDeserializer, KafkaRecord};
-use crate::parse_bool;
+use crate::source_config::{BoundedMode, KafkaSourceBuilder, StartingOffsets, pattern_text};
+use crate::watermarks::PartitionWatermarks;
+
+/// A partition: topic and partition number.
+type TopicPart = (String, i32);
 
 /// The operator-state name of the partition offsets.
 pub const OFFSETS_STATE: &str = "kafka-source/offsets";
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+/// Discovery runs on the task's thread between polls: it must not stall reading for long.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where a partition without checkpointed offset starts (`scan.startup.mode`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartingOffsets {
-    /// The earliest retained record (`earliest-offset`).
-    Earliest,
-    /// After the last record at startup (`latest-offset`).
-    Latest,
-    /// The consumer group's committed offsets, earliest where it has none (`group-offsets`).
-    GroupOffsets,
-    /// The first record with a timestamp at or after this many ms since the epoch
-    /// (`timestamp`, with `scan.startup.timestamp-millis`).
-    Timestamp(i64),
-    /// Given offsets per `(topic, partition)`; other partitions start at the earliest
-    /// (`specific-offsets`, with `scan.startup.specific-offsets`).
-    Specific(BTreeMap<(String, i32), i64>),
-}
-
-/// Whether the source ends (`scan.bounded.mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BoundedMode {
-    /// Read forever (`unbounded`, the default).
-    Unbounded,
-    /// Stop at the end of each partition as of the first start (`latest-offset`); the stop
-    /// offsets are state, so a restart after a failure stops at the same place.
-    Latest,
-}
-
-/// Configuration of a Kafka source, by builder methods or Flink-style option keys
-/// ([`KafkaSourceBuilder::option`]).
-#[derive(Debug, Clone)]
-pub struct KafkaSourceBuilder {
-    bootstrap: String,
-    topics: Vec<String>,
-    group_id: Option<String>,
-    starting: StartingOffsets,
-    bounded: BoundedMode,
-    properties: Vec<(String, String)>,
-    topic_wait: Option<Duration>,
-    ignore_parse_errors: bool,
-}
-
-impl KafkaSourceBuilder {
-    pub fn new(bootstrap_servers: &str) -> Self {
-        KafkaSourceBuilder {
-            bootstrap: bootstrap_servers.to_string(),
-            topics: Vec::new(),
-            group_id: None,
-            starting: StartingOffsets::GroupOffsets,
-            bounded: BoundedMode::Unbounded,
-            properties: Vec::new(),
-            topic_wait: None,
-            ignore_parse_errors: false,
-        }
-    }
-
-    /// A builder from Flink-style options; `properties.bootstrap.servers` is required.
-    pub fn from_options<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
-        let mut b = KafkaSourceBuilder::new("");
-        let mut mode = None;
-        let mut timestamp = None;
-        let mut specific = None;
-        for (k, v) in options {
-            match k {
-                "scan.startup.mode" => mode = Some(v.to_string()),
-                "scan.startup.timestamp-millis" => timestamp = Some(v.to_string()),
-                "scan.startup.specific-offsets" => specific = Some(v.to_string()),
-                _ => b = b.option(k, v)?,
-            }
-        }
-        if let Some(mode) = mode {
-            let mode = match (mode.as_str(), &timestamp, &specific) {
-                ("timestamp", Some(t), _) => format!("timestamp:{t}"),
-                ("specific-offsets", _, Some(s)) => format!("specific-offsets:{s}"),
-                _ => mode,
-            };
-            b.starting = parse_starting(&mode, b.topics.first().map(String::as_str))?;
-        }
-        if b.bootstrap.is_empty() {
-            return Err(SluiceError::Config(
-                "Kafka source: properties.bootstrap.servers is not set".into(),
-            ));
-        }
-        Ok(b)
-    }
-
-    /// Adds a topic to read.
-    pub fn topic(mut self, topic: &str) -> Self {
-        self.topics.push(topic.to_string());
-        self
-    }
-
-    pub fn topics<S: AsRef<str>>(mut self, topics: impl IntoIterator<Item = S>) -> Self {
-        self.topics
-            .extend(topics.into_iter().map(|t| t.as_ref().to_string()));
-        self
-    }
-
-    /// The consumer group offsets are committed to on checkpoint completion (and read by
-    /// [`StartingOffsets::GroupOffsets`]).
-    pub fn group_id(mut self, group: &str) -> Self {
-        self.group_id = Some(group.to_string());
-        self
-    }
-
-    pub fn starting_offsets(mut self, starting: StartingOffsets) -> Self {
-        self.starting = starting;
-        self
-    }
-
-    pub fn bounded(mut self, bounded: BoundedMode) -> Self {
-        self.bounded = bounded;
-        self
-    }
-
-    /// How long to wait for a missing topic to appear before failing (`scan.topic-wait`);
-    /// without it a missing topic fails the job at once.
-    pub fn topic_wait(mut self, wait: Duration) -> Self {
-        self.topic_wait = Some(wait);
-        self
-    }
-
-    /// Skip (and count) records the deserializer rejects instead of failing the job
-    /// (`format.ignore-parse-errors`).
-    pub fn ignore_parse_errors(mut self, ignore: bool) -> Self {
-        self.ignore_parse_errors = ignore;
-        self
-    }
-
-    /// A librdkafka consumer property, passed as is.
-    pub fn property(mut self, key: &str, value: &str) -> Self {
-        self.properties.push((key.to_string(), value.to_string()));
-        self
-    }
-
-    /// Sets a Flink-style option:
-    ///
-    /// - `topic` (`;`-separated list), `properties.bootstrap.servers`, `properties.group.id`,
-    ///   `properties.<librdkafka property>`;
-    /// - `scan.startup.mode`: `earliest-offset` (or `earliest`), `latest-offset` (`latest`),
-    ///   `group-offsets`, `timestamp:<ms>`, `specific-offsets:partition:0,offset:42;...`
-    ///   (partitions of the first topic; `topic:t,partition:0,offset:42` for another);
-    /// - `scan.bounded.mode`: `unbounded` or `latest-offset`;
-    /// - `scan.topic-wait`: a duration such as `30 s` (default: fail at once);
-    /// - `format.ignore-parse-errors` (also `json.ignore-parse-errors`): `true` or `false`.
-    pub fn option(mut self, key: &str, value: &str) -> Result<Self> {
-        match key {
-            "topic" => {
-                self.topics.extend(
-                    value
-                        .split(';')
-                        .map(str::trim)
-                        .filter(|t| !t.is_empty())
-                        .map(str::to_string),
-                );
-            }
-            "properties.bootstrap.servers" => self.bootstrap = value.to_string(),
-            "properties.group.id" => self.group_id = Some(value.to_string()),
-            "scan.startup.mode" => {
-                self.starting = parse_starting(value, self.topics.first().map(String::as_str))?
-            }
-            "scan.bounded.mode" => {
-                self.bounded = match value.trim() {
-                    "unbounded" => BoundedMode::Unbounded,
-                    "latest-offset" | "latest" => BoundedMode::Latest,
-                    other => {
-                        return Err(SluiceError::Config(format!(
-                            "scan.bounded.mode: expected unbounded or latest-offset, got '{other}'"
-                        )));
-                    }
-                }
-            }
-            "scan.topic-wait" => {
-                self.topic_wait = Some(parse_duration(key, value)?);
-            }
-            "format.ignore-parse-errors" | "json.ignore-parse-errors" => {
-                self.ignore_parse_errors = parse_bool(key, value)?
-            }
-            _ => match key.strip_prefix("properties.") {
-                Some(p) => self.properties.push((p.to_string(), value.to_string())),
-                None => {
-                    return Err(SluiceError::Config(format!(
-                        "unknown Kafka source option '{key}'"
-                    )));
-                }
-            },
-        }
-        Ok(self)
-    }
-
-    fn consumer(&self, ctx: &OperatorContext) -> Result<BaseConsumer> {
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", &self.bootstrap)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
-            .set(
-                "client.id",
-                format!("sluice-{}-{}-{}", ctx.job_name, ctx.uid, ctx.subtask),
-            );
-        // librdkafka wants a group id even for an assign-based consumer; without one given,
-        // offsets are not committed anywhere, so the default group stays empty.
-        match &self.group_id {
-            Some(g) => cfg.set("group.id", g),
-            None => cfg.set("group.id", format!("sluice-{}-{}", ctx.job_name, ctx.uid)),
-        };
-        for (k, v) in &self.properties {
-            cfg.set(k, v);
-        }
-        cfg.create()
-            .map_err(|e| ctx.error(format!("cannot create a Kafka consumer: {e}")))
-    }
-}
-
-fn parse_duration(key: &str, value: &str) -> Result<Duration> {
-    let v = value.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (n, unit) = v.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| SluiceError::Config(format!("{key}: not a duration: '{value}'")))?;
-    let ms = match unit.trim() {
-        "" | "ms" => n,
-        "s" | "sec" | "seconds" => n * 1000,
-        "min" | "m" | "minutes" => n * 60_000,
-        _ => {
-            return Err(SluiceError::Config(format!(
-                "{key}: not a duration: '{value}'"
-            )));
-        }
-    };
-    Ok(Duration::from_millis(ms))
-}
-
-fn parse_starting(value: &str, first_topic: Option<&str>) -> Result<StartingOffsets> {
-    let bad = |m: &str| SluiceError::Config(format!("scan.startup.mode: {m} in '{value}'"));
-    let v = value.trim();
-    Ok(match v {
-        "earliest" | "earliest-offset" => StartingOffsets::Earliest,
-        "latest" | "latest-offset" => StartingOffsets::Latest,
-        "group-offsets" => StartingOffsets::GroupOffsets,
-        _ => {
-            if let Some(ms) = v.strip_prefix("timestamp:") {
-                StartingOffsets::Timestamp(ms.trim().parse().map_err(|_| bad("bad timestamp"))?)
-            } else if let Some(spec) = v.strip_prefix("specific-offsets:") {
-                let mut offsets = BTreeMap::new();
-                for part in spec.split(';').filter(|p| !p.trim().is_empty()) {
-                    let mut topic = first_topic.map(str::to_string);
-                    let mut partition = None;
-                    let mut offset = None;
-                    for kv in part.split(',') {
-                        let (k, val) = kv
-                            .split_once(':')
-                            .ok_or_else(|| bad("expected key:value"))?;
-                        match k.trim() {
-                            "topic" => topic = Some(val.trim().to_string()),
-                            "partition" => {
-                                partition =
-                                    Some(val.trim().parse().map_err(|_| bad("bad partition"))?)
-                            }
-                            "offset" => {
-                                offset = Some(val.trim().parse().map_err(|_| bad("bad offset"))?)
-                            }
-                            _ => return Err(bad("unknown key")),
-                        }
-                    }
-                    match (topic, partition, offset) {
-                        (Some(t), Some(p), Some(o)) => {
-                            offsets.insert((t, p), o);
-                        }
-                        _ => return Err(bad("each entry needs a topic, partition and offset")),
-                    }
-                }
-                StartingOffsets::Specific(offsets)
-            } else {
-                return Err(bad(
-                    "expected earliest-offset, latest-offset, group-offsets, timestamp:<ms> or specific-offsets:...",
-                ));
-            }
-        }
-    })
+/// The offset of the earliest retained record of a partition.
+fn earliest_offset(
+    consumer: &BaseConsumer,
+    tp: &(String, i32),
+    timeout: Duration,
+) -> std::result::Result<i64, KafkaError> {
+    consumer
+        .fetch_watermarks(&tp.0, tp.1, timeout)
+        .map(|(low, _)| low)
 }
 
 /// The checkpointed position of one partition.
@@ -340,6 +79,10 @@ pub struct KafkaSource<T, D> {
     /// Offsets of checkpoints not yet known complete, to commit to the group.
     to_commit: VecDeque<(u64, Vec<PartitionPosition>)>,
     parse_errors: u64,
+    /// Per-partition event-time clocks, when the source emits watermarks.
+    clock: Option<PartitionWatermarks>,
+    /// When to list the partitions again (partition discovery).
+    next_discovery: Option<Instant>,
     _t: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -353,6 +96,8 @@ impl<T, D> KafkaSource<T, D> {
             finished: BTreeSet::new(),
             to_commit: VecDeque::new(),
             parse_errors: 0,
+            clock: None,
+            next_discovery: None,
             _t: std::marker::PhantomData,
         }
     }
@@ -371,6 +116,24 @@ impl<T, D> KafkaSource<T, D> {
     ) -> Result<Vec<(String, i32)>> {
         let deadline = Instant::now() + self.config.topic_wait.unwrap_or_default();
         let mut out = Vec::new();
+        if let Some(pattern) = &self.config.topic_pattern {
+            loop {
+                out = discovery::pattern_partitions(consumer, pattern, METADATA_TIMEOUT)
+                    .map_err(|e| ctx.error(format!("Kafka metadata: {e}")))?;
+                // With discovery on, matching topics may come later: start without any.
+                if !out.is_empty() || self.discovery_interval().is_some() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(ctx.error(format!(
+                        "no Kafka topic matches topic-pattern '{}' (bootstrap servers {}; set scan.topic-wait to wait for one, or partition.discovery.interval to pick them up later)",
+                        pattern_text(pattern),
+                        self.config.bootstrap
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
         for topic in &self.config.topics {
             loop {
                 let md = consumer
@@ -395,7 +158,16 @@ impl<T, D> KafkaSource<T, D> {
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
+        out.sort();
+        out.dedup();
         Ok(out)
+    }
+
+    /// The discovery interval, none for a bounded read (it ends at offsets fixed at the start).
+    fn discovery_interval(&self) -> Option<Duration> {
+        self.config
+            .discovery_interval
+            .filter(|_| self.config.bounded == BoundedMode::Unbounded)
     }
 
     /// Concrete start offsets of `new` partitions per the starting position.
@@ -490,7 +262,85 @@ impl<T, D> KafkaSource<T, D> {
             .map_err(|e| ctx.error(format!("Kafka assignment: {e}")))
     }
 
+    /// Lists the partitions again and starts reading the new ones this subtask owns, from
+    /// their earliest offset. A failed listing (a broker restarting) is retried next time.
+    fn discover(&mut self, ctx: &OperatorContext) -> Result<()> {
+        let Some(consumer) = &self.consumer else {
+            return Ok(());
+        };
+        let listed = match &self.config.topic_pattern {
+            Some(p) => discovery::pattern_partitions(consumer, p, DISCOVERY_TIMEOUT),
+            None => Ok(Vec::new()),
+        }
+        .and_then(|mut l| {
+            l.extend(discovery::named_partitions(
+                consumer,
+                &self.config.topics,
+                DISCOVERY_TIMEOUT,
+            )?);
+            Ok(l)
+        });
+        let listed = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                log::warn!(
+                    "{} ({}): Kafka partition discovery: {e}",
+                    ctx.uid,
+                    ctx.subtask
+                );
+                return Ok(());
+            }
+        };
+        let parallelism = ctx.parallelism.max(1);
+        let now = Instant::now();
+        let mut added = Vec::new();
+        for tp in listed {
+            if owner(&tp.0, tp.1, parallelism) != ctx.subtask || self.positions.contains_key(&tp) {
+                continue;
+            }
+            let next = match earliest_offset(consumer, &tp, DISCOVERY_TIMEOUT) {
+                Ok(o) => o,
+                Err(e) => {
+                    log::warn!(
+                        "{} ({}): Kafka partition {}-{} discovered but its offsets are unknown yet: {e}",
+                        ctx.uid,
+                        ctx.subtask,
+                        tp.0,
+                        tp.1
+                    );
+                    continue;
+                }
+            };
+            if let Some(clock) = &mut self.clock {
+                clock.add_partition(&tp, now);
+            }
+            added.push((tp.0.clone(), tp.1, next));
+            self.positions.insert(
+                tp.clone(),
+                PartitionPosition {
+                    topic: tp.0,
+                    partition: tp.1,
+                    next,
+                    stop: None,
+                },
+            );
+        }
+        if added.is_empty() {
+            return Ok(());
+        }
+        log::info!(
+            "{} ({}/{}): discovered Kafka partitions {added:?}",
+            ctx.uid,
+            ctx.subtask,
+            parallelism
+        );
+        self.assign(ctx)
+    }
+
     fn finish_partition(&mut self, tp: (String, i32), ctx: &OperatorContext) -> Result<()> {
+        if let Some(clock) = &mut self.clock {
+            clock.remove_partition(&tp);
+        }
         if self.finished.insert(tp) {
             self.assign(ctx)?;
         }
@@ -502,17 +352,16 @@ impl<T: sluice::Data, D: KafkaDeserializer<T>> Source for KafkaSource<T, D> {
     type Out = T;
 
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
-        if self.config.topics.is_empty() {
-            return Err(ctx.error("Kafka source without a topic"));
+        if self.config.topics.is_empty() && self.config.topic_pattern.is_none() {
+            return Err(ctx.error("Kafka source without a topic or topic-pattern"));
         }
         let consumer = self.config.consumer(ctx)?;
         let all = self.partitions(&consumer, ctx)?;
         let parallelism = ctx.parallelism.max(1);
         let mine: Vec<(String, i32)> = all
             .iter()
-            .enumerate()
-            .filter(|(i, _)| i % parallelism == ctx.subtask)
-            .map(|(_, tp)| tp.clone())
+            .filter(|tp| owner(&tp.0, tp.1, parallelism) == ctx.subtask)
+            .cloned()
             .collect();
 
         let mut restored: BTreeMap<(String, i32), PartitionPosition> = BTreeMap::new();
@@ -538,12 +387,20 @@ impl<T: sluice::Data, D: KafkaDeserializer<T>> Source for KafkaSource<T, D> {
                 );
             }
         }
-        let new: Vec<(String, i32)> = mine
+        // With discovery, partitions of a topic the state knows were added after the
+        // checkpoint: they start at the earliest offset, as when discovered while running.
+        let known_topics: BTreeSet<String> = restored.keys().map(|tp| tp.0.clone()).collect();
+        let (grown, new): (Vec<TopicPart>, Vec<TopicPart>) = mine
             .iter()
             .filter(|tp| !restored.contains_key(*tp))
             .cloned()
-            .collect();
-        let starts = self.starting_offsets(&consumer, &new, ctx)?;
+            .partition(|tp| self.discovery_interval().is_some() && known_topics.contains(&tp.0));
+        let mut starts = self.starting_offsets(&consumer, &new, ctx)?;
+        for tp in grown {
+            let low = earliest_offset(&consumer, &tp, METADATA_TIMEOUT)
+                .map_err(|e| ctx.error(format!("Kafka watermarks of {}-{}: {e}", tp.0, tp.1)))?;
+            starts.insert(tp, low);
+        }
         for tp in mine {
             let mut pos = match restored.remove(&tp) {
                 Some(p) => p,
@@ -577,6 +434,19 @@ impl<T: sluice::Data, D: KafkaDeserializer<T>> Source for KafkaSource<T, D> {
                 .map(|p| (p.topic.as_str(), p.partition, p.next))
                 .collect::<Vec<_>>()
         );
+        if let Some(bound) = self.config.watermark_bound {
+            let now = Instant::now();
+            let mut clock = PartitionWatermarks::new(bound, self.config.idle_timeout);
+            for tp in self
+                .positions
+                .keys()
+                .filter(|tp| !self.finished.contains(*tp))
+            {
+                clock.add_partition(tp, now);
+            }
+            self.clock = Some(clock);
+        }
+        self.next_discovery = self.discovery_interval().map(|d| Instant::now() + d);
         self.consumer = Some(consumer);
         self.assign(ctx)
     }
@@ -587,6 +457,13 @@ impl<T: sluice::Data, D: KafkaDeserializer<T>> Source for KafkaSource<T, D> {
         max_records: usize,
         ctx: &mut OperatorContext,
     ) -> Result<SourcePoll> {
+        let now = Instant::now();
+        if let Some(interval) = self.discovery_interval()
+            && self.next_discovery.is_none_or(|t| now >= t)
+        {
+            self.next_discovery = Some(now + interval);
+            self.discover(ctx)?;
+        }
         if self.positions.len() == self.finished.len() {
             return Ok(if self.config.bounded == BoundedMode::Latest {
                 SourcePoll::Finished
@@ -649,6 +526,9 @@ impl<T: sluice::Data, D: KafkaDeserializer<T>> Source for KafkaSource<T, D> {
                 }
                 pos.next = offset + 1;
                 let timestamp = msg.timestamp().to_millis();
+                if let (Some(clock), Some(ts)) = (&mut self.clock, timestamp) {
+                    clock.on_record(&key, ts, now);
+                }
                 let record = KafkaRecord {
                     topic: msg.topic(),
                     partition: msg.partition(),
@@ -693,6 +573,9 @@ impl<T: sluice::Data, D: KafkaDeserializer<T>> Source for KafkaSource<T, D> {
         }
         for tp in ended {
             self.finish_partition(tp, ctx)?;
+        }
+        if let Some(w) = self.clock.as_mut().and_then(|c| c.advance(now)) {
+            out.emit_watermark(w);
         }
         if emitted > 0 {
             Ok(SourcePoll::More)
@@ -767,69 +650,5 @@ impl<T: sluice::Data, D: KafkaDeserializer<T>> Source for KafkaSource<T, D> {
     fn close(&mut self, _ctx: &mut OperatorContext) -> Result<()> {
         self.consumer = None;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flink_style_options() {
-        let b = KafkaSourceBuilder::from_options([
-            ("topic", "a;b"),
-            ("properties.bootstrap.servers", "127.0.0.1:9092"),
-            ("properties.group.id", "g"),
-            ("properties.fetch.min.bytes", "1"),
-            ("scan.startup.mode", "timestamp"),
-            ("scan.startup.timestamp-millis", "1700000000000"),
-            ("scan.bounded.mode", "latest-offset"),
-            ("scan.topic-wait", "30 s"),
-            ("format.ignore-parse-errors", "true"),
-        ])
-        .unwrap();
-        assert_eq!(b.topics, vec!["a", "b"]);
-        assert_eq!(b.group_id.as_deref(), Some("g"));
-        assert_eq!(b.starting, StartingOffsets::Timestamp(1_700_000_000_000));
-        assert_eq!(b.bounded, BoundedMode::Latest);
-        assert_eq!(b.topic_wait, Some(Duration::from_secs(30)));
-        assert!(b.ignore_parse_errors);
-        assert_eq!(
-            b.properties,
-            vec![("fetch.min.bytes".to_string(), "1".to_string())]
-        );
-    }
-
-    #[test]
-    fn starting_positions() {
-        assert_eq!(
-            parse_starting("earliest", None).unwrap(),
-            StartingOffsets::Earliest
-        );
-        assert_eq!(
-            parse_starting("latest-offset", None).unwrap(),
-            StartingOffsets::Latest
-        );
-        assert_eq!(
-            parse_starting("timestamp:42", None).unwrap(),
-            StartingOffsets::Timestamp(42)
-        );
-        let s = parse_starting(
-            "specific-offsets:partition:0,offset:42;topic:t2,partition:1,offset:7",
-            Some("t1"),
-        )
-        .unwrap();
-        let expected: BTreeMap<(String, i32), i64> =
-            [(("t1".to_string(), 0), 42), (("t2".to_string(), 1), 7)].into();
-        assert_eq!(s, StartingOffsets::Specific(expected));
-        for bad in ["sometimes", "timestamp:x", "specific-offsets:partition:0"] {
-            let e = parse_starting(bad, Some("t")).unwrap_err().to_string();
-            assert!(e.contains("scan.startup.mode"), "{e}");
-        }
-        assert!(
-            KafkaSourceBuilder::new("x")
-                .option("scan.bogus", "1")
-                .is_err()
-        );
     }
 }

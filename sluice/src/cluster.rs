@@ -170,11 +170,13 @@ pub(crate) fn run_job_process(resolved: ResolvedGraph, config: Config, master: &
                     task,
                     subtask,
                     states,
+                    alignment_ms,
                 } => ToMaster::CheckpointAcknowledged {
                     checkpoint_id,
                     task,
                     subtask,
                     states: encode_states(&states),
+                    alignment_ms,
                 },
                 CheckpointEvent::Declined {
                     checkpoint_id,
@@ -311,6 +313,12 @@ pub(crate) fn run_job_process(resolved: ResolvedGraph, config: Config, master: &
                 }
             }
             ToWorker::Shutdown => break Ok(()),
+            // The master declared this process or its worker lost: stop without a commit.
+            ToWorker::Refused { reason } => {
+                break Err(SluiceError::Job(format!(
+                    "the master at {master} refused job {job_id}: {reason}"
+                )));
+            }
             ToWorker::Heartbeat | ToWorker::Registered => {}
             other => eprintln!("a job process ignores {other:?}"),
         }

@@ -7,7 +7,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -277,6 +277,15 @@ pub(crate) fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
         .iter()
         .map(|n| (0..n.parallelism).map(|_| Vec::new()).collect())
         .collect();
+    // Per node and subtask: bytes exchanged with other processes (the network bridges add
+    // to them; in-process exchanges pass records without encoding them).
+    let counters = || -> Vec<Vec<Arc<AtomicU64>>> {
+        plan.nodes
+            .iter()
+            .map(|n| (0..n.parallelism).map(|_| Arc::default()).collect())
+            .collect()
+    };
+    let (bytes_in, bytes_out) = (counters(), counters());
     let mut task_of = vec![0usize; plan.nodes.len()];
     for t in &exec.tasks {
         for &n in &t.nodes {
@@ -303,6 +312,8 @@ pub(crate) fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
                     producers: &pl.addrs[task_of[e.from]],
                     consumers: &pl.addrs[task_of[node.id]],
                     cancel: cancel.clone(),
+                    bytes_out: &bytes_out[e.from],
+                    bytes_in: &bytes_in[node.id],
                 })?,
             };
             outgoing[e.from].push((rt, node.parallelism, senders));
@@ -345,6 +356,8 @@ pub(crate) fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
                 })
                 .collect();
             let receivers = std::mem::take(&mut incoming[head][s]);
+            // Time this subtask's writers wait for room downstream, shared by its chain.
+            let blocked = Arc::new(AtomicU64::new(0));
             let chain: Vec<(
                 usize,
                 NodeInfo,
@@ -354,7 +367,11 @@ pub(crate) fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
                 .nodes
                 .iter()
                 .map(|&n| {
-                    let m = OperatorMetrics::new();
+                    let m = OperatorMetrics::in_task(
+                        blocked.clone(),
+                        bytes_in[n][s].clone(),
+                        bytes_out[n][s].clone(),
+                    );
                     registry.lock().push((infos[n].uid.clone(), m.clone()));
                     let restored = restore[n].as_ref().map(|old| {
                         OperatorSnapshot::redistribute(old, max, infos[n].parallelism, s)
@@ -403,7 +420,8 @@ pub(crate) fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
                         let tail_rt = &runtimes[chain.last().expect("a chain has nodes").0];
                         let mut writers = Vec::new();
                         for (rt, consumers, senders) in outs {
-                            writers.push(rt.writer(senders, s, consumers, max, cancel.clone())?);
+                            let (cancel, blocked) = (cancel.clone(), blocked.clone());
+                            writers.push(rt.writer(senders, s, consumers, max, cancel, blocked)?);
                         }
                         let mut downstream = if writers.is_empty() {
                             tail_rt.terminal()

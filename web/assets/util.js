@@ -26,13 +26,22 @@ async function parse(res, path) {
     doc = null;
   }
   if (!res.ok) {
-    const msg = doc && Array.isArray(doc.errors) ? doc.errors.join('; ') : `${res.status} ${res.statusText}`;
+    let msg = doc && Array.isArray(doc.errors) ? doc.errors.join('; ') : `${res.status} ${res.statusText}`;
+    if (res.status === 405 && behindYarnProxy()) {
+      msg = 'the YARN web proxy forwards only GET and PUT requests: open the dashboard at the ' +
+        "master's own address (Master-Address in `yarn-submit --status <application-id>`) to act on the job";
+    }
     const err = new Error(`${path}: ${msg}`);
     err.status = res.status;
     throw err;
   }
   if (doc === null) throw new Error(`${path}: not a JSON document`);
   return doc;
+}
+
+/** Whether the page came through YARN's web proxy (`.../proxy/application_<id>/`). */
+export function behindYarnProxy() {
+  return /\/proxy\/application_\d+_\d+\//.test(window.location.pathname);
 }
 
 const ESC = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };

@@ -3,10 +3,10 @@
 //! records into per-target batches.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, bounded};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError, bounded};
 
 use crate::data::{Barrier, Batch, Event};
 use crate::emit::Emit;
@@ -120,6 +120,27 @@ pub fn send_event<T>(tx: &Sender<Event<T>>, mut ev: Event<T>, cancel: &AtomicBoo
     }
 }
 
+/// [`send_event`] that adds the time spent waiting for room in the channel to `blocked` (in
+/// nanoseconds): the task's backpressure. The common case, a channel with room, costs one
+/// `try_send` and no clock read.
+pub fn send_event_timed<T>(
+    tx: &Sender<Event<T>>,
+    ev: Event<T>,
+    cancel: &AtomicBool,
+    blocked: &AtomicU64,
+) -> Result<()> {
+    match tx.try_send(ev) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full(ev)) => {
+            let start = Instant::now();
+            let sent = send_event(tx, ev, cancel);
+            blocked.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            sent
+        }
+        Err(TrySendError::Disconnected(ev)) => send_event(tx, ev, cancel),
+    }
+}
+
 /// The producer side of an edge for one subtask: buffers records per target and sends full
 /// batches; control events flush the buffers first so they keep their place in the stream.
 pub struct ExchangeWriter<T, P> {
@@ -131,6 +152,8 @@ pub struct ExchangeWriter<T, P> {
     partitioner: P,
     broadcast: bool,
     cancel: Arc<AtomicBool>,
+    /// The task's time blocked on output, in nanoseconds (see [`send_event_timed`]).
+    blocked: Arc<AtomicU64>,
 }
 
 impl<T: Clone + 'static, P: Partitioner<T>> ExchangeWriter<T, P> {
@@ -139,6 +162,7 @@ impl<T: Clone + 'static, P: Partitioner<T>> ExchangeWriter<T, P> {
         consumers: usize,
         partitioner: P,
         cancel: Arc<AtomicBool>,
+        blocked: Arc<AtomicU64>,
     ) -> Self {
         let broadcast = std::any::TypeId::of::<P>() == std::any::TypeId::of::<Broadcast>();
         let mut target_index = vec![usize::MAX; consumers];
@@ -158,6 +182,7 @@ impl<T: Clone + 'static, P: Partitioner<T>> ExchangeWriter<T, P> {
             partitioner,
             broadcast,
             cancel,
+            blocked,
         }
     }
 
@@ -166,7 +191,11 @@ impl<T: Clone + 'static, P: Partitioner<T>> ExchangeWriter<T, P> {
             return Ok(());
         }
         let full = std::mem::replace(&mut self.buffers[slot], Batch::with_capacity(BATCH_SIZE));
-        send_event(&self.targets[slot], Event::Batch(full), &self.cancel)
+        self.send(slot, Event::Batch(full))
+    }
+
+    fn send(&self, slot: usize, ev: Event<T>) -> Result<()> {
+        send_event_timed(&self.targets[slot], ev, &self.cancel, &self.blocked)
     }
 
     fn flush_all(&mut self) -> Result<()> {
@@ -175,8 +204,8 @@ impl<T: Clone + 'static, P: Partitioner<T>> ExchangeWriter<T, P> {
 
     fn send_all(&mut self, ev: Event<T>) -> Result<()> {
         self.flush_all()?;
-        for tx in &self.targets {
-            send_event(tx, ev.clone(), &self.cancel)?;
+        for slot in 0..self.targets.len() {
+            self.send(slot, ev.clone())?;
         }
         Ok(())
     }
@@ -187,7 +216,7 @@ impl<T: Clone + 'static, P: Partitioner<T>> Emit<T> for ExchangeWriter<T, P> {
         if self.targets.len() == 1 && !self.broadcast {
             // One target (forward, or a single consumer): pass big batches through untouched.
             if self.buffers[0].is_empty() && batch.len() >= BATCH_SIZE / 2 {
-                return send_event(&self.targets[0], Event::Batch(batch), &self.cancel);
+                return self.send(0, Event::Batch(batch));
             }
             let buf = &mut self.buffers[0];
             if batch.has_timestamps() || buf.has_timestamps() {

@@ -1,5 +1,8 @@
-//! Incremental RocksDB checkpoints, the uploader's and the restorer's part.
+//! Native RocksDB checkpoints, the uploader's and the restorer's part.
 //!
+//! Without `state.backend.incremental` every file of the checkpoint is stored under
+//! `<prefix>/` in the checkpoint directory (a full checkpoint, still the database's own files:
+//! no key-by-key scan). With it:
 //! A native checkpoint is a directory of RocksDB files. SST files never change once written, so
 //! each is stored once, as `shared/<instance>-<checkpoint>-<name>` in the job directory, and
 //! every later checkpoint of the same database only references it; the other files (MANIFEST,
@@ -68,21 +71,16 @@ pub fn store_native(
         }
         _ => HashMap::new(),
     };
-    let read = |name: &str| {
-        let p = local.join(name);
-        std::fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display()))
-    };
+    let sharing = native.incremental;
     let (mut private, mut shared, mut written) = (Vec::new(), Vec::new(), 0u64);
-    // (position in `shared`, registry key, file name) of the SST files to upload.
-    let mut new_files = Vec::new();
+    // The files to store: (private?, position in `private`/`shared`, registry key, name).
+    let mut to_store = Vec::new();
     for name in &names {
-        if !name.ends_with(".sst") {
-            let bytes = read(name)?;
-            written += bytes.len() as u64;
-            let f = dir
-                .write_private_file(&format!("{prefix}/{name}"), name, &bytes)
-                .map_err(|e| e.to_string())?;
-            private.push(f);
+        let is_sst = name.ends_with(".sst");
+        if !(sharing && is_sst) {
+            // Without `state.backend.incremental` every file is this checkpoint's own.
+            to_store.push((true, private.len(), None, name.as_str()));
+            private.push(NativeFile::default());
             continue;
         }
         let key = (native.instance.clone(), name.clone());
@@ -94,31 +92,41 @@ pub fn store_native(
             shared.push((*f).clone());
             continue;
         }
-        new_files.push((shared.len(), key, name.as_str()));
+        to_store.push((false, shared.len(), Some(key), name.as_str()));
         shared.push(NativeFile::default());
     }
-    // New SST files go up `threads` at a time (`state.backend.rocksdb.checkpoint.transfer.
-    // thread.num`), each read and written whole by one thread.
-    let uploaded = upload_parallel(&new_files, threads, |name| {
-        let bytes = read(name)?;
-        let unique = shared_file_name(&native.instance, checkpoint_id, name);
-        let f = dir
-            .write_shared_file(&unique, name, &bytes)
-            .map_err(|e| e.to_string())?;
-        Ok((f, bytes.len() as u64))
+    // Files go up `threads` at a time (`state.backend.rocksdb.checkpoint.transfer.thread.num`),
+    // each streamed in pieces; SST files never change, so on a local disk they are linked.
+    let stored = upload_parallel(&to_store, threads, |&(is_private, _, _, name)| {
+        let path = local.join(name);
+        let immutable = name.ends_with(".sst");
+        let r = if is_private {
+            dir.store_private_file(&format!("{prefix}/{name}"), name, &path, immutable)
+        } else {
+            let unique = shared_file_name(&native.instance, checkpoint_id, name);
+            dir.store_shared_file(&unique, name, &path, immutable)
+        };
+        r.map_err(|e| format!("storing {}: {e}", path.display()))
     })?;
-    for ((slot, key, _), (f, len)) in new_files.into_iter().zip(uploaded) {
-        written += len;
-        registry.files.lock().insert(
-            key,
-            Uploaded {
-                file: f.clone(),
-                by: checkpoint_id,
-                confirmed: false,
-            },
-        );
+    for ((is_private, slot, key, _), f) in to_store.into_iter().zip(stored) {
+        written += f.len;
+        if is_private {
+            private[slot] = f;
+            continue;
+        }
+        if let Some(key) = key {
+            registry.files.lock().insert(
+                key,
+                Uploaded {
+                    file: f.clone(),
+                    by: checkpoint_id,
+                    confirmed: false,
+                },
+            );
+        }
         shared[slot] = f;
     }
+    dir.sync_native_dirs(prefix).map_err(|e| e.to_string())?;
     // SST files RocksDB deleted never come back under the same name: forget them.
     registry
         .files
@@ -141,17 +149,13 @@ pub fn store_native(
     })
 }
 
-/// The stored copy of a file, if the checkpoint that stored it has completed.
-/// Runs `f` on every item's name with up to `threads` threads; the results in item order, or
-/// the first error.
-fn upload_parallel<K, R: Send>(
-    items: &[(usize, K, &str)],
+/// Runs `f` on every item with up to `threads` threads; the results in item order, or the
+/// first error.
+fn upload_parallel<T: Sync, R: Send>(
+    items: &[T],
     threads: usize,
-    f: impl Fn(&str) -> Result<R, String> + Sync,
-) -> Result<Vec<R>, String>
-where
-    K: Sync,
-{
+    f: impl Fn(&T) -> Result<R, String> + Sync,
+) -> Result<Vec<R>, String> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<parking_lot::Mutex<Option<Result<R, String>>>> = items
         .iter()
@@ -162,10 +166,10 @@ where
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((_, _, name)) = items.get(i) else {
+                    let Some(item) = items.get(i) else {
                         break;
                     };
-                    let r = f(name);
+                    let r = f(item);
                     let failed = r.is_err();
                     *results[i].lock() = Some(r);
                     if failed {
@@ -178,12 +182,12 @@ where
         }
     });
     let mut out = Vec::with_capacity(items.len());
-    for (r, (_, _, name)) in results.into_iter().zip(items) {
+    for (i, r) in results.into_iter().enumerate() {
         match r.into_inner() {
             Some(r) => out.push(r?),
             None => {
                 return Err(format!(
-                    "uploading {name} was abandoned after another upload failed"
+                    "transfer {i} was abandoned after another transfer failed"
                 ));
             }
         }
@@ -191,6 +195,7 @@ where
     Ok(out)
 }
 
+/// The stored copy of a file, if the checkpoint that stored it has completed.
 fn reusable(
     dir: &SnapshotDir,
     registry: &SharedRegistry,
@@ -243,28 +248,9 @@ pub fn fetch_native(
         .map(|f| (f, false))
         .chain(shared.iter().map(|f| (f, true)))
         .collect();
-    let threads = threads.clamp(1, files.len().max(1));
-    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                let (files, local) = (&files, &local);
-                s.spawn(move || {
-                    for (f, is_shared) in files.iter().skip(t).step_by(threads) {
-                        fetch_one(dir, f, *is_shared, &local.0)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err("a download thread panicked".into()))
-            })
-            .collect()
-    });
-    results.into_iter().collect::<Result<(), String>>()?;
+    upload_parallel(&files, threads, |&(f, is_shared)| {
+        fetch_one(dir, f, is_shared, &local.0)
+    })?;
     let mut snap = meta.snapshot;
     let keyed = snap.keyed.get_or_insert_with(KeyedSnapshot::default);
     keyed.native.push(NativeState {
@@ -273,6 +259,8 @@ pub fn fetch_native(
         range: meta.range,
         tables: keyed.tables.clone(),
         inherited: Some((dir.job_dir_url(), shared.clone())),
+        // Decided again by the store the database is opened into.
+        incremental: true,
     });
     Ok(snap)
 }
@@ -282,9 +270,8 @@ fn fetch_one(dir: &SnapshotDir, f: &NativeFile, shared: bool, local: &Path) -> R
     if f.name.is_empty() || f.name.contains('/') || f.name.starts_with('.') {
         return Err(format!("'{}' is not a database file name", f.name));
     }
-    let bytes = dir.read_native_file(f, shared).map_err(|e| e.to_string())?;
-    let p = local.join(&f.name);
-    std::fs::write(&p, bytes).map_err(|e| format!("writing {}: {e}", p.display()))
+    dir.fetch_native_file(f, shared, &local.join(&f.name))
+        .map_err(|e| e.to_string())
 }
 
 /// Any state handle in the canonical form (key-group blobs indexed by `tables`): incremental

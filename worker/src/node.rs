@@ -6,7 +6,7 @@
 use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use crossbeam_channel::{Receiver, Sender};
 use sluice_core::{Result, SluiceError};
@@ -18,9 +18,9 @@ use crate::exchange::{
     Broadcast, ByKey, CHANNEL_CAPACITY, ExchangeWriter, Partitioner, RoundRobin, edge_channels,
 };
 use crate::key::KeySelector;
-use crate::net::{ChannelId, DataPlane, bridge_in, bridge_out};
+use crate::net::{ChannelId, DataPlane, bridge_in_counted, bridge_out_counted};
 use crate::operator::{Operator, OperatorNode};
-use crate::source::Source;
+use crate::source::{Source, forward_source_watermarks};
 use crate::task::{TaskEnv, run_input_task, run_source_task};
 use sluice_core::Partitioning;
 
@@ -149,7 +149,8 @@ impl<S: Source, F: Fn() -> S + Send + Sync> NodeRuntime for SourceRuntime<S, F> 
 
     fn run_source(&self, ctx: OperatorContext, downstream: AnyEmit, env: TaskEnv) -> Result<()> {
         let head = take_emit::<S::Out>(downstream, &ctx.uid)?;
-        run_source_task((self.factory)(), ctx, head, env)
+        let (source, head) = forward_source_watermarks((self.factory)(), head);
+        run_source_task(source, ctx, head, env)
     }
 
     fn run_input(&self, _r: Vec<AnySend>, _h: AnyEmit, env: TaskEnv) -> Result<()> {
@@ -179,6 +180,10 @@ pub struct EdgePlacement<'a> {
     pub producers: &'a [SocketAddr],
     pub consumers: &'a [SocketAddr],
     pub cancel: Arc<AtomicBool>,
+    /// Bytes each producer subtask sent to other processes over this edge, and each consumer
+    /// subtask received from them (one counter per subtask, shared by its edges).
+    pub bytes_out: &'a [Arc<AtomicU64>],
+    pub bytes_in: &'a [Arc<AtomicU64>],
 }
 
 impl EdgePlacement<'_> {
@@ -210,7 +215,8 @@ pub trait EdgeRuntime: Send + Sync {
     /// running in this process get senders / receivers (`None` for the others); a pair with
     /// its other end elsewhere is bridged over the data plane.
     fn placed_channels(&self, placement: &EdgePlacement<'_>) -> Result<PlacedChannels>;
-    /// The writer of producer `subtask` over `senders`, as a `Box<dyn Emit<T>>`.
+    /// The writer of producer `subtask` over `senders`, as a `Box<dyn Emit<T>>`. It adds the
+    /// time it waits for room downstream to `blocked` (nanoseconds).
     fn writer(
         &self,
         senders: AnySend,
@@ -218,6 +224,7 @@ pub trait EdgeRuntime: Send + Sync {
         consumers: usize,
         max_parallelism: usize,
         cancel: Arc<AtomicBool>,
+        blocked: Arc<AtomicU64>,
     ) -> Result<AnyEmit>;
 }
 
@@ -288,12 +295,15 @@ fn placed<T: Data>(p: Partitioning, placement: &EdgePlacement<'_>) -> Result<Pla
                         .plane
                         .open_sender(placement.consumers[j], placement.channel(i, j))?;
                     // The bridge reports its failure by dropping its channel end.
-                    drop(bridge_out(rx, net, placement.cancel.clone()));
+                    let (cancel, bytes) =
+                        (placement.cancel.clone(), placement.bytes_out[i].clone());
+                    drop(bridge_out_counted(rx, net, cancel, bytes));
                 }
                 (None, Some(r)) => {
                     r.push(rx);
                     let net = placement.plane.open_receiver(placement.channel(i, j))?;
-                    drop(bridge_in(net, tx, placement.cancel.clone()));
+                    let (cancel, bytes) = (placement.cancel.clone(), placement.bytes_in[j].clone());
+                    drop(bridge_in_counted(net, tx, cancel, bytes));
                 }
                 (None, None) => {}
             }
@@ -316,6 +326,7 @@ fn make_writer<T: Data, P: Partitioner<T>>(
     consumers: usize,
     partitioner: P,
     cancel: Arc<AtomicBool>,
+    blocked: Arc<AtomicU64>,
 ) -> Result<AnyEmit> {
     let s = senders
         .downcast::<Senders<T>>()
@@ -325,6 +336,7 @@ fn make_writer<T: Data, P: Partitioner<T>>(
         consumers,
         partitioner,
         cancel,
+        blocked,
     ))))
 }
 
@@ -348,10 +360,16 @@ impl<T: Data> EdgeRuntime for PlainEdge<T> {
         consumers: usize,
         _max: usize,
         cancel: Arc<AtomicBool>,
+        blocked: Arc<AtomicU64>,
     ) -> Result<AnyEmit> {
         match self.partitioning {
-            Partitioning::Broadcast => make_writer::<T, _>(senders, consumers, Broadcast, cancel),
-            _ => make_writer::<T, _>(senders, consumers, RoundRobin::starting_at(subtask), cancel),
+            Partitioning::Broadcast => {
+                make_writer::<T, _>(senders, consumers, Broadcast, cancel, blocked)
+            }
+            _ => {
+                let rr = RoundRobin::starting_at(subtask);
+                make_writer::<T, _>(senders, consumers, rr, cancel, blocked)
+            }
         }
     }
 }
@@ -391,11 +409,12 @@ impl<T: Data, S: KeySelector<T>> EdgeRuntime for KeyedEdge<T, S> {
         consumers: usize,
         max: usize,
         cancel: Arc<AtomicBool>,
+        blocked: Arc<AtomicU64>,
     ) -> Result<AnyEmit> {
         let p = ByKey {
             selector: self.selector.clone(),
             max_parallelism: max,
         };
-        make_writer::<T, _>(senders, consumers, p, cancel)
+        make_writer::<T, _>(senders, consumers, p, cancel, blocked)
     }
 }

@@ -5,8 +5,9 @@
 //! or merged when parallelism changes. Operator (non-keyed) state is a named list of items that
 //! is either split among the new subtasks or given whole to each of them.
 //!
-//! An incremental RocksDB checkpoint carries the database itself instead ([`NativeState`]):
-//! the heap-held part (timers) stays in `groups`, the rest is in the native directory.
+//! A RocksDB checkpoint (full or incremental; not a savepoint) carries the database itself
+//! instead ([`NativeState`]): the heap-held part (timers) stays in `groups`, the rest is in the
+//! native directory.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -67,6 +68,9 @@ pub struct NativeState {
     /// The job directory URL and shared files the SST files were downloaded from: a checkpoint
     /// of that job directory references them instead of uploading them again.
     pub inherited: Option<(String, Vec<NativeFile>)>,
+    /// `state.backend.incremental`: SST files are stored once and shared by later checkpoints;
+    /// otherwise every checkpoint stores all its files.
+    pub incremental: bool,
 }
 
 impl PartialEq for NativeState {

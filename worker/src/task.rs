@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError};
 
@@ -36,6 +36,9 @@ pub enum TaskReport {
         subtask: usize,
         barrier: Barrier,
         snapshots: Vec<(String, OperatorSnapshot)>,
+        /// Milliseconds from the first to the last input delivering this barrier (0 for
+        /// sources and single-input tasks): Flink's alignment duration.
+        alignment_ms: u64,
     },
 }
 
@@ -61,7 +64,7 @@ impl TaskEnv {
         self.cancel.load(Ordering::Relaxed)
     }
 
-    fn acknowledge(&self, barrier: Barrier) -> Result<()> {
+    fn acknowledge(&self, barrier: Barrier, alignment: Duration) -> Result<()> {
         let snapshots = std::mem::take(&mut *self.snapshots.borrow_mut());
         if let Some(r) = &self.reports {
             // A master that went away cancels us anyway; nothing to do if it is gone.
@@ -70,6 +73,7 @@ impl TaskEnv {
                 subtask: self.subtask,
                 barrier,
                 snapshots,
+                alignment_ms: alignment.as_millis() as u64,
             });
         }
         Ok(())
@@ -131,7 +135,7 @@ pub fn run_source_task<S: Source>(
                                 head.watermark(MAX_WATERMARK)?;
                             }
                             head.barrier(b)?;
-                            env.acknowledge(b)?;
+                            env.acknowledge(b, Duration::ZERO)?;
                             if matches!(b.kind, BarrierKind::StopWithSavepoint { .. }) {
                                 // Nothing after the savepoint is emitted. The job ends once the
                                 // savepoint completed (so sinks commit what it covers) or goes
@@ -212,7 +216,8 @@ pub fn run_input_task<T: 'static>(
     let mut watermarks = vec![MIN_WATERMARK; n];
     let mut ended = vec![false; n];
     let mut blocked = vec![false; n];
-    let mut pending_barrier: Option<(Barrier, usize)> = None;
+    // The barrier being aligned: how many inputs delivered it, and when the first did.
+    let mut pending_barrier: Option<(Barrier, usize, Instant)> = None;
     let mut emitted_watermark = MIN_WATERMARK;
     let mut live = n;
 
@@ -242,14 +247,15 @@ pub fn run_input_task<T: 'static>(
                 }
             }
             Event::Barrier(b) => {
-                let arrived = match &mut pending_barrier {
-                    Some((pb, count)) if pb.checkpoint_id == b.checkpoint_id => {
+                let (arrived, since) = match &mut pending_barrier {
+                    Some((pb, count, since)) if pb.checkpoint_id == b.checkpoint_id => {
                         *count += 1;
-                        *count
+                        (*count, *since)
                     }
                     _ => {
-                        pending_barrier = Some((b, 1));
-                        1
+                        let now = Instant::now();
+                        pending_barrier = Some((b, 1, now));
+                        (1, now)
                     }
                 };
                 if env.align_barriers {
@@ -259,7 +265,7 @@ pub fn run_input_task<T: 'static>(
                     pending_barrier = None;
                     blocked.iter_mut().for_each(|x| *x = false);
                     head.barrier(b)?;
-                    env.acknowledge(b)?;
+                    env.acknowledge(b, since.elapsed())?;
                 }
             }
             Event::EndOfInput => {
@@ -272,14 +278,14 @@ pub fn run_input_task<T: 'static>(
                     head.watermark(min)?;
                 }
                 // A barrier may now be complete because the ended channel no longer counts.
-                if let Some((b, count)) = pending_barrier
+                if let Some((b, count, since)) = pending_barrier
                     && count >= live
                     && live > 0
                 {
                     pending_barrier = None;
                     blocked.iter_mut().for_each(|x| *x = false);
                     head.barrier(b)?;
-                    env.acknowledge(b)?;
+                    env.acknowledge(b, since.elapsed())?;
                 }
             }
         }

@@ -26,6 +26,8 @@ pub enum CheckpointEvent {
         subtask: usize,
         /// (operator uid, subtask, handle) for each operator of the task's chain.
         states: Vec<(String, usize, StateHandle)>,
+        /// The task's barrier alignment time (see [`TaskReport::Acknowledge`]).
+        alignment_ms: u64,
     },
     Declined {
         checkpoint_id: u64,
@@ -93,6 +95,7 @@ fn upload(
         subtask,
         barrier,
         snapshots,
+        alignment_ms,
     } = report;
     let id = barrier.checkpoint_id;
     let Some((dir, threshold)) = targets.lock().get(&id).cloned() else {
@@ -156,5 +159,6 @@ fn upload(
         task,
         subtask,
         states,
+        alignment_ms,
     }
 }

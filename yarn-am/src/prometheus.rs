@@ -130,6 +130,15 @@ pub(crate) fn render(d: &Dispatcher) -> String {
                 &l,
                 last.end_to_end_duration as f64,
             );
+            if let Some(ms) = last.alignments.iter().map(|a| a.2).max() {
+                e.gauge(
+                    "sluice_job_lastCheckpointAlignmentDuration",
+                    "Longest barrier alignment of any subtask in the last completed checkpoint, \
+                     in milliseconds.",
+                    &l,
+                    ms as f64,
+                );
+            }
             e.gauge(
                 "sluice_job_lastCheckpointSize",
                 "Bytes written by the last completed checkpoint.",
@@ -166,6 +175,24 @@ pub(crate) fn render(d: &Dispatcher) -> String {
                 "Records dropped for arriving after the watermark passed their windows.",
                 &ol,
                 m.late_records_dropped as f64,
+            );
+            e.counter(
+                "sluice_operator_numBytesIn",
+                "Bytes the operator received from other processes (all subtasks).",
+                &ol,
+                m.bytes_in as f64,
+            );
+            e.counter(
+                "sluice_operator_numBytesOut",
+                "Bytes the operator sent to other processes (all subtasks).",
+                &ol,
+                m.bytes_out as f64,
+            );
+            e.counter(
+                "sluice_operator_accumulatedBackpressuredTimeMs",
+                "Milliseconds the operator's subtasks waited for room downstream (summed).",
+                &ol,
+                m.backpressured_ms as f64,
             );
         }
     }

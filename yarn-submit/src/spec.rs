@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 use sluice_core::Config;
+use sluice_core::config::keys::HA_TYPE;
 use sluice_core::config::parse_memory;
 
 use crate::error::{Error, Result};
@@ -24,6 +25,7 @@ pub mod keys {
     pub const SAVEPOINT_PATH: &str = "execution.savepoint.path";
     pub const IGNORE_UNCLAIMED: &str = "execution.savepoint.ignore-unclaimed-state";
     pub const PIPELINE_NAME: &str = "pipeline.name";
+    pub const HA_CLUSTER_ID: &str = "high-availability.cluster-id";
 }
 
 /// Flink's defaults.
@@ -81,7 +83,25 @@ impl EffectiveConfig {
         c.memory_mb(keys::TM_MEMORY, DEFAULT_TM_MEMORY)?;
         c.number(keys::APPLICATION_ATTEMPTS, DEFAULT_ATTEMPTS as u64)?;
         c.tm_vcores()?;
+        config.ha.check().map_err(Error::Config)?;
         Ok(c)
+    }
+
+    /// With ZooKeeper high availability, `high-availability.cluster-id` defaults to the
+    /// application id, as on Flink's YARN deployments: the ApplicationMaster's attempts and
+    /// the workers then share the application's nodes in ZooKeeper, and no other application
+    /// does.
+    pub fn default_cluster_id(&mut self, app_id: &str) {
+        // `high-availability` is the key's older name, which the configuration still reads.
+        let ha = [HA_TYPE, "high-availability"].iter().any(|k| {
+            self.get(k)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("zookeeper"))
+        });
+        if ha {
+            self.map
+                .entry(keys::HA_CLUSTER_ID.into())
+                .or_insert_with(|| app_id.to_string());
+        }
     }
 
     /// `pipeline.name` unless `--name` or the configuration set it: the bundle's name.
@@ -214,6 +234,9 @@ impl Submission<'_> {
             "application-type": self.application_type,
             "queue": self.queue,
             "max-app-attempts": self.attempts,
+            // A new ApplicationMaster attempt takes over the running worker containers (with
+            // ZooKeeper HA their workers re-register with it; otherwise it releases them).
+            "keep-containers-across-application-attempts": true,
             "resource": {"memory": self.memory_mb, "vCores": self.vcores},
             "am-container-spec": {
                 "local-resources": {"entry": resources},
@@ -290,6 +313,44 @@ mod tests {
     }
 
     #[test]
+    fn with_zookeeper_ha_the_cluster_id_defaults_to_the_application_id() {
+        let mut plain = EffectiveConfig::build(None, &Overrides::default()).unwrap();
+        plain.default_cluster_id("application_1_0007");
+        assert_eq!(plain.get(keys::HA_CLUSTER_ID), None);
+        let ha = |extra: &[&str]| Overrides {
+            dynamic: [
+                "high-availability.type=zookeeper",
+                "high-availability.zookeeper.quorum=127.0.0.1:2181",
+                "high-availability.storageDir=hdfs:///ha",
+            ]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect(),
+            ..Default::default()
+        };
+        let mut c = EffectiveConfig::build(None, &ha(&[])).unwrap();
+        c.default_cluster_id("application_1_0007");
+        assert_eq!(c.get(keys::HA_CLUSTER_ID), Some("application_1_0007"));
+        assert!(
+            c.to_yaml()
+                .contains("high-availability.cluster-id: application_1_0007\n")
+        );
+        let mut c =
+            EffectiveConfig::build(None, &ha(&["high-availability.cluster-id=mine"])).unwrap();
+        c.default_cluster_id("application_1_0007");
+        assert_eq!(c.get(keys::HA_CLUSTER_ID), Some("mine"));
+        let missing = Overrides {
+            dynamic: vec!["high-availability.type=zookeeper".into()],
+            ..Default::default()
+        };
+        let e = EffectiveConfig::build(None, &missing)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("high-availability.zookeeper.quorum"), "{e}");
+    }
+
+    #[test]
     fn env_values_survive_the_launch_script_quoting() {
         assert_eq!(
             shell_env_value(r#"["a $b","c\"d`e`"]"#),
@@ -313,6 +374,7 @@ mod tests {
             .to_json();
         assert_eq!(v["application-type"], "Sluice");
         assert_eq!(v["max-app-attempts"], 2);
+        assert_eq!(v["keep-containers-across-application-attempts"], true);
         assert_eq!(v["resource"]["memory"], 1600);
         assert_eq!(v["queue"], "default");
         let r = &v["am-container-spec"]["local-resources"]["entry"][0];

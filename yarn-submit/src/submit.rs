@@ -128,6 +128,7 @@ pub async fn submit(opts: &SubmitOptions) -> Result<Submitted> {
         .await
         .map_err(|e| Error::Bundle(format!("verifying {}: {e}", opts.bundle.display())))??;
     config.default_name(&name);
+    config.default_cluster_id(&app.id);
 
     // Hadoop client keys of the configuration apply to the upload, as to the job's own HDFS
     // access.

@@ -1,14 +1,16 @@
 //! `sluice-state-bench`: time to checkpoint and to restore ~1 GiB of RocksDB keyed state to
-//! local disk, full (the canonical key-group format, as savepoints are) and incremental (native
-//! RocksDB files, shared between checkpoints), against `cp -r` of the RocksDB directory
-//! measured in the same run. Prints each time and its ratio to the copy.
+//! local disk, full (every file of a native RocksDB checkpoint) and incremental (native files
+//! shared between checkpoints), and as a savepoint (the canonical key-group format), against
+//! `cp -r` of the RocksDB directory measured in the same run. Prints each time and its ratio to
+//! the copy; a restore is reported once the files are fetched and again once the database is
+//! open and answers reads.
 //!
 //! With `--checkpoint-dir hdfs://...` the checkpoints go to HDFS instead, and the same files are
 //! also written and read with plain hdfs-native calls (as many at a time as the checkpoint's
 //! transfer threads), so the storage layer's upload and restore can be set against the client
 //! library's own throughput in the same run.
 //!
-//!   sluice-state-bench [--keys 8388608] [--dir /var/tmp] [--checkpoint-dir URL]
+//!   sluice-state-bench [--keys 8388608] [--dir /var/tmp] [--checkpoint-dir URL] [--no-savepoint]
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,6 +39,9 @@ struct Args {
     /// hdfs-native comparison.
     #[arg(long)]
     checkpoint_dir: Option<String>,
+    /// Skip the canonical savepoint and its restore (slow, and another copy of the state).
+    #[arg(long)]
+    no_savepoint: bool,
 }
 
 fn main() -> Result<()> {
@@ -95,9 +100,15 @@ fn run(args: &Args, root: &Path) -> Result<()> {
         None => local_base.to_string(),
     };
     let base = base_owned.as_str();
+    // (plain write, plain read) of the same files, for the throughput comparison.
+    let mut plain = Plain::default();
     if base.starts_with("hdfs://") {
         let threads = config.rocksdb_transfer_threads;
         let (write, read, bytes) = plain_hdfs(base, &db_dir, threads)?;
+        plain = Plain {
+            write: Some((write, bytes)),
+            read: Some((read, bytes)),
+        };
         report(
             &format!("plain hdfs-native write ({threads} streams)"),
             write,
@@ -111,7 +122,80 @@ fn run(args: &Args, root: &Path) -> Result<()> {
             bytes,
         );
     }
-    // Full: scan into the canonical format, serialise, store (what a savepoint does).
+    let threads = config.rocksdb_transfer_threads;
+    // Full checkpoint: the database's own files (a RocksDB checkpoint), all of them stored.
+    let t = Instant::now();
+    let mut snap = OperatorSnapshot {
+        keyed: Some(store.snapshot_at(&barrier(1))?),
+        operator_state: Vec::new(),
+    };
+    for n in snap.keyed.iter_mut().flat_map(|k| k.native.iter_mut()) {
+        n.incremental = false; // as `state.backend.incremental: false` takes it
+    }
+    let full_dir = SnapshotDir::checkpoint(base, "full", 1)?;
+    let stored = store_native(
+        &full_dir,
+        1,
+        "op-big-0",
+        snap,
+        &SharedRegistry::default(),
+        threads,
+    )
+    .map_err(|e| anyhow!(e))?;
+    full_dir.write_metadata(&metadata("full", 1, stored.handle.clone()))?;
+    report_vs(
+        "full checkpoint",
+        t.elapsed(),
+        copy,
+        stored.written,
+        plain.write,
+    );
+    restore(
+        "full",
+        &full_dir,
+        &stored.handle,
+        &config,
+        &local,
+        copy,
+        args.keys,
+        &plain,
+    )?;
+
+    // Incremental: native RocksDB checkpoint, then another of the unchanged state.
+    let registry = SharedRegistry::default();
+    let mut last = None;
+    for id in 1..=2 {
+        let t = Instant::now();
+        let snap = OperatorSnapshot {
+            keyed: Some(store.snapshot_at(&barrier(id))?),
+            operator_state: Vec::new(),
+        };
+        let dir = SnapshotDir::checkpoint(base, "incremental", id)?;
+        let stored =
+            store_native(&dir, id, "op-big-0", snap, &registry, threads).map_err(|e| anyhow!(e))?;
+        // Only the files of completed checkpoints are reused: complete it.
+        dir.write_metadata(&metadata("incremental", id, stored.handle.clone()))?;
+        let what = format!("incremental checkpoint {id}");
+        report_vs(&what, t.elapsed(), copy, stored.written, plain.write);
+        last = Some((dir, stored.handle));
+    }
+    let (dir, handle) = last.expect("two checkpoints");
+    restore(
+        "incremental",
+        &dir,
+        &handle,
+        &config,
+        &local,
+        copy,
+        args.keys,
+        &plain,
+    )?;
+
+    if args.no_savepoint {
+        return Ok(());
+    }
+    // Savepoint: scan into the canonical format, serialise, store (restores into any backend
+    // and parallelism, and so costs a key-by-key scan and a rebuild).
     let t = Instant::now();
     let snap = OperatorSnapshot {
         keyed: Some(store.snapshot()?),
@@ -119,53 +203,70 @@ fn run(args: &Args, root: &Path) -> Result<()> {
     };
     let bytes = bincode::serialize(&snap)?;
     drop(snap);
-    let full_dir = SnapshotDir::checkpoint(base, "full", 1)?;
-    let handle = full_dir.write_state("op-big-0", &bytes, 0)?;
-    report("full checkpoint", t.elapsed(), copy, bytes.len() as u64);
+    let sp_dir = SnapshotDir::checkpoint(base, "savepoint", 1)?;
+    let handle = sp_dir.write_state("op-big-0", &bytes, 0)?;
+    report(
+        "savepoint (canonical)",
+        t.elapsed(),
+        copy,
+        bytes.len() as u64,
+    );
     drop(bytes);
     let t = Instant::now();
-    let restored: OperatorSnapshot = bincode::deserialize(&full_dir.read_state(&handle)?)?;
+    let restored: OperatorSnapshot = bincode::deserialize(&sp_dir.read_state(&handle)?)?;
     let (_s, v) = open(&config, Some(restored))?;
     check(&v, args.keys)?;
-    report("full restore", t.elapsed(), copy, handle.len());
+    report("savepoint restore", t.elapsed(), copy, handle.len());
+    Ok(())
+}
 
-    // Incremental: native RocksDB checkpoint, then another of the unchanged state.
-    let registry = SharedRegistry::default();
-    let mut last = None;
-    for id in 1..=2 {
-        let t = Instant::now();
-        let barrier = Barrier {
-            checkpoint_id: id,
-            timestamp_ms: 0,
-            kind: BarrierKind::Checkpoint,
-        };
-        let snap = OperatorSnapshot {
-            keyed: Some(store.snapshot_at(&barrier)?),
-            operator_state: Vec::new(),
-        };
-        let dir = SnapshotDir::checkpoint(base, "incremental", id)?;
-        let stored = store_native(
-            &dir,
-            id,
-            "op-big-0",
-            snap,
-            &registry,
-            config.rocksdb_transfer_threads,
-        )
-        .map_err(|e| anyhow!(e))?;
-        // Only the files of completed checkpoints are reused: complete it.
-        dir.write_metadata(&metadata(id, stored.handle.clone()))?;
-        let what = format!("incremental checkpoint {id}");
-        report(&what, t.elapsed(), copy, stored.written);
-        last = Some((dir, stored.handle));
+/// Plain hdfs-native transfer times of the same files: (time, bytes).
+#[derive(Default)]
+struct Plain {
+    write: Option<(Duration, u64)>,
+    read: Option<(Duration, u64)>,
+}
+
+fn barrier(id: u64) -> Barrier {
+    Barrier {
+        checkpoint_id: id,
+        timestamp_ms: 0,
+        kind: BarrierKind::Checkpoint,
     }
-    let (dir, handle) = last.expect("two checkpoints");
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Restores a native checkpoint: downloads its files (reported alone), then opens the
+/// database and reads keys back (reported as the whole restore).
+fn restore(
+    what: &str,
+    dir: &SnapshotDir,
+    handle: &sluice_hdfs_backend::StateHandle,
+    config: &Arc<Config>,
+    local: &Path,
+    copy: Duration,
+    keys: u64,
+    plain: &Plain,
+) -> Result<()> {
     let t = Instant::now();
-    let restored = fetch_native(&dir, &handle, &local, config.rocksdb_transfer_threads)
+    let restored = fetch_native(dir, handle, local, config.rocksdb_transfer_threads)
         .map_err(|e| anyhow!(e))?;
-    let (_s, v) = open(&config, Some(restored))?;
-    check(&v, args.keys)?;
-    report("incremental restore", t.elapsed(), copy, handle.len());
+    report_vs(
+        &format!("{what} restore: files"),
+        t.elapsed(),
+        copy,
+        handle.len(),
+        plain.read,
+    );
+    let (_s, v) = open(config, Some(restored))?;
+    check(&v, keys)?;
+    report_vs(
+        &format!("{what} restore: + open, 3 reads"),
+        t.elapsed(),
+        copy,
+        handle.len(),
+        plain.read,
+    );
     Ok(())
 }
 
@@ -273,8 +374,28 @@ fn check(state: &ValueState<u64, Vec<u8>>, keys: u64) -> Result<()> {
 }
 
 fn report(what: &str, took: Duration, copy: Duration, bytes: u64) {
+    report_vs(what, took, copy, bytes, None);
+}
+
+/// Also prints the throughput as a percentage of a plain hdfs-native transfer of `plain.1`
+/// bytes in `plain.0`.
+fn report_vs(
+    what: &str,
+    took: Duration,
+    copy: Duration,
+    bytes: u64,
+    plain: Option<(Duration, u64)>,
+) {
+    // Not for a few kilobytes: their time is NameNode calls, not throughput.
+    let vs_plain = plain
+        .filter(|_| bytes >= 1 << 20)
+        .map_or(String::new(), |(t, b)| {
+            let ours = bytes as f64 / took.as_secs_f64().max(1e-9);
+            let theirs = b as f64 / t.as_secs_f64().max(1e-9);
+            format!("  {:>5.0} % of plain hdfs-native", 100.0 * ours / theirs)
+        });
     println!(
-        "{what:<34} {:>8.2} s  {:>6.2}x cp -r  {:>14} bytes",
+        "{what:<38} {:>8.2} s  {:>6.2}x cp -r  {:>14} bytes{vs_plain}",
         took.as_secs_f64(),
         took.as_secs_f64() / copy.as_secs_f64().max(1e-9),
         bytes
@@ -303,6 +424,7 @@ fn value_of(k: u64) -> Vec<u8> {
 }
 
 fn metadata(
+    job_id: &str,
     id: u64,
     handle: sluice_hdfs_backend::StateHandle,
 ) -> sluice_hdfs_backend::CheckpointMetadata {
@@ -311,7 +433,7 @@ fn metadata(
     };
     CheckpointMetadata {
         format_version: FORMAT_VERSION,
-        job_id: "incremental".into(),
+        job_id: job_id.into(),
         job_name: "state-bench".into(),
         checkpoint_id: id,
         kind: SnapshotKind::Checkpoint,

@@ -203,6 +203,32 @@ impl Cluster {
             .to_string()
     }
 
+    /// Runs `sluice <args>` with a configuration that has this cluster's `high-availability.*`
+    /// keys and no REST address; its stdout (the command must succeed).
+    fn sluice_without_address(&self, args: &[&str]) -> String {
+        let conf = self.dir.path().join("cli-conf");
+        std::fs::create_dir_all(&conf).expect("a conf dir");
+        let yaml: String = self
+            .ha
+            .iter()
+            .filter(|a| *a != "-D")
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| format!("{k}: \"{v}\"\n"))
+            .collect();
+        std::fs::write(conf.join("sluice.yaml"), yaml).expect("sluice.yaml");
+        let out = Command::new(bin("sluice"))
+            .args(args)
+            .env("SLUICE_CONF_DIR", &conf)
+            .output()
+            .expect("sluice runs");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "sluice {args:?}: {stdout}{stderr}");
+        stdout.into_owned()
+    }
+
     fn state(&self, rest: u16, job: &str) -> String {
         get(rest, &format!("/jobs/{job}"))
             .and_then(|j| j["state"].as_str().map(str::to_string))
@@ -425,6 +451,12 @@ fn the_leading_master_killed_mid_stream_is_replaced_and_nothing_is_lost_or_dupli
     );
 
     let second = fail_over(&mut cluster, leader, &job, &out);
+    // Without -m, the CLI finds the new leader in ZooKeeper, as Flink's does.
+    let listed = cluster.sluice_without_address(&["list"]);
+    assert!(
+        listed.contains(&format!(" : {job} : ")) && listed.contains("(RUNNING)"),
+        "`sluice list` through the leader found in ZooKeeper: {listed}"
+    );
 
     // A third master joins as the standby; the second leader is killed too.
     cluster.add_master();

@@ -376,3 +376,101 @@ async fn measure_recovery(rm: &str, id: &str) -> anyhow::Result<Recovery> {
         checkpoint: checkpoint.unwrap_or_default(),
     })
 }
+
+/// The dashboard and the REST API through the ResourceManager's web proxy, as the
+/// application's tracking URL leads users there: the page, its assets (relative links) and
+/// the REST documents it polls.
+#[tokio::test]
+async fn the_dashboard_works_through_the_yarn_web_proxy() -> anyhow::Result<()> {
+    let cluster = TestCluster::ensure_up(&["hdfs", "yarn"])?;
+    let rm = cluster.rm_web().to_string();
+    let tmp = tempfile::tempdir()?;
+    let bundle = stripped_bundle("wordcount", tmp.path());
+    let user = unique("ysproxy");
+    let base = unique("sluice-proxy-test");
+    let checkpoints = format!("{}/{base}/checkpoints", cluster.hdfs_url());
+    let out = client(&cluster, "yarn-submit", &user)
+        .args(["-d", "-p", "2"])
+        .args(conf_args(&checkpoints))
+        .arg(&bundle)
+        .arg("--")
+        .args(job_args(2_000_000, 2000, &tmp.path().join("out")))
+        .output()?;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "yarn-submit -d: {stdout}{stderr}");
+    let id = application_id(&stdout);
+    let result = through_proxy(&rm, &id, &format!("hdfs:///{base}/savepoints")).await;
+    if result.is_err() {
+        let _ = client(&cluster, "yarn-submit", &user)
+            .args(["--kill", &id])
+            .output();
+    }
+    result
+}
+
+async fn through_proxy(rm: &str, id: &str, savepoints: &str) -> anyhow::Result<()> {
+    let (_, jid) = wait_for_checkpointed_job(rm, id, Duration::from_secs(120)).await?;
+    let report = app_report(rm, id).await?;
+    let tracking = report["trackingUrl"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        tracking.contains(&format!("/proxy/{id}")),
+        "the tracking URL {tracking} leads through the proxy"
+    );
+    let proxy = format!("{}/", tracking.trim_end_matches('/'));
+    let http = reqwest::Client::new();
+
+    let page = http.get(&proxy).send().await?;
+    assert_eq!(page.status(), 200, "GET {proxy}");
+    let html = page.text().await?;
+    assert!(
+        html.contains("<script"),
+        "the dashboard page at {proxy}: {html}"
+    );
+    // Every asset the page names is relative, so it resolves under the proxy's prefix.
+    let assets: Vec<String> = ["href=\"", "src=\""]
+        .iter()
+        .flat_map(|attr| html.split(attr).skip(1))
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|url| !url.contains(':') && !url.starts_with(['/', '#']))
+        .map(str::to_string)
+        .collect();
+    assert!(!assets.is_empty(), "assets in {html}");
+    for a in &assets {
+        let r = http.get(format!("{proxy}{a}")).send().await?;
+        assert_eq!(r.status(), 200, "GET {proxy}{a}");
+    }
+    let overview: Value = http
+        .get(format!("{proxy}v1/jobs/overview"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert!(
+        overview["jobs"]
+            .as_array()
+            .is_some_and(|j| j.iter().any(|j| j["jid"] == jid.as_str())),
+        "{overview}"
+    );
+
+    // The proxy forwards only GET and PUT: the page's POST and PATCH actions are refused
+    // there (the page then points to the master's own address), and work at that address.
+    let refused = http
+        .post(format!("{proxy}v1/jobs/{jid}/savepoints"))
+        .json(&serde_json::json!({"target-directory": savepoints}))
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 405, "POST through the proxy");
+    let direct = report["amRPCAddress"].as_str().unwrap_or_default();
+    let cancel = http
+        .patch(format!("http://{direct}/v1/jobs/{jid}?mode=cancel"))
+        .send()
+        .await?;
+    assert_eq!(cancel.status(), 202, "PATCH cancel at {direct}");
+    let end = wait_for_end(rm, id, Duration::from_secs(60)).await?;
+    assert_eq!(end["state"], "FINISHED", "{end:#}");
+    Ok(())
+}

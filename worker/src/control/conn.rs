@@ -100,6 +100,24 @@ impl ConnReader {
 
     /// The next message; `Ok(None)` when the peer closed the connection.
     pub fn recv<M: DeserializeOwned>(&mut self) -> Result<Option<M>> {
+        match self.recv_frame()? {
+            Some(frame) => self.decode(&frame).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Decodes a frame [`ConnReader::recv_frame`] returned.
+    pub fn decode<M: DeserializeOwned>(&self, frame: &[u8]) -> Result<M> {
+        bincode::deserialize(frame).map_err(|e| SluiceError::Serialization {
+            what: format!("a control message from {}", self.peer),
+            message: e.to_string(),
+        })
+    }
+
+    /// The next frame's bytes, undecoded: a registration is looked at before it is decoded,
+    /// so a peer of another protocol version is told so even when its messages do not decode.
+    /// `Ok(None)` when the peer closed the connection.
+    pub fn recv_frame(&mut self) -> Result<Option<Vec<u8>>> {
         let mut len = [0u8; 4];
         match self.reader.read_exact(&mut len) {
             Ok(()) => {}
@@ -123,11 +141,6 @@ impl ConnReader {
         self.reader
             .read_exact(&mut buf)
             .map_err(|e| io_err(self.peer, "receive", e))?;
-        bincode::deserialize(&buf)
-            .map(Some)
-            .map_err(|e| SluiceError::Serialization {
-                what: format!("a control message from {}", self.peer),
-                message: e.to_string(),
-            })
+        Ok(Some(buf))
     }
 }

@@ -20,12 +20,30 @@ use crate::metrics::MetricsSnapshot;
 use crate::task::TaskCommand;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// The protocol version a registration frame (an encoded [`ToMaster::RegisterWorker`] or
+/// [`ToMaster::RegisterJobProcess`]) announces, read without decoding the rest of it, so a
+/// peer whose messages have another shape is still told which versions differ. `None` for
+/// any other frame.
+///
+/// This is why the two registrations stay the first two variants of [`ToMaster`] with
+/// `version` as their first field, and [`ToWorker::Refused`] the second variant of
+/// [`ToWorker`] with only its reason, in every version: a frame is the variant's index as a
+/// little-endian `u32` followed by its fields.
+pub fn registration_version(frame: &[u8]) -> Option<u32> {
+    let variant = u32::from_le_bytes(frame.get(0..4)?.try_into().ok()?);
+    if variant > 1 {
+        return None;
+    }
+    Some(u32::from_le_bytes(frame.get(4..8)?.try_into().ok()?))
+}
 
 /// From a worker (daemon or job process) to the master.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToMaster {
-    /// A worker daemon offers its slots.
+    /// A worker daemon offers its slots. Stays variant 0, `version` first (see
+    /// [`registration_version`]).
     RegisterWorker {
         version: u32,
         worker_id: String,
@@ -33,7 +51,8 @@ pub enum ToMaster {
         host: String,
     },
     /// A job process started by daemon `worker_id` for `job_id`; it exchanges records on
-    /// `data_addr`. `plan_fingerprint` proves it runs the job the master planned.
+    /// `data_addr`. `plan_fingerprint` proves it runs the job the master planned. Stays
+    /// variant 1, `version` first.
     RegisterJobProcess {
         version: u32,
         job_id: String,
@@ -61,6 +80,8 @@ pub enum ToMaster {
         /// `(operator uid, subtask, handle)` as JSON: state handles use serde features
         /// (self-describing formats only) that the binary frame encoding lacks.
         states: String,
+        /// Barrier alignment time of the task, in milliseconds.
+        alignment_ms: u64,
     },
     CheckpointDeclined {
         checkpoint_id: u64,
@@ -79,6 +100,7 @@ pub enum ToMaster {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToWorker {
     Registered,
+    /// Stays variant 1 with only its reason: peers of every version read it.
     Refused {
         reason: String,
     },
@@ -196,4 +218,35 @@ pub struct LeaderInfo {
     /// The leadership term: the sequence number of the leader's latch node, which grows with
     /// every term and is never reused.
     pub epoch: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrations_announce_their_version_before_anything_else() {
+        let worker = ToMaster::RegisterWorker {
+            version: 7,
+            worker_id: "w".into(),
+            slots: 1,
+            host: "h".into(),
+        };
+        let process = ToMaster::RegisterJobProcess {
+            version: 9,
+            job_id: "j".into(),
+            worker_id: "w".into(),
+            data_addr: "127.0.0.1:1".parse().expect("an address"),
+            plan_fingerprint: 1,
+        };
+        let frame = |m: &ToMaster| bincode::serialize(m).expect("encodes");
+        assert_eq!(registration_version(&frame(&worker)), Some(7));
+        assert_eq!(registration_version(&frame(&process)), Some(9));
+        assert_eq!(registration_version(&frame(&ToMaster::Heartbeat)), None);
+        assert_eq!(registration_version(&[0, 0, 0]), None);
+        // A peer of an older release still reads the refusal.
+        let refused =
+            bincode::serialize(&ToWorker::Refused { reason: "r".into() }).expect("encodes");
+        assert_eq!(&refused[0..4], &1u32.to_le_bytes());
+    }
 }

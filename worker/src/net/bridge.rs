@@ -2,7 +2,7 @@
 //! the same bounded `Event` channels whether their peer runs in this process or another.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -34,10 +34,20 @@ pub fn bridge_out<T: Data>(
     tx: NetSender,
     cancel: Arc<AtomicBool>,
 ) -> JoinHandle<Result<()>> {
+    bridge_out_counted(rx, tx, cancel, Arc::default())
+}
+
+/// [`bridge_out`] that adds the bytes of every frame it sends to `bytes`.
+pub fn bridge_out_counted<T: Data>(
+    rx: Receiver<Event<T>>,
+    tx: NetSender,
+    cancel: Arc<AtomicBool>,
+    bytes: Arc<AtomicU64>,
+) -> JoinHandle<Result<()>> {
     let ch = tx.channel();
     std::thread::Builder::new()
         .name(format!("net-tx-{}-{}", ch.node, ch.producer))
-        .spawn(move || logged(&ch, forward_out(rx, tx, &cancel)))
+        .spawn(move || logged(&ch, forward_out(rx, tx, &cancel, &bytes)))
         .expect("spawning a bridge thread")
 }
 
@@ -45,6 +55,7 @@ fn forward_out<T: Data>(
     rx: Receiver<Event<T>>,
     mut tx: NetSender,
     cancel: &AtomicBool,
+    bytes: &AtomicU64,
 ) -> Result<()> {
     let ch = tx.channel();
     // One buffer for the life of the channel: encoding allocates nothing per batch.
@@ -71,6 +82,7 @@ fn forward_out<T: Data>(
         // The records are no longer needed once encoded; free them before waiting.
         drop(ev);
         tx.send(&buf, cancel)?;
+        bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
         if end {
             return Ok(());
         }
@@ -88,14 +100,29 @@ pub fn bridge_in<T: Data>(
     tx: Sender<Event<T>>,
     cancel: Arc<AtomicBool>,
 ) -> JoinHandle<Result<()>> {
+    bridge_in_counted(rx, tx, cancel, Arc::default())
+}
+
+/// [`bridge_in`] that adds the bytes of every frame it receives to `bytes`.
+pub fn bridge_in_counted<T: Data>(
+    rx: NetReceiver,
+    tx: Sender<Event<T>>,
+    cancel: Arc<AtomicBool>,
+    bytes: Arc<AtomicU64>,
+) -> JoinHandle<Result<()>> {
     let ch = rx.channel();
     std::thread::Builder::new()
         .name(format!("net-rx-{}-{}", ch.node, ch.consumer))
-        .spawn(move || logged(&ch, forward_in(rx, tx, &cancel)))
+        .spawn(move || logged(&ch, forward_in(rx, tx, &cancel, &bytes)))
         .expect("spawning a bridge thread")
 }
 
-fn forward_in<T: Data>(rx: NetReceiver, tx: Sender<Event<T>>, cancel: &AtomicBool) -> Result<()> {
+fn forward_in<T: Data>(
+    rx: NetReceiver,
+    tx: Sender<Event<T>>,
+    cancel: &AtomicBool,
+    bytes: &AtomicU64,
+) -> Result<()> {
     let ch = rx.channel();
     loop {
         if cancel.load(Ordering::Relaxed) {
@@ -105,6 +132,7 @@ fn forward_in<T: Data>(rx: NetReceiver, tx: Sender<Event<T>>, cancel: &AtomicBoo
             continue;
         };
         let ev: Event<T> = bincode::deserialize(&frame).map_err(|e| serialization(&ch, e))?;
+        bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
         drop(frame);
         let end = matches!(ev, Event::EndOfInput);
         send_event(&tx, ev, cancel)?;

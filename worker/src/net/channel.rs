@@ -252,7 +252,7 @@ impl Drop for NetReceiver {
             .filter(|_| !st.sender_closed && st.failed.is_none());
         drop(st);
         if let Some(conn) = tell {
-            let _ignored = conn.write(Kind::Close, &self.ch, &[]);
+            let _ignored = conn.write(Kind::Release, &self.ch, &[]);
         }
     }
 }

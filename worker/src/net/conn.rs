@@ -22,7 +22,7 @@ pub(super) struct Conn {
     writer: Mutex<Writer>,
     /// Set once, when the connection failed or was closed; later writes fail fast.
     failure: Mutex<Option<String>>,
-    /// On a connection this worker opened: the channels it sends on, which credits go to.
+    /// The channels this worker sends on over the connection, which credits go to.
     pub(super) senders: Mutex<HashMap<ChannelId, Arc<OutChannel>>>,
 }
 

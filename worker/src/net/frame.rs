@@ -24,7 +24,10 @@ const COALESCE_LEN: usize = 16 << 10;
 #[repr(u8)]
 pub enum Kind {
     /// First frame of a connection, from the connecting worker: [`MAGIC`] then its own data
-    /// plane address (UTF-8), so the accepting side can name it in errors. Channel id unused.
+    /// plane address (UTF-8), which names it in errors and keys the pair's one connection.
+    /// The accepting worker answers with a hello of [`MAGIC`] then `1` (this connection
+    /// carries the pair's channels both ways) or `0` (it keeps another one; the connecting
+    /// worker uses that). Channel id unused.
     Hello = 0,
     /// Sender to receiver: the sender opened the channel and waits for credits.
     Open = 1,
@@ -32,8 +35,11 @@ pub enum Kind {
     Data = 2,
     /// Receiver to sender: payload u32, the number of further data frames the sender may send.
     Credit = 3,
-    /// Either way: this end closed the channel; nothing more will come from it.
+    /// Sender to receiver: the sender closed the channel; nothing more will come from it.
     Close = 4,
+    /// Receiver to sender: the receiver closed the channel; it takes nothing more. (Apart from
+    /// [`Kind::Close`] because one connection carries channels both ways.)
+    Release = 5,
 }
 
 impl Kind {
@@ -44,6 +50,7 @@ impl Kind {
             2 => Kind::Data,
             3 => Kind::Credit,
             4 => Kind::Close,
+            5 => Kind::Release,
             _ => return Err(invalid(format!("unknown frame kind {b}"))),
         })
     }

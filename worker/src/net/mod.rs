@@ -6,8 +6,9 @@
 //! that [`bridge_out`] drains into a [`NetSender`]; on the consuming worker [`bridge_in`] reads
 //! the [`NetReceiver`] and feeds a local bounded channel that the consumer task reads.
 //!
-//! The protocol (frames in [`frame`]): the sending worker connects once per receiving worker
-//! and says hello; each channel starts with an open frame. The receiver grants
+//! The protocol (frames in [`frame`]): the first of two workers that needs a channel to the
+//! other connects and says hello; that one connection carries the channels of both
+//! directions. Each channel starts with an open frame. The receiver grants
 //! [`INITIAL_CREDITS`] once the open arrived and the channel is registered locally, whichever
 //! came last; every data frame spends one credit, and every frame the consumer takes out
 //! returns one. The connection's reader therefore never waits on a channel (a data frame
@@ -19,6 +20,7 @@ mod bridge;
 mod channel;
 mod conn;
 pub mod frame;
+mod peers;
 mod plane;
 #[cfg(test)]
 mod tests;
@@ -30,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::exchange::CHANNEL_CAPACITY;
 use sluice_core::SluiceError;
 
-pub use bridge::{bridge_in, bridge_out};
+pub use bridge::{bridge_in, bridge_in_counted, bridge_out, bridge_out_counted};
 pub use channel::{NetReceiver, NetSender};
 pub use plane::DataPlane;
 

@@ -1,37 +1,24 @@
-//! One data plane per worker process: it accepts connections from other workers, keeps one
-//! outgoing connection per peer it sends to, and multiplexes every channel over them with
-//! per-channel queues and credits, so no channel can stall another or grow without bound.
+//! One data plane per worker process: it keeps one connection per peer worker, dialled by
+//! either side (see [`super::peers`]), and multiplexes every channel of both directions over
+//! it with per-channel queues and credits, so no channel can stall another or grow without
+//! bound.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, ErrorKind};
+use std::io::{self, ErrorKind};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use sluice_core::{Result, SluiceError};
 
 use super::channel::{InChannel, NetReceiver, NetSender, OutChannel};
-use super::conn::{Conn, lost, parse_hello, protocol_error};
-use super::frame::{self, Frame, Kind, MAGIC};
+use super::conn::{Conn, protocol_error};
+use super::frame::{self, Frame, Kind};
+use super::peers::Peers;
 use super::{ChannelId, INITIAL_CREDITS, channel_error};
-use crate::exchange::CANCEL_POLL;
-
-/// Read buffer of a connection: many small frames (credits, watermarks) per system call, yet
-/// small enough that most of a big frame is read straight into its own vector, not copied.
-const READ_BUFFER: usize = 16 << 10;
-/// How long opening a connection to a peer may take before the peer counts as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The channel id of frames that belong to no channel (hello).
-const NO_CHANNEL: ChannelId = ChannelId {
-    attempt: 0,
-    node: 0,
-    input: 0,
-    producer: 0,
-    consumer: 0,
-};
 
 /// State of a data plane shared by its handles, channels and threads.
 pub(super) struct Shared {
@@ -39,9 +26,10 @@ pub(super) struct Shared {
     closed: AtomicBool,
     /// Channels of attempts below this are gone; their frames are dropped on arrival.
     min_attempt: AtomicU64,
-    outgoing: Mutex<HashMap<SocketAddr, Arc<Conn>>>,
-    incoming: Mutex<HashMap<u64, Arc<Conn>>>,
-    next_incoming: AtomicU64,
+    /// The connections to other workers, one per pair, and the dials under way.
+    pub(super) peers: Mutex<Peers>,
+    /// Signalled when a dial ends or a connection to a peer is set up.
+    pub(super) peers_changed: Condvar,
     /// Receiving channels. Lock order: this map, then a channel's state.
     pub(super) channels: Mutex<HashMap<ChannelId, Arc<InChannel>>>,
 }
@@ -71,9 +59,8 @@ impl DataPlane {
             local,
             closed: AtomicBool::new(false),
             min_attempt: AtomicU64::new(0),
-            outgoing: Mutex::new(HashMap::new()),
-            incoming: Mutex::new(HashMap::new()),
-            next_incoming: AtomicU64::new(0),
+            peers: Mutex::new(Peers::default()),
+            peers_changed: Condvar::new(),
             channels: Mutex::new(HashMap::new()),
         });
         let s = shared.clone();
@@ -192,10 +179,10 @@ impl DataPlane {
         for (ch, c) in dropped {
             c.fail(why(), true);
             if let Some(conn) = c.state.lock().conn.clone() {
-                let _ignored = conn.write(Kind::Close, &ch, &[]);
+                let _ignored = conn.write(Kind::Release, &ch, &[]);
             }
         }
-        let conns: Vec<_> = shared.outgoing.lock().values().cloned().collect();
+        let conns = shared.live_connections();
         for conn in conns {
             let mut gone = Vec::new();
             conn.senders.lock().retain(|ch, c| {
@@ -218,10 +205,7 @@ impl Drop for Handle {
         let shared = &self.shared;
         shared.closed.store(true, Ordering::SeqCst);
         let reason = format!("data plane {} closed", shared.local);
-        let conns: Vec<_> = (shared.outgoing.lock().drain())
-            .map(|(_, c)| c)
-            .chain(shared.incoming.lock().drain().map(|(_, c)| c))
-            .collect();
+        let conns = shared.take_connections();
         // Their readers see the shutdown and fail the senders and receivers on them.
         for c in conns {
             c.fail(reason.clone());
@@ -244,163 +228,17 @@ impl Drop for Handle {
 }
 
 impl Shared {
-    fn accept_loop(self: Arc<Self>, listener: TcpListener) {
-        for stream in listener.incoming() {
-            if self.closed.load(Ordering::SeqCst) {
-                return;
-            }
-            match stream {
-                Ok(stream) => {
-                    let s = self.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("net-read-in".into())
-                        .spawn(move || s.serve_incoming(stream));
-                    if let Err(e) = spawned {
-                        log::warn!("data plane {}: no thread for a connection: {e}", self.local);
-                    }
-                }
-                Err(e) => {
-                    // Out of descriptors or an aborted handshake: keep accepting the others.
-                    log::warn!("data plane {}: accept failed: {e}", self.local);
-                    std::thread::sleep(CANCEL_POLL);
-                }
-            }
-        }
+    pub(super) fn local(&self) -> SocketAddr {
+        self.local
     }
 
-    /// The connection to `peer`, opened now if there is none or the last one failed.
-    fn connection(self: &Arc<Self>, peer: SocketAddr) -> Result<Arc<Conn>> {
-        let what = format!("data plane of worker {peer}");
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(SluiceError::io(
-                &what,
-                io::Error::new(ErrorKind::NotConnected, "the local data plane is closed"),
-            ));
-        }
-        let mut outgoing = self.outgoing.lock();
-        if let Some(c) = outgoing.get(&peer)
-            && c.failure().is_none()
-        {
-            return Ok(c.clone());
-        }
-        let io_err = |e| SluiceError::io(&what, e);
-        let stream = TcpStream::connect_timeout(&peer, CONNECT_TIMEOUT).map_err(io_err)?;
-        let conn = Arc::new(
-            Conn::new(
-                format!("worker {peer}"),
-                stream.try_clone().map_err(io_err)?,
-            )
-            .map_err(io_err)?,
-        );
-        let mut hello = MAGIC.to_vec();
-        hello.extend_from_slice(self.local.to_string().as_bytes());
-        conn.write(Kind::Hello, &NO_CHANNEL, &hello)
-            .map_err(|m| io_err(io::Error::new(ErrorKind::ConnectionAborted, m)))?;
-        let (s, c) = (self.clone(), conn.clone());
-        std::thread::Builder::new()
-            .name("net-read-out".into())
-            .spawn(move || s.serve_outgoing(c, stream))
-            .map_err(io_err)?;
-        outgoing.insert(peer, conn.clone());
-        log::debug!("data plane {}: connected to {peer}", self.local);
-        Ok(conn)
-    }
-
-    /// Reads credits and closes for the channels this worker sends on over `conn`.
-    fn serve_outgoing(self: Arc<Self>, conn: Arc<Conn>, stream: TcpStream) {
-        let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
-        let ended = loop {
-            let f = match frame::read_frame(&mut reader) {
-                Ok(f) => f,
-                Err(e) => break e,
-            };
-            let chan = conn.senders.lock().get(&f.ch).cloned();
-            match (f.kind, chan) {
-                (Kind::Credit, Some(c)) => match frame::parse_credit(&f.payload) {
-                    Ok(n) => {
-                        c.state.lock().credits += n;
-                        c.cv.notify_one();
-                    }
-                    Err(e) => break e,
-                },
-                (Kind::Close, Some(c)) => c.close((
-                    ErrorKind::BrokenPipe,
-                    "the receiver closed the channel".into(),
-                )),
-                // Credits and closes for channels already dropped here.
-                (Kind::Credit | Kind::Close, None) => {}
-                (k, _) => break protocol_error(format!("unexpected {k:?} frame from a receiver")),
-            }
-        };
-        let reason = conn.fail(lost(&ended));
-        let senders: Vec<_> = conn.senders.lock().drain().map(|(_, c)| c).collect();
-        for c in senders {
-            c.close((ErrorKind::ConnectionAborted, reason.clone()));
-        }
-        let mut outgoing = self.outgoing.lock();
-        outgoing.retain(|_, c| !Arc::ptr_eq(c, &conn));
-    }
-
-    /// Serves a connection another worker opened: its hello, then its channels' frames.
-    fn serve_incoming(self: Arc<Self>, stream: TcpStream) {
-        let remote = stream
-            .peer_addr()
-            .map_or_else(|_| "an unknown address".to_string(), |a| a.to_string());
-        let reader_stream = match stream.try_clone() {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("data plane {}: connection from {remote}: {e}", self.local);
-                return;
-            }
-        };
-        let mut reader = BufReader::with_capacity(READ_BUFFER, reader_stream);
-        let peer = match frame::read_frame(&mut reader).and_then(parse_hello) {
-            Ok(addr) => format!("worker {addr}"),
-            Err(e) => {
-                log::warn!("data plane {}: bad hello from {remote}: {e}", self.local);
-                return;
-            }
-        };
-        let conn = match Conn::new(peer, stream) {
-            Ok(c) => Arc::new(c),
-            Err(e) => {
-                log::warn!("data plane {}: connection from {remote}: {e}", self.local);
-                return;
-            }
-        };
-        let id = self.next_incoming.fetch_add(1, Ordering::Relaxed);
-        self.incoming.lock().insert(id, conn.clone());
-        if self.closed.load(Ordering::SeqCst) {
-            conn.fail(format!("data plane {} closed", self.local));
-        }
-        let ended = loop {
-            let f = match frame::read_frame(&mut reader) {
-                Ok(f) => f,
-                Err(e) => break e,
-            };
-            if let Err(e) = self.on_incoming(&conn, f) {
-                break e;
-            }
-        };
-        let reason = conn.fail(lost(&ended));
-        self.incoming.lock().remove(&id);
-        let channels: Vec<_> = self.channels.lock().values().cloned().collect();
-        for c in channels {
-            let on_conn = c
-                .state
-                .lock()
-                .conn
-                .as_ref()
-                .is_some_and(|x| Arc::ptr_eq(x, &conn));
-            if on_conn {
-                c.fail((ErrorKind::ConnectionAborted, reason.clone()), false);
-            }
-        }
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Handles one frame from a sending worker. Never blocks on a channel: a data frame always
     /// fits its queue because the sender spent a credit on it.
-    fn on_incoming(&self, conn: &Arc<Conn>, f: Frame) -> io::Result<()> {
+    pub(super) fn on_incoming(&self, conn: &Arc<Conn>, f: Frame) -> io::Result<()> {
         let chan = {
             let mut channels = self.channels.lock();
             if f.ch.attempt < self.min_attempt.load(Ordering::SeqCst) {
@@ -445,7 +283,7 @@ impl Shared {
                 drop(st);
                 chan.cv.notify_all();
             }
-            Kind::Hello | Kind::Credit => {
+            Kind::Hello | Kind::Credit | Kind::Release => {
                 return Err(protocol_error(format!("unexpected {:?} frame", f.kind)));
             }
         }
@@ -457,8 +295,6 @@ impl Shared {
 impl DataPlane {
     /// Live outgoing and incoming connections, and incoming ones accepted so far, for tests.
     pub(crate) fn connection_counts(&self) -> (usize, usize, u64) {
-        let s = &self.handle.shared;
-        let accepted = s.next_incoming.load(Ordering::SeqCst);
-        (s.outgoing.lock().len(), s.incoming.lock().len(), accepted)
+        self.handle.shared.connection_counts()
     }
 }

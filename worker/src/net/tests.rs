@@ -270,8 +270,54 @@ fn raw_client(to: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
     hello.extend_from_slice(b"127.0.0.1:1");
     let zero = chan(0, 0, 0);
     frame::write_frame(&mut s, &mut Vec::new(), Kind::Hello, &zero, &hello).unwrap();
-    let r = BufReader::new(s.try_clone().unwrap());
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let answer = frame::read_frame(&mut r).unwrap();
+    let mut accepted = MAGIC.to_vec();
+    accepted.push(1);
+    assert_eq!(
+        (answer.kind, answer.payload),
+        (Kind::Hello, accepted),
+        "the connection is accepted"
+    );
     (s, r)
+}
+
+/// Two workers that send to each other, all their channels opened at once so their dials
+/// cross, share one connection, and records flow both ways on it.
+#[test]
+fn one_connection_per_pair_carries_both_directions() {
+    for round in 0..20u64 {
+        let (a, b) = (plane(), plane());
+        let never = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (from, to, producer) in [(&a, &b, 0u32), (&b, &a, 1), (&a, &b, 2), (&b, &a, 3)] {
+            let ch = chan(round + 1, producer, 0);
+            let (from, to) = (from.clone(), to.clone());
+            let never = never.clone();
+            threads.push(thread::spawn(move || {
+                let rx = to.open_receiver(ch).unwrap();
+                let mut tx = from.open_sender(to.local_addr(), ch).unwrap();
+                for i in 0..(2 * INITIAL_CREDITS) {
+                    tx.send(&i.to_le_bytes(), &never).unwrap();
+                    assert_eq!(
+                        rx.recv_timeout(HANG).unwrap(),
+                        Some(i.to_le_bytes().to_vec())
+                    );
+                }
+                (tx, rx)
+            }));
+        }
+        let ends: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        for p in [&a, &b] {
+            let (dialed, accepted, _) = p.connection_counts();
+            assert_eq!(
+                dialed + accepted,
+                1,
+                "round {round}: one connection per pair, not {dialed} dialled and {accepted} accepted"
+            );
+        }
+        drop(ends);
+    }
 }
 
 #[test]

@@ -40,6 +40,12 @@ pub(crate) enum Backend {
     Rocks(Rc<RocksInstance>),
 }
 
+/// A full (non-incremental) RocksDB checkpoint of a database with less live data than this in
+/// its SST files is taken in the canonical format: scanning it (and the memtable, at most a
+/// write buffer) costs little, and it is one file or inlined in `_metadata` instead of the
+/// four or more files of a native checkpoint (small-file pressure on HDFS).
+pub const NATIVE_FULL_MIN_BYTES: u64 = 1 << 20;
+
 /// The keyed state of one operator subtask.
 pub struct KeyedStateStore {
     backend: Backend,
@@ -48,7 +54,7 @@ pub struct KeyedStateStore {
     range: KeyGroupRange,
     tables: Vec<Rc<dyn StateTable>>,
     restored: Option<KeyedSnapshot>,
-    /// `state.backend.incremental`: checkpoints (not savepoints) of RocksDB state are native.
+    /// `state.backend.incremental`: RocksDB checkpoints share SST files with earlier ones.
     incremental: bool,
     /// The state names of a database restored natively: state ids are baked into its keys, so
     /// states must be registered under the same ids.
@@ -230,14 +236,17 @@ impl KeyedStateStore {
         db.wait_for_compactions()
     }
 
-    /// The keyed state at `barrier`: with `state.backend.incremental` on RocksDB, a checkpoint
-    /// is a native RocksDB checkpoint (plus heap-held state in `groups`); savepoints, and
-    /// everything else, are canonical.
+    /// The keyed state at `barrier`: on RocksDB a checkpoint is a native RocksDB checkpoint
+    /// (plus heap-held state in `groups`), its SST files shared between checkpoints with
+    /// `state.backend.incremental`; savepoints (as in Flink: a savepoint must restore into any
+    /// backend), small full checkpoints and everything else are canonical.
     pub fn snapshot_at(&self, barrier: &Barrier) -> Result<KeyedSnapshot> {
         let Backend::Rocks(db) = &self.backend else {
             return self.snapshot();
         };
-        if !self.incremental || barrier.kind != BarrierKind::Checkpoint {
+        if barrier.kind != BarrierKind::Checkpoint
+            || (!self.incremental && db.estimated_size() < NATIVE_FULL_MIN_BYTES)
+        {
             return self.snapshot();
         }
         let mut groups = BTreeMap::new();
@@ -246,7 +255,12 @@ impl KeyedStateStore {
         }
         groups.retain(|_, b: &mut Vec<u8>| !b.is_empty());
         let tables: Vec<String> = self.tables.iter().map(|t| t.name().to_string()).collect();
-        let native = db.native_checkpoint(barrier.checkpoint_id, self.range, tables.clone())?;
+        let native = db.native_checkpoint(
+            barrier.checkpoint_id,
+            self.range,
+            tables.clone(),
+            self.incremental,
+        )?;
         Ok(KeyedSnapshot {
             tables,
             groups,

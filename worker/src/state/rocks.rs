@@ -92,6 +92,7 @@ impl RocksInstance {
         checkpoint_id: u64,
         range: KeyGroupRange,
         tables: Vec<String>,
+        incremental: bool,
     ) -> Result<NativeState> {
         let mut target = self.dir.clone().into_os_string();
         target.push(format!(".chk-{checkpoint_id}-{}", unique()));
@@ -106,6 +107,7 @@ impl RocksInstance {
             range,
             tables,
             inherited: self.inherited.clone(),
+            incremental,
         })
     }
 
@@ -177,8 +179,12 @@ impl RocksInstance {
 
     /// Bytes of live data RocksDB reports, for metrics and benchmarks.
     pub fn estimated_size(&self) -> u64 {
+        self.int_property("rocksdb.estimate-live-data-size")
+    }
+
+    fn int_property(&self, name: &str) -> u64 {
         self.db()
-            .property_int_value("rocksdb.estimate-live-data-size")
+            .property_int_value(name)
             .ok()
             .flatten()
             .unwrap_or(0)

@@ -101,3 +101,103 @@ fn state_that_no_longer_decodes_names_operator_and_state() -> Result<()> {
     assert!(err.contains("'count'") && err.contains("'op'"), "{err}");
     Ok(())
 }
+
+/// Without `state.backend.incremental`, a RocksDB checkpoint is still the database's own files
+/// (no key-by-key scan), all of them in the checkpoint directory: nothing shared, SST files
+/// linked on a local disk. The copy restores after the database directory is gone, at the same
+/// parallelism (opened as it is) and at another (read out per key group).
+#[test]
+fn full_rocksdb_checkpoints_store_every_native_file_and_restore_at_any_parallelism() -> Result<()> {
+    use crate::data::{Barrier, BarrierKind};
+    use crate::incremental::{SharedRegistry, fetch_native, store_native};
+    use sluice_hdfs_backend::{SnapshotDir, StateHandle};
+
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut c = ctx(StateBackendKind::RocksDb, 1, 0, None);
+    let mut store = KeyedStateStore::open(&mut c)?;
+    fill(&mut store)?;
+    let barrier = Barrier {
+        checkpoint_id: 6,
+        timestamp_ms: 0,
+        kind: BarrierKind::Checkpoint,
+    };
+    // Small state is taken canonical (one file or inline, not four or more).
+    assert!(store.snapshot_at(&barrier)?.native.is_empty());
+    let big: ValueState<u64, Vec<u8>> = store.value("big")?;
+    // 2 MiB that compression cannot shrink.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = || {
+        (0..128)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()
+            })
+            .collect::<Vec<u8>>()
+    };
+    let last = (0..2048u64)
+        .map(|k| {
+            let v = noise();
+            big.put(&k, v.clone()).map(|()| v)
+        })
+        .collect::<Result<Vec<_>>>()?
+        .pop();
+    store.wait_for_compactions()?; // into SST files, where the size estimate looks
+    let barrier = Barrier {
+        checkpoint_id: 7,
+        timestamp_ms: 0,
+        kind: BarrierKind::Checkpoint,
+    };
+    let keyed = store.snapshot_at(&barrier)?;
+    assert!(keyed.native.len() == 1 && !keyed.native[0].incremental);
+    let snap = OperatorSnapshot {
+        keyed: Some(keyed),
+        operator_state: vec![],
+    };
+    let dir = SnapshotDir::checkpoint(tmp.path().to_str().expect("UTF-8"), "job", 7)
+        .expect("checkpoint dir");
+    let stored =
+        store_native(&dir, 7, "op-op-0", snap, &SharedRegistry::default(), 2).expect("stored");
+    let StateHandle::Incremental {
+        private, shared, ..
+    } = &stored.handle
+    else {
+        panic!("a native handle: {:?}", stored.handle);
+    };
+    assert!(shared.is_empty(), "{shared:?}");
+    assert!(
+        private.iter().any(|f| f.name.ends_with(".sst") && f.raw),
+        "{private:?}"
+    );
+    assert!(
+        private
+            .iter()
+            .any(|f| f.name.starts_with("MANIFEST") && !f.raw),
+        "{private:?}"
+    );
+    drop(store); // deletes the database directory
+
+    let restored = fetch_native(&dir, &stored.handle, tmp.path(), 2).expect("fetched");
+    let mut c = ctx(StateBackendKind::RocksDb, 1, 0, Some(restored));
+    let mut store = KeyedStateStore::open(&mut c)?;
+    assert_eq!(check(&mut store, (0..100).map(|i| format!("key{i}")))?, 100);
+    let big: ValueState<u64, Vec<u8>> = store.value("big")?;
+    assert_eq!(big.get(&2047)?, last);
+    drop(store);
+
+    let mut total = 0;
+    for i in 0..2 {
+        let restored = fetch_native(&dir, &stored.handle, tmp.path(), 2).expect("fetched");
+        let part = OperatorSnapshot::redistribute(std::slice::from_ref(&restored), 128, 2, i);
+        let mut c = ctx(StateBackendKind::RocksDb, 2, i, Some(part));
+        let range = c.key_groups;
+        let mut store = KeyedStateStore::open(&mut c)?;
+        let mine = (0..100)
+            .map(|i| format!("key{i}"))
+            .filter(|k| range.contains(key_group(k, 128)));
+        total += check(&mut store, mine)?;
+    }
+    assert_eq!(total, 100);
+    Ok(())
+}

@@ -258,18 +258,23 @@ impl CheckpointCoordinator {
     }
 
     /// A subtask stored its state for checkpoint `id`. Completes the checkpoint when it was the
-    /// last one: writes `_metadata` (last, atomically), then applies retention.
+    /// last one: writes `_metadata` (last, atomically), then applies retention. `alignment_ms`,
+    /// the subtask's barrier alignment time, goes into the checkpoint's history entry.
     pub fn acknowledge(
         &mut self,
         id: u64,
         task: TaskId,
         states: Vec<(String, usize, StateHandle)>,
+        alignment_ms: u64,
     ) -> Result<Option<Completed>> {
         let Some(p) = self.pending.get_mut(&id) else {
             return Ok(None); // late ack of an aborted checkpoint
         };
         if !p.acked.insert(task) {
             return Ok(None);
+        }
+        if let Some(h) = self.history.iter_mut().find(|h| h.id == id) {
+            h.alignments.push((task.0, task.1, alignment_ms));
         }
         for (uid, subtask, handle) in states {
             p.states
@@ -459,9 +464,14 @@ impl CheckpointCoordinator {
             num_acknowledged_subtasks: acked,
             external_path: path,
             failure_message: failure,
+            alignments: Vec::new(),
         };
         if let Some(h) = self.history.iter_mut().find(|h| h.id == id) {
-            *h = entry;
+            let alignments = std::mem::take(&mut h.alignments);
+            *h = CheckpointStats {
+                alignments,
+                ..entry
+            };
         } else {
             self.history.push_front(entry);
             self.history.truncate(self.settings.history);

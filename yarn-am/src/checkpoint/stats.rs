@@ -24,4 +24,18 @@ pub struct CheckpointStats {
     pub num_acknowledged_subtasks: usize,
     pub external_path: Option<String>,
     pub failure_message: Option<String>,
+    /// Barrier alignment of each acknowledged subtask: `(task, subtask, milliseconds)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alignments: Vec<(usize, usize, u64)>,
+}
+
+impl CheckpointStats {
+    /// The longest alignment of any subtask of `task`, if one acknowledged.
+    pub fn max_alignment_of(&self, task: usize) -> Option<u64> {
+        self.alignments
+            .iter()
+            .filter(|(t, _, _)| *t == task)
+            .map(|(_, _, ms)| *ms)
+            .max()
+    }
 }

@@ -93,6 +93,33 @@ impl BundleWriter {
     }
 }
 
+/// Temporary bundle directories are named `<prefix><pid>-<random>`: the pid tells a later
+/// master whether the directory's owner still runs.
+const TEMP_PREFIX: &str = "sluice-am-bundles-";
+
+/// Removes the temporary bundle directories of masters that no longer run. A master removes
+/// its own when it exits, but not when it is killed, and uploaded bundles are large.
+fn remove_orphaned_temp_dirs(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(TEMP_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            // Best effort: another master may be removing it at the same time.
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 impl BundleDir {
     /// Opens `dir` (created if missing), or a temporary directory when `None`.
     pub fn open(dir: Option<&str>) -> Result<BundleDir> {
@@ -103,8 +130,9 @@ impl BundleDir {
                 (PathBuf::from(d), None)
             }
             None => {
+                remove_orphaned_temp_dirs(&std::env::temp_dir());
                 let t = tempfile::Builder::new()
-                    .prefix("sluice-am-bundles-")
+                    .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
                     .tempdir()
                     .map_err(|e| SluiceError::io("a temporary bundle directory".to_string(), e))?;
                 (t.path().to_path_buf(), Some(t))
@@ -172,6 +200,27 @@ mod tests {
             0,
             "the partial file was removed"
         );
+    }
+
+    #[test]
+    fn temporary_directories_of_masters_that_are_gone_are_removed() {
+        let tmp = tempfile::tempdir().expect("a temp dir");
+        // No process has pid u32::MAX - 1 (pid_max is at most 2^22); this process runs.
+        let gone = tmp
+            .path()
+            .join(format!("{TEMP_PREFIX}{}-abc", u32::MAX - 1));
+        let mine = tmp
+            .path()
+            .join(format!("{TEMP_PREFIX}{}-def", std::process::id()));
+        let other = tmp.path().join("sluice-am-bundles-unparsable");
+        for d in [&gone, &mine, &other] {
+            std::fs::create_dir_all(d).expect("created");
+            std::fs::write(d.join("1-job"), b"bundle").expect("written");
+        }
+        remove_orphaned_temp_dirs(tmp.path());
+        assert!(!gone.exists(), "the dead master's directory is removed");
+        assert!(mine.join("1-job").is_file(), "a running master's stays");
+        assert!(other.exists(), "a directory not named by a master stays");
     }
 
     #[test]

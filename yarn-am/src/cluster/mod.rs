@@ -35,6 +35,8 @@ struct WorkerEntry {
 struct ProcessEntry {
     conn: Conn,
     data_addr: SocketAddr,
+    /// Tells this registration from an earlier or later process of the same job and worker.
+    serial: u64,
 }
 
 /// Where the reports of a job's current attempt go.
@@ -101,6 +103,8 @@ struct JobEntry {
 struct State {
     workers: BTreeMap<String, WorkerEntry>,
     jobs: HashMap<String, JobEntry>,
+    /// The last [`ProcessEntry::serial`] handed out.
+    serials: u64,
 }
 
 /// The master's cluster: shared by the connection threads, the executors and the REST API.
@@ -115,6 +119,25 @@ pub struct Cluster {
     bundles: BundleDir,
     /// With ZooKeeper high availability: this master's leadership and the job store.
     ha: std::sync::OnceLock<Arc<crate::ha::Ha>>,
+}
+
+/// Tells a fenced job process why (in the message every version reads, for its log) and
+/// closes its connection. On a thread of its own: a stopped process's full socket buffer
+/// would block the send, and the caller may hold up a job's restart.
+fn fence(conn: Conn, reason: String) {
+    let on_error = conn.clone();
+    let send = move || {
+        let _ = conn.send(&sluice_worker::control::ToWorker::Refused { reason });
+        conn.close();
+    };
+    let spawned = std::thread::Builder::new()
+        .name("control-fence".into())
+        .stack_size(256 << 10)
+        .spawn(send);
+    if let Err(e) = spawned {
+        eprintln!("cannot start a thread to tell a fenced job process why: {e}");
+        on_error.close();
+    }
 }
 
 /// How often a job process is started on one worker before the master gives up on it.
@@ -202,13 +225,36 @@ impl Cluster {
             .collect()
     }
 
-    /// A job process is gone: subtasks it had not finished fail, naming the worker.
-    fn process_lost(&self, job_id: &str, worker_id: &str, reason: &str) {
+    /// Whether registration `serial` is still the job's process on `worker_id` (it was not
+    /// fenced).
+    fn is_registered(&self, job_id: &str, worker_id: &str, serial: u64) -> bool {
+        self.state
+            .lock()
+            .jobs
+            .get(job_id)
+            .and_then(|j| j.processes.get(worker_id))
+            .is_some_and(|p| p.serial == serial)
+    }
+
+    /// A job process is gone, or its worker is: subtasks it had not finished fail, naming the
+    /// worker. The process is fenced: its control connection is closed, which makes a process
+    /// that still runs (its worker was only silent) cancel its subtasks and exit, and nothing
+    /// it sent after counts. `serial` names one registration; when that one was fenced or
+    /// replaced already, nothing happens.
+    fn process_lost(&self, job_id: &str, worker_id: &str, serial: Option<u64>, reason: &str) {
         let mut st = self.state.lock();
         let Some(job) = st.jobs.get_mut(job_id) else {
             return;
         };
-        job.processes.remove(worker_id);
+        if let Some(serial) = serial
+            && job
+                .processes
+                .get(worker_id)
+                .is_none_or(|p| p.serial != serial)
+        {
+            return;
+        }
+        let fenced = job.processes.remove(worker_id);
         job.metrics.remove(worker_id);
         if let Some(route) = &mut job.route {
             let lost: Vec<(usize, usize)> = route
@@ -229,6 +275,12 @@ impl Cluster {
             }
         }
         drop(st);
+        if let Some(p) = fenced {
+            fence(
+                p.conn,
+                format!("its process on worker {worker_id} was fenced: {reason}"),
+            );
+        }
         self.changed.notify_all();
     }
 
@@ -245,7 +297,7 @@ impl Cluster {
         };
         eprintln!("worker {worker_id} lost: {reason}");
         for job in jobs {
-            self.process_lost(&job, worker_id, reason);
+            self.process_lost(&job, worker_id, None, reason);
         }
         self.changed.notify_all();
     }

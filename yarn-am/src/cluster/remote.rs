@@ -165,8 +165,12 @@ impl Executor for RemoteExecutor {
         };
         for (worker, conn) in &conns {
             if let Err(e) = conn.send(&msg) {
-                self.cluster
-                    .process_lost(&self.job_id, worker, &format!("deploying failed: {e}"));
+                self.cluster.process_lost(
+                    &self.job_id,
+                    worker,
+                    None,
+                    &format!("deploying failed: {e}"),
+                );
             }
         }
         eprintln!(

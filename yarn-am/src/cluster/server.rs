@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_worker::control::protocol::decode_states;
+use sluice_worker::control::protocol::{decode_states, registration_version};
 use sluice_worker::control::{Conn, ConnReader, PROTOCOL_VERSION, ToMaster, ToWorker};
 use sluice_worker::upload::CheckpointEvent;
 
@@ -70,40 +70,79 @@ fn serve(cluster: &Arc<Cluster>, conn: Conn, mut reader: ConnReader) {
     if reader.set_timeout(Some(timeout)).is_err() {
         return;
     }
-    match reader.recv::<ToMaster>() {
-        Ok(Some(ToMaster::RegisterWorker {
+    let frame = match reader.recv_frame() {
+        Ok(Some(frame)) => frame,
+        Ok(None) | Err(_) => return,
+    };
+    let msg = match reader.decode::<ToMaster>(&frame) {
+        Ok(msg) => msg,
+        // A peer of another version may not even encode its registration as this master
+        // decodes it; its version is still where every version puts it.
+        Err(e) => {
+            let reason = match registration_version(&frame) {
+                Some(v) if v != PROTOCOL_VERSION => format!(
+                    "{} speaks control protocol version {v}; this master speaks version \
+                     {PROTOCOL_VERSION}",
+                    conn.peer()
+                ),
+                _ => format!("its registration does not decode: {e}"),
+            };
+            return refuse(&conn, reason);
+        }
+    };
+    match msg {
+        ToMaster::RegisterWorker {
             version,
             worker_id,
             slots,
             host,
-        })) => {
+        } => {
             if version != PROTOCOL_VERSION {
                 return refuse(
                     &conn,
                     format!(
-                        "worker {worker_id} speaks protocol version {version}; this master \
-                         speaks {PROTOCOL_VERSION}"
+                        "worker {worker_id} at {host} speaks control protocol version \
+                         {version}; this master speaks version {PROTOCOL_VERSION}"
                     ),
                 );
             }
             serve_worker(cluster, conn, reader, worker_id, slots, host)
         }
-        Ok(Some(ToMaster::RegisterJobProcess {
+        ToMaster::RegisterJobProcess {
             version,
             job_id,
             worker_id,
             data_addr,
             plan_fingerprint,
-        })) => {
+        } => {
             if version != PROTOCOL_VERSION {
                 return refuse(
                     &conn,
                     format!(
-                        "the process of job {job_id} on {worker_id} speaks protocol version \
-                         {version}; this master speaks {PROTOCOL_VERSION}"
+                        "the process of job {job_id} on worker {worker_id} speaks control \
+                         protocol version {version}; this master speaks version \
+                         {PROTOCOL_VERSION}"
                     ),
                 );
             }
+            // A process still registered for this job and worker is an earlier one: its
+            // subtasks fail and it is fenced before this one takes its place.
+            let earlier = cluster
+                .state
+                .lock()
+                .jobs
+                .get(&job_id)
+                .and_then(|j| j.processes.get(&worker_id))
+                .map(|p| p.serial);
+            if let Some(earlier) = earlier {
+                cluster.process_lost(
+                    &job_id,
+                    &worker_id,
+                    Some(earlier),
+                    "a new process of the job registered on its worker",
+                );
+            }
+            let serial;
             {
                 let mut st = cluster.state.lock();
                 let Some(job) = st.jobs.get_mut(&job_id) else {
@@ -120,23 +159,34 @@ fn serve(cluster: &Arc<Cluster>, conn: Conn, mut reader: ConnReader) {
                         ),
                     );
                 }
-                job.processes.insert(
+                st.serials += 1;
+                serial = st.serials;
+                let job = st.jobs.get_mut(&job_id).expect("looked up above");
+                if let Some(old) = job.processes.insert(
                     worker_id.clone(),
                     ProcessEntry {
                         conn: conn.clone(),
                         data_addr,
+                        serial,
                     },
-                );
+                ) {
+                    // Registered in the moment since the check above.
+                    old.conn.close();
+                }
             }
             if conn.send(&ToWorker::Registered).is_err() {
-                cluster.process_lost(&job_id, &worker_id, "it went away while registering");
+                cluster.process_lost(
+                    &job_id,
+                    &worker_id,
+                    Some(serial),
+                    "it went away while registering",
+                );
                 return;
             }
             cluster.changed.notify_all();
-            serve_process(cluster, reader, job_id, worker_id)
+            serve_process(cluster, reader, job_id, worker_id, serial)
         }
-        Ok(Some(other)) => refuse(&conn, format!("expected a registration, got {other:?}")),
-        Ok(None) | Err(_) => {}
+        other => refuse(&conn, format!("expected a registration, got {other:?}")),
     }
 }
 
@@ -193,6 +243,7 @@ fn serve_worker(
                 cluster.process_lost(
                     &job_id,
                     &worker_id,
+                    None,
                     &format!("its process exited ({reason})"),
                 );
                 relaunch(cluster, &conn, &job_id, &worker_id);
@@ -231,6 +282,7 @@ fn serve_process(
     mut reader: ConnReader,
     job_id: String,
     worker_id: String,
+    serial: u64,
 ) {
     let reason = loop {
         let msg = match reader.recv::<ToMaster>() {
@@ -238,6 +290,11 @@ fn serve_process(
             Ok(None) => break "its connection closed".to_string(),
             Err(e) => break e.to_string(),
         };
+        // A fenced process (its worker was lost) may have sent more before it saw its
+        // connection close; none of that counts.
+        if !cluster.is_registered(&job_id, &worker_id, serial) {
+            return;
+        }
         match msg {
             ToMaster::Heartbeat => {}
             ToMaster::TaskDone {
@@ -266,6 +323,7 @@ fn serve_process(
                 task,
                 subtask,
                 states,
+                alignment_ms,
             } => {
                 let ev = match decode_states(&states) {
                     Ok(states) => CheckpointEvent::Acknowledged {
@@ -273,6 +331,7 @@ fn serve_process(
                         task,
                         subtask,
                         states,
+                        alignment_ms,
                     },
                     Err(reason) => CheckpointEvent::Declined {
                         checkpoint_id,
@@ -307,7 +366,7 @@ fn serve_process(
             other => eprintln!("the process of job {job_id} on {worker_id} sent {other:?}"),
         }
     };
-    cluster.process_lost(&job_id, &worker_id, &reason);
+    cluster.process_lost(&job_id, &worker_id, Some(serial), &reason);
 }
 
 fn send_event(cluster: &Cluster, job_id: &str, ev: CheckpointEvent) {

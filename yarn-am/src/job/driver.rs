@@ -95,6 +95,10 @@ impl Driver {
             if let Some(meta) = self.executor.restore_from(Some(&path), allow)? {
                 // Ids continue after the restored one, so new checkpoints never reuse a name.
                 coord = coord_after(coord, meta.checkpoint_id);
+                // A job's own checkpoint: a new leader recovering it (`latest.restored`).
+                if meta.kind == SnapshotKind::Checkpoint && meta.job_id == self.job_id {
+                    self.view.lock().restored_checkpoint = Some(meta.checkpoint_id);
+                }
             }
         }
 
@@ -384,7 +388,8 @@ impl Driver {
                 task,
                 subtask,
                 states,
-            } => match coord.acknowledge(checkpoint_id, (task, subtask), states) {
+                alignment_ms,
+            } => match coord.acknowledge(checkpoint_id, (task, subtask), states, alignment_ms) {
                 Ok(Some(done)) => {
                     self.executor.end_checkpoint(done.id);
                     attempt.send_all(&TaskCommand::CheckpointComplete(done.id));
@@ -440,7 +445,9 @@ impl Driver {
                     task,
                     subtask,
                     states,
-                }) => match coord.acknowledge(checkpoint_id, (task, subtask), states) {
+                    alignment_ms,
+                }) => match coord.acknowledge(checkpoint_id, (task, subtask), states, alignment_ms)
+                {
                     Ok(Some(done)) => {
                         self.executor.end_checkpoint(done.id);
                         if let Some(r) = waiting.remove(&done.id) {

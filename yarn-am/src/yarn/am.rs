@@ -2,6 +2,10 @@
 //! on its NodeManager's host, registers with the ResourceManager, runs the job of the staged
 //! `job.bundle`, keeps `ceil(parallelism / slots)` worker containers alive while the job
 //! runs, then unregisters with the job's outcome and deletes the staging directory.
+//!
+//! With `high-availability.type: zookeeper` an attempt first wins the leader election of its
+//! application (see [`super::ha`]); a later attempt recovers the job of the previous one from
+//! its latest completed checkpoint and keeps the worker containers YARN kept for it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,14 +18,17 @@ use sluice_core::{Config, JobPlan};
 use super::amrm::AmRmClient;
 use super::conf::HadoopConf;
 use super::credentials::{AMRM_TOKEN_KIND, Credentials, TOKEN_FILE_ENV};
-use super::proto::yarn::FinalApplicationStatusProto;
+use super::ha::AppResult;
+use super::proto::yarn::{FinalApplicationStatusProto, RegisterApplicationMasterResponseProto};
 use super::staging::Staging;
 use super::workers::{CONF_FILE, PoolState, WORKER_BINARY, WorkerPool, WorkerSpec};
 use super::{Result, YarnError};
 use crate::cluster::{Cluster, RunRequest};
+use crate::ha::Ha;
 use crate::job::JobClient;
 use crate::job_status::JobStatus;
 use crate::rest::{Dispatcher, REST_PORT_KEY, RestServer};
+use sluice_worker::control::protocol::LeaderInfo;
 
 /// The staging directory's full URL (set by the submitting client).
 pub const STAGING_DIR_ENV: &str = "SLUICE_STAGING_DIR";
@@ -99,6 +106,25 @@ pub fn run(config_file: Option<&Path>, overrides: &[String]) -> Result<()> {
                 .unwrap_or_else(|| "the configuration".into()),
             message: e.to_string(),
         })?;
+    let cluster_id = super::ha::default_cluster_id(&mut config, &env.container_id)?;
+    // With HA, only the leading attempt runs the job: a new attempt waits here until the
+    // previous one is gone.
+    let ha = if config.ha.enabled() {
+        eprintln!(
+            "sluice-am: joining the leader election under {}",
+            config.ha.zk_base()
+        );
+        Some(super::ha::elect(&config, &env.container_id)?)
+    } else {
+        None
+    };
+    // Bundles go into the container's working directory, which the NodeManager removes
+    // when the container ends, also after a `kill -9` (a temporary directory would stay).
+    if config.cluster.upload_dir.is_none()
+        && let Ok(cwd) = std::env::current_dir()
+    {
+        config.cluster.upload_dir = Some(cwd.join("bundles").to_string_lossy().into_owned());
+    }
     // Workers reach the master on this container's host; free ports unless configured.
     config.cluster.rpc_address = env.nm_host.clone();
     if config.get_raw(RPC_PORT).is_none() {
@@ -109,6 +135,9 @@ pub fn run(config_file: Option<&Path>, overrides: &[String]) -> Result<()> {
         message: format!("cannot start the control plane: {e}"),
     })?;
     config.cluster.rpc_port = cluster.addr().port();
+    if let Some(ha) = &ha {
+        cluster.enable_ha(ha.clone());
+    }
     let rest_port = match config.get_raw(REST_PORT_KEY) {
         Some(p) => p.trim().parse::<u16>().map_err(|_| YarnError::Config {
             key: REST_PORT_KEY.into(),
@@ -124,6 +153,7 @@ pub fn run(config_file: Option<&Path>, overrides: &[String]) -> Result<()> {
             message: format!("cannot start the REST API: {e}"),
         })?;
     let rest_port = rest.local_addr().port();
+    let rest_url = rest.url().to_string();
     eprintln!(
         "sluice-am: ApplicationMaster in {}; workers connect to {}, REST API at {}",
         env.container_id,
@@ -142,6 +172,12 @@ pub fn run(config_file: Option<&Path>, overrides: &[String]) -> Result<()> {
         cluster,
         dispatcher,
         rest_port,
+        rest_url,
+        ha,
+        // Workers look the leader up under the same cluster id.
+        worker_dynamic: cluster_id
+            .map(|id| vec![format!("{}={id}", sluice_core::config::keys::HA_CLUSTER_ID)])
+            .unwrap_or_default(),
     };
     runtime.block_on(am.drive())
 }
@@ -153,6 +189,11 @@ struct Am {
     cluster: Arc<Cluster>,
     dispatcher: Arc<Dispatcher>,
     rest_port: u16,
+    rest_url: String,
+    /// This attempt's leadership and the HA job store (`high-availability.type: zookeeper`).
+    ha: Option<Arc<Ha>>,
+    /// `key=value` settings added to every worker's command line.
+    worker_dynamic: Vec<String>,
 }
 
 impl Am {
@@ -178,15 +219,34 @@ impl Am {
             reg.queue()
         );
         let staging = Staging::open(&self.env.staging_dir, &self.hadoop.dir).await;
-        let (status, diagnostics) = match &staging {
-            Ok(staging) => {
-                self.run_job(&mut rm, staging, &reg.nm_tokens_from_previous_attempts)
-                    .await
-            }
-            Err(e) => (FinalApplicationStatusProto::AppFailed, e.to_string()),
+        let recorded = match &self.ha {
+            Some(ha) => super::ha::recorded_result(ha, &self.config)?,
+            None => None,
         };
+        let (status, diagnostics) = match (&staging, recorded) {
+            (_, Some(r)) => {
+                eprintln!("sluice-am: the job ended in a previous attempt");
+                (r.status(), r.diagnostics)
+            }
+            (Ok(staging), None) => self.run_job(&mut rm, staging, &reg).await,
+            (Err(e), None) => (FinalApplicationStatusProto::AppFailed, e.to_string()),
+        };
+        // Kept until the application is unregistered: an attempt started in between must
+        // not run the job again.
+        if let Some(ha) = &self.ha {
+            let result = AppResult {
+                status: status as i32,
+                diagnostics: diagnostics.clone(),
+            };
+            if let Err(e) = super::ha::record_result(ha, &self.config, &result) {
+                eprintln!("sluice-am: {e}");
+            }
+        }
         eprintln!("sluice-am: unregistering: {status:?} {diagnostics}");
         rm.finish(status, &diagnostics, &url).await?;
+        if let Some(ha) = &self.ha {
+            super::ha::clean_up(ha, &self.config);
+        }
         if let Ok(staging) = staging
             && let Err(e) = staging.delete().await
         {
@@ -201,13 +261,16 @@ impl Am {
         &self,
         rm: &mut AmRmClient,
         staging: &Staging,
-        nm_tokens: &[super::proto::yarn::NmTokenProto],
+        reg: &RegisterApplicationMasterResponseProto,
     ) -> (FinalApplicationStatusProto, String) {
         use FinalApplicationStatusProto::*;
-        let (client, parallelism) = match self.submit() {
+        let (client, parallelism) = match self.start_job() {
             Ok(s) => s,
             Err(diagnostics) => return (AppFailed, diagnostics),
         };
+        if let Some(ha) = &self.ha {
+            self.publish(ha);
+        }
         let slots = self.config.cluster.task_slots.max(1);
         let count = parallelism.div_ceil(slots).max(1);
         let mut spec = match WorkerSpec::from_config(&self.config, count) {
@@ -226,13 +289,22 @@ impl Am {
         spec.environment = std::env::var("HADOOP_USER_NAME")
             .map(|u| vec![("HADOOP_USER_NAME".to_string(), u)])
             .unwrap_or_default();
+        spec.dynamic = self.worker_dynamic.clone();
         eprintln!(
             "sluice-am: parallelism {parallelism}, {slots} slot(s) per worker: asking for {count} \
              worker container(s) of {} MB and {} vcore(s)",
             spec.memory_mb, spec.vcores
         );
         let mut pool = WorkerPool::new(spec);
-        pool.add_nm_tokens(nm_tokens);
+        pool.add_nm_tokens(&reg.nm_tokens_from_previous_attempts);
+        // With HA the workers kept from a previous attempt follow the leader published in
+        // ZooKeeper, so they re-register here; without it they cannot find this attempt.
+        let kept = reg.containers_from_previous_attempts.clone();
+        if self.ha.is_some() {
+            pool.adopt(kept);
+        } else {
+            pool.release(kept);
+        }
         let mut errors = 0;
         while !client.is_finished() {
             match pool.heartbeat(rm, 0.5).await {
@@ -282,6 +354,59 @@ impl Am {
             std::thread::sleep(Duration::from_millis(100));
         }
         (status, diagnostics)
+    }
+
+    /// With HA, recovers the job a previous attempt stored (from its latest completed
+    /// checkpoint); otherwise, or when none is stored, submits the staged bundle's job.
+    fn start_job(&self) -> std::result::Result<(JobClient, usize), String> {
+        if self.ha.is_some() {
+            let (cluster, config) = (&self.cluster, &self.config);
+            let recovered = crate::ha::off_runtime(|| cluster.recover_jobs(config))
+                .map_err(|e| format!("recovering the job of the HA job store: {e}"))?;
+            let mut jobs = recovered.into_iter();
+            if let Some((client, plan)) = jobs.next() {
+                for (other, _) in jobs {
+                    eprintln!(
+                        "sluice-am: the HA job store holds another job, {}; it runs too, but \
+                         the application follows {}",
+                        other.job_id(),
+                        client.job_id()
+                    );
+                }
+                let parallelism = plan.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1);
+                self.dispatcher
+                    .add_job(client.handle(), &plan.name, plan.clone(), &self.config);
+                eprintln!(
+                    "sluice-am: recovered job {} ({}) of a previous attempt",
+                    client.job_id(),
+                    plan.name
+                );
+                return Ok((client, parallelism));
+            }
+        }
+        self.submit()
+    }
+
+    /// Publishes this attempt's addresses where the workers look for the leader. Without it
+    /// no worker finds this attempt, so a failure ends the process and YARN starts the next
+    /// attempt, which recovers the job (as when leadership is lost).
+    fn publish(&self, ha: &Ha) {
+        let info = LeaderInfo {
+            address: self.cluster.addr(),
+            rest: self.rest_url.clone(),
+            epoch: ha.leadership.epoch(),
+        };
+        match ha.leadership.publish(&info) {
+            Ok(()) => eprintln!(
+                "sluice-am: leading (epoch {}), published at {}",
+                info.epoch,
+                crate::ha::connection_info_path(&self.config.ha)
+            ),
+            Err(e) => {
+                eprintln!("sluice-am: cannot publish the leader's address: {e}; exiting");
+                std::process::exit(3);
+            }
+        }
     }
 
     /// Unpacks the bundle, asks its binary for the plan and starts the job on this master,

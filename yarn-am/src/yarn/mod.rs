@@ -10,6 +10,7 @@ pub mod am;
 pub mod amrm;
 pub mod conf;
 pub mod credentials;
+pub mod ha;
 pub mod ids;
 pub mod nm;
 pub mod rpc;

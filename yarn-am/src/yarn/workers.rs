@@ -2,7 +2,7 @@
 //! each, replaces the ones that end (their process was killed, their NodeManager lost), gives
 //! back surplus ones, and fails the application after too many failures.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sluice_core::Config;
 use sluice_core::config::parse_memory;
@@ -46,6 +46,9 @@ pub struct WorkerSpec {
     /// Hadoop site files).
     pub resources: Vec<StringLocalResourceMapProto>,
     pub environment: Vec<(String, String)>,
+    /// More `key=value` settings for every worker (`-D`), such as the HA cluster id the
+    /// ApplicationMaster defaulted to its application id. Values are shell-quoted.
+    pub dynamic: Vec<String>,
 }
 
 impl WorkerSpec {
@@ -91,6 +94,7 @@ impl WorkerSpec {
             master_port: config.cluster.rpc_port,
             resources: Vec::new(),
             environment: Vec::new(),
+            dynamic: Vec::new(),
         })
     }
 
@@ -98,11 +102,16 @@ impl WorkerSpec {
     /// container's log directory, its job processes' logs too (`SLUICE_LOG_DIR`), and it
     /// unpacks bundles under the container's local directories.
     pub fn command(&self, container_id: &str) -> String {
+        let dynamic: String = self
+            .dynamic
+            .iter()
+            .map(|kv| format!("-D '{}' ", kv.replace('\'', "'\\''")))
+            .collect();
         format!(
             "SLUICE_LOG_DIR=<LOG_DIR> HADOOP_CONF_DIR=\"$PWD\" exec ./{WORKER_BINARY} \
              --config {CONF_FILE} -D jobmanager.rpc.address={} -D jobmanager.rpc.port={} \
              -D taskmanager.resource-id={container_id} -D \"taskmanager.tmp.dirs=$LOCAL_DIRS\" \
-             1><LOG_DIR>/taskmanager.out 2><LOG_DIR>/taskmanager.err",
+             {dynamic}1><LOG_DIR>/taskmanager.out 2><LOG_DIR>/taskmanager.err",
             self.master_host, self.master_port
         )
     }
@@ -156,6 +165,10 @@ pub struct WorkerPool {
     spec: WorkerSpec,
     nm: NmClient,
     running: BTreeMap<String, ContainerProto>,
+    /// Running containers a previous attempt started (their workers re-register with this
+    /// one); one that ends is replaced without counting as a failure of this attempt, as it
+    /// may have ended with the previous attempt.
+    adopted: BTreeSet<String>,
     /// Containers asked for and not yet allocated.
     outstanding: usize,
     to_release: Vec<ContainerIdProto>,
@@ -175,6 +188,7 @@ impl WorkerPool {
             spec,
             nm: NmClient::default(),
             running: BTreeMap::new(),
+            adopted: BTreeSet::new(),
             to_release: Vec::new(),
             ask_changed: true,
             failed: 0,
@@ -197,6 +211,40 @@ impl WorkerPool {
 
     pub fn add_nm_tokens(&mut self, tokens: &[NmTokenProto]) {
         self.nm.add_tokens(tokens);
+    }
+
+    /// Takes over the containers of previous attempts that YARN kept
+    /// (`containers_from_previous_attempts`): they count as running workers, so fewer are
+    /// asked for; any beyond the wanted count are released.
+    pub fn adopt(&mut self, containers: Vec<ContainerProto>) {
+        for c in containers {
+            let name = container_name(&c);
+            if self.outstanding == 0 {
+                eprintln!("sluice-am: releasing surplus container {name} of a previous attempt");
+                self.to_release.extend(c.id);
+                continue;
+            }
+            self.outstanding -= 1;
+            self.ask_changed = true;
+            eprintln!(
+                "sluice-am: keeping worker container {name} on {} from a previous attempt",
+                node_addr(c.node_id.as_ref())
+            );
+            self.adopted.insert(name.clone());
+            self.running.insert(name, c);
+        }
+    }
+
+    /// Gives the containers back with the next heartbeat (previous attempts' containers whose
+    /// workers cannot find this attempt).
+    pub fn release(&mut self, containers: Vec<ContainerProto>) {
+        for c in containers {
+            eprintln!(
+                "sluice-am: releasing container {} of a previous attempt",
+                container_name(&c)
+            );
+            self.to_release.extend(c.id);
+        }
     }
 
     /// One heartbeat: sends the outstanding count when it changed (or after a resync),
@@ -259,6 +307,17 @@ impl WorkerPool {
             let Some(c) = name.as_ref().and_then(|n| self.running.remove(n)) else {
                 continue;
             };
+            if name.as_ref().is_some_and(|n| self.adopted.remove(n)) {
+                eprintln!(
+                    "sluice-am: container {} of a previous attempt ended (exit status {}); \
+                     requesting a replacement",
+                    container_name(&c),
+                    s.exit_status()
+                );
+                self.outstanding += 1;
+                self.ask_changed = true;
+                continue;
+            }
             let diagnostics: Vec<&str> = s
                 .diagnostics()
                 .lines()
@@ -312,14 +371,50 @@ mod tests {
         assert_eq!((spec.memory_mb, spec.vcores, spec.max_failed), (1024, 2, 3));
         config.set(CONTAINER_VCORES_KEY, "1").unwrap();
         config.set(MAX_FAILED_CONTAINERS_KEY, "7").unwrap();
-        let spec = WorkerSpec::from_config(&config, 3).unwrap();
+        let mut spec = WorkerSpec::from_config(&config, 3).unwrap();
         assert_eq!((spec.vcores, spec.max_failed), (1, 7));
         let cmd = spec.command("container_1_0001_01_000002");
         assert!(cmd.contains("-D jobmanager.rpc.address=nm-host -D jobmanager.rpc.port=4242"));
         assert!(cmd.contains("taskmanager.resource-id=container_1_0001_01_000002"));
         assert!(cmd.ends_with("2><LOG_DIR>/taskmanager.err"));
+        spec.dynamic = vec!["high-availability.cluster-id=it's".into()];
+        let cmd = spec.command("c");
+        assert!(
+            cmd.contains("-D 'high-availability.cluster-id=it'\\''s' 1>"),
+            "{cmd}"
+        );
         config.set(TM_PROCESS_SIZE_KEY, "lots").unwrap();
         let e = WorkerSpec::from_config(&config, 3).unwrap_err().to_string();
         assert!(e.contains(TM_PROCESS_SIZE_KEY), "{e}");
+    }
+
+    fn container(app_attempt: i32, seq: i64) -> ContainerProto {
+        let id = crate::yarn::ids::parse_container_id(&format!(
+            "container_1700000000000_0001_{app_attempt:02}_{seq:06}"
+        ));
+        ContainerProto {
+            id,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn containers_of_a_previous_attempt_count_as_workers_and_surplus_ones_are_released() {
+        let mut config = Config::default();
+        config.cluster.rpc_address = "nm-host".into();
+        let spec = WorkerSpec::from_config(&config, 2).unwrap();
+        let mut pool = WorkerPool::new(spec);
+        pool.adopt(vec![container(1, 2), container(1, 3), container(1, 4)]);
+        assert_eq!(
+            pool.running(),
+            [
+                "container_1700000000000_0001_01_000002",
+                "container_1700000000000_0001_01_000003"
+            ]
+        );
+        assert_eq!(pool.outstanding(), 0);
+        assert_eq!(pool.to_release.len(), 1);
+        pool.release(vec![container(1, 5)]);
+        assert_eq!(pool.to_release.len(), 2);
     }
 }
