@@ -118,6 +118,35 @@ fn stop_with_savepoint_and_restore_at_parallelism_2_and_6_keeps_every_count() {
             })
         },
     );
+    // Every worker daemon serves its Prometheus metrics; those running the job's subtasks
+    // count a job process with its memory.
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    let mut running_processes = 0.0;
+    for i in 0..cluster.workers.len() {
+        let text = cluster
+            .worker_metrics(i)
+            .unwrap_or_else(|| panic!("worker {i} serves no metrics"));
+        assert_eq!(value(&text, "sluice_taskmanager_numberOfTaskSlots{"), 2.0);
+        assert!(value(&text, "sluice_process_rss_bytes") > 0.0, "{text}");
+        let processes = value(&text, "sluice_taskmanager_jobProcesses{");
+        if processes > 0.0 {
+            assert!(
+                value(&text, "sluice_taskmanager_jobProcesses_rss_bytes{") > 0.0,
+                "{text}"
+            );
+        }
+        running_processes += processes;
+    }
+    assert!(
+        running_processes >= 2.0,
+        "p=4 on 2-slot workers needs 2 or more processes"
+    );
     let sp1 = cluster.stop_with_savepoint(&first, &savepoints);
     cluster.wait_for_state(&first, "FINISHED", Duration::from_secs(30));
     let after_first = committed_lines(&out).len();

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use parking_lot::Mutex;
 use sluice_hdfs_backend::{NativeFile, SnapshotDir, StateHandle, shared_file_name};
@@ -224,6 +225,29 @@ pub fn fetch_native(
     local_base: &Path,
     threads: usize,
 ) -> Result<OperatorSnapshot, String> {
+    fetch_native_counted(dir, handle, local_base, threads, &AtomicU64::new(0))
+}
+
+/// Bytes of database files an incremental handle refers to (0 for other handles): what
+/// [`fetch_native`] downloads.
+pub fn native_bytes(handle: &StateHandle) -> u64 {
+    match handle {
+        StateHandle::Incremental {
+            private, shared, ..
+        } => private.iter().chain(shared).map(|f| f.len).sum(),
+        _ => 0,
+    }
+}
+
+/// [`fetch_native`] that adds the length of every file to `fetched` once it is in place, for
+/// progress reports.
+pub fn fetch_native_counted(
+    dir: &SnapshotDir,
+    handle: &StateHandle,
+    local_base: &Path,
+    threads: usize,
+    fetched: &AtomicU64,
+) -> Result<OperatorSnapshot, String> {
     let StateHandle::Incremental {
         meta,
         private,
@@ -249,7 +273,9 @@ pub fn fetch_native(
         .chain(shared.iter().map(|f| (f, true)))
         .collect();
     upload_parallel(&files, threads, |&(f, is_shared)| {
-        fetch_one(dir, f, is_shared, &local.0)
+        fetch_one(dir, f, is_shared, &local.0)?;
+        fetched.fetch_add(f.len, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     })?;
     let mut snap = meta.snapshot;
     let keyed = snap.keyed.get_or_insert_with(KeyedSnapshot::default);

@@ -34,6 +34,8 @@ pub struct Cluster {
     pub rest: u16,
     pub master: Child,
     pub workers: Vec<Child>,
+    /// Each worker's Prometheus port (`metrics.reporter.prom.port`), by worker index.
+    pub prom_ports: Vec<u16>,
     pub http: reqwest::blocking::Client,
 }
 
@@ -65,6 +67,7 @@ impl Cluster {
             rest,
             master,
             workers: Vec::new(),
+            prom_ports: Vec::new(),
             http: reqwest::blocking::Client::new(),
         };
         wait_until("the master's REST API", Duration::from_secs(20), || {
@@ -84,8 +87,10 @@ impl Cluster {
         let n = self.workers.len();
         let log =
             |name: String| std::fs::File::create(self.dir.path().join(name)).expect("a log file");
+        let prom = free_port();
         let w = Command::new(bin("sluice-worker"))
             .args(["-D", &format!("jobmanager.rpc.port={}", self.rpc)])
+            .args(["-D", &format!("metrics.reporter.prom.port={prom}")])
             .args(["-D", "taskmanager.numberOfTaskSlots=2"])
             .args(["-D", &format!("taskmanager.resource-id=worker-{n}")])
             .args(TIMING)
@@ -95,6 +100,17 @@ impl Cluster {
             .spawn()
             .expect("a worker starts");
         self.workers.push(w);
+        self.prom_ports.push(prom);
+    }
+
+    /// Worker `i`'s Prometheus text, if it answers.
+    pub fn worker_metrics(&self, i: usize) -> Option<String> {
+        self.http
+            .get(format!("http://127.0.0.1:{}/metrics", self.prom_ports[i]))
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())
+            .and_then(|r| r.text().ok())
     }
 
     pub fn get(&self, path: &str) -> Option<Value> {

@@ -4,6 +4,7 @@
 
 mod driver;
 pub mod restore;
+mod restore_progress;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -9,7 +9,9 @@ use sluice_core::{JobPlan, Result, SluiceError};
 use sluice_hdfs_backend::{
     CheckpointMetadata, SnapshotDir, StateHandle, load_snapshot, verify_snapshot,
 };
-use sluice_worker::incremental::fetch_native;
+use sluice_worker::incremental::{fetch_native_counted, native_bytes};
+
+use super::restore_progress::RestoreProgress;
 use sluice_worker::snapshot::OperatorSnapshot;
 
 /// Per plan node: the old subtasks' snapshots, if the node has state to restore.
@@ -108,6 +110,14 @@ fn decode(
     check_compatible(dir, meta, plan, allow_non_restored)?;
     let path = dir.url();
     let mut out = empty(plan);
+    let download: u64 = meta
+        .operators
+        .iter()
+        .filter(|op| plan.nodes.iter().any(|n| n.uid == op.uid))
+        .flat_map(|op| &op.subtasks)
+        .map(|st| native_bytes(&st.handle))
+        .sum();
+    let progress = (download > 0).then(|| RestoreProgress::start(path, download));
     for op in &meta.operators {
         let Some(node) = plan.nodes.iter().find(|n| n.uid == op.uid) else {
             continue;
@@ -118,15 +128,14 @@ fn decode(
         let mut snaps = Vec::with_capacity(op.subtasks.len());
         for st in &op.subtasks {
             if let StateHandle::Incremental { .. } = &st.handle {
-                let snap =
-                    fetch_native(dir, &st.handle, local.dir, local.threads).map_err(|e| {
-                        SluiceError::State {
-                            uid: op.uid.clone(),
-                            state: format!("subtask {}", st.subtask),
-                            message: format!(
-                                "the RocksDB checkpoint in {path} cannot be fetched: {e}"
-                            ),
-                        }
+                let fetched = progress.as_ref().map(|p| p.fetched());
+                let unused = std::sync::atomic::AtomicU64::new(0);
+                let counter = fetched.unwrap_or(&unused);
+                let snap = fetch_native_counted(dir, &st.handle, local.dir, local.threads, counter)
+                    .map_err(|e| SluiceError::State {
+                        uid: op.uid.clone(),
+                        state: format!("subtask {}", st.subtask),
+                        message: format!("the RocksDB checkpoint in {path} cannot be fetched: {e}"),
                     })?;
                 snaps.push(snap);
                 continue;
