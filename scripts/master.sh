@@ -22,6 +22,11 @@ set -euo pipefail
 
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# A fixed glibc mmap threshold, so the large buffers the master frees in bursts (bundles, REST
+# documents) go back to the system instead of staying in its heap (see AM_MALLOC_MMAP_THRESHOLD
+# in yarn-submit/src/spec.rs).
+MMAP_THRESHOLD=${MALLOC_MMAP_THRESHOLD_:-262144}
 START_TIMEOUT=${SLUICE_START_TIMEOUT:-60}
 NAME=sluice-am
 PID_FILE=$LOG_DIR/$NAME.pid
@@ -61,7 +66,7 @@ start() {
     for kv in "${OVERRIDES[@]}"; do
         args+=(-D "$kv")
     done
-    SLUICE_LOG_DIR=$LOG_DIR nohup "$bin" "${args[@]}" >"$LOG_FILE" 2>&1 </dev/null &
+    MALLOC_MMAP_THRESHOLD_=$MMAP_THRESHOLD SLUICE_LOG_DIR=$LOG_DIR nohup "$bin" "${args[@]}" >"$LOG_FILE" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$PID_FILE"
 
@@ -190,7 +195,7 @@ ha_start() {
         args+=(-D "$kv")
     done
     args+=(-D jobmanager.rpc.port=0 -D "rest.port=$port")
-    SLUICE_LOG_DIR=$LOG_DIR nohup "$bin" "${args[@]}" >"$log" 2>&1 </dev/null &
+    MALLOC_MMAP_THRESHOLD_=$MMAP_THRESHOLD SLUICE_LOG_DIR=$LOG_DIR nohup "$bin" "${args[@]}" >"$log" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$(ha_pid_file "$n")"
     local url=http://$host:$port/overview deadline=$((SECONDS + START_TIMEOUT))

@@ -139,7 +139,8 @@ impl Yarn {
                 }
             }));
         }
-        let command = "HADOOP_CONF_DIR=\"$PWD\" exec ./sluice-am --yarn -c sluice-conf.yaml \
+        // As `yarn-submit` starts it (`sluice_yarn_submit::spec::am_command`).
+        let command = "MALLOC_MMAP_THRESHOLD_=262144 HADOOP_CONF_DIR=\"$PWD\" exec ./sluice-am --yarn -c sluice-conf.yaml \
                        1><LOG_DIR>/jobmanager.out 2><LOG_DIR>/jobmanager.err";
         let submission = json!({
             "application-id": id,
