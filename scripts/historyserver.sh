@@ -95,16 +95,7 @@ stop() {
         rm -f "$PID_FILE"
         return 0
     fi
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_TIMEOUT))
-    while alive "$pid" "$NAME"; do
-        if ((SECONDS >= deadline)); then
-            echo "historyserver.sh: $NAME (pid $pid) did not stop within ${STOP_TIMEOUT}s; killing it" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-            break
-        fi
-        sleep 0.1
-    done
+    terminate "$pid" "$NAME"
     rm -f "$PID_FILE"
     echo "stopped $NAME (pid $pid)"
 }

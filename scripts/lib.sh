@@ -79,6 +79,26 @@ alive() {
     [[ $stat != Z* && $comm == "${2:0:15}" ]]
 }
 
+# Stops process $1 (named $NAME): SIGTERM, then SIGKILL once $STOP_TIMEOUT seconds have passed;
+# returns once it is gone (or 5 s after the SIGKILL). $2 names it in the message on SIGKILL.
+terminate() {
+    local pid=$1 what=$2
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + STOP_TIMEOUT))
+    while alive "$pid" "$NAME"; do
+        if ((SECONDS >= deadline)); then
+            echo "$(basename "$0"): $what (pid $pid) did not stop within ${STOP_TIMEOUT}s; killing it" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+            deadline=$((SECONDS + 5))
+            while alive "$pid" "$NAME" && ((SECONDS < deadline)); do
+                sleep 0.1
+            done
+            return 0
+        fi
+        sleep 0.1
+    done
+}
+
 # Prints the pid recorded in pid file $1 if that process runs as $NAME; fails otherwise.
 pid_from() {
     local pid

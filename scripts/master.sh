@@ -103,20 +103,7 @@ stop() {
         rm -f "$PID_FILE"
         return 0
     fi
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_TIMEOUT))
-    while alive "$pid" "$NAME"; do
-        if ((SECONDS >= deadline)); then
-            echo "master.sh: $NAME (pid $pid) did not stop within ${STOP_TIMEOUT}s; killing it" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-            deadline=$((SECONDS + 5))
-            while alive "$pid" "$NAME" && ((SECONDS < deadline)); do
-                sleep 0.1
-            done
-            break
-        fi
-        sleep 0.1
-    done
+    terminate "$pid" "$NAME"
     rm -f "$PID_FILE"
     echo "stopped $NAME (pid $pid)"
 }
@@ -228,20 +215,7 @@ ha_stop_one() {
         rm -f "$(ha_pid_file "$n")"
         return 0
     fi
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_TIMEOUT))
-    while alive "$pid" "$NAME"; do
-        if ((SECONDS >= deadline)); then
-            echo "master.sh: master $n (pid $pid) did not stop within ${STOP_TIMEOUT}s; killing it" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-            deadline=$((SECONDS + 5))
-            while alive "$pid" "$NAME" && ((SECONDS < deadline)); do
-                sleep 0.1
-            done
-            break
-        fi
-        sleep 0.1
-    done
+    terminate "$pid" "master $n"
     rm -f "$(ha_pid_file "$n")"
     echo "stopped master $n (pid $pid)"
 }

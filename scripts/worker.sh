@@ -103,20 +103,7 @@ stop_one() {
         rm -f "$(pid_file "$n")"
         return 0
     fi
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_TIMEOUT))
-    while alive "$pid" "$NAME"; do
-        if ((SECONDS >= deadline)); then
-            echo "worker.sh: worker $n (pid $pid) did not stop within ${STOP_TIMEOUT}s; killing it" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-            deadline=$((SECONDS + 5))
-            while alive "$pid" "$NAME" && ((SECONDS < deadline)); do
-                sleep 0.1
-            done
-            break
-        fi
-        sleep 0.1
-    done
+    terminate "$pid" "worker $n"
     rm -f "$(pid_file "$n")"
     echo "stopped worker $n (pid $pid)"
 }

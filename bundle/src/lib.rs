@@ -15,6 +15,7 @@
 //! returns, so nothing from a damaged, tampered or foreign bundle is ever started.
 
 mod elf;
+mod error;
 mod open;
 mod write;
 
@@ -22,7 +23,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use error::{BundleError, Result};
 pub use open::open_bundle;
+pub use sluice_core::size::human;
 pub use write::{bundle_name, write_bundle};
 
 /// The manifest format this build writes and the only one it reads.
@@ -169,21 +172,6 @@ fn bundle_path(path: &str) -> Result<String, &'static str> {
     Ok(parts.join("/"))
 }
 
-/// `n` bytes for people: `512 B`, `4.2 KiB`, `3.1 MiB`.
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,12 +184,5 @@ mod tests {
         assert!(bundle_path("bin/../../job").unwrap_err().contains(".."));
         assert!(bundle_path("/etc/passwd").unwrap_err().contains("absolute"));
         assert!(bundle_path("./").is_err());
-    }
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(human(512), "512 B");
-        assert_eq!(human(4300), "4.2 KiB");
-        assert_eq!(human(3 << 20), "3.0 MiB");
     }
 }

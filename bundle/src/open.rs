@@ -7,9 +7,9 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use anyhow::{Result, anyhow};
 use sha2::{Digest, Sha256};
 
+use crate::error::{Result, invalid};
 use crate::{Bundle, FORMAT_VERSION, GZIP_MAGIC, MANIFEST_FILE, Manifest, bundle_path, elf};
 
 /// A manifest lists paths and checksums; one larger than this is no manifest.
@@ -25,7 +25,7 @@ pub fn open_bundle(file: &Path, into: &Path) -> Result<Bundle> {
     let created = match std::fs::read_dir(into) {
         Ok(mut entries) => {
             if entries.next().is_some() {
-                return Err(anyhow!(
+                return Err(invalid!(
                     "cannot unpack the bundle {} into {}: the directory is not empty",
                     file.display(),
                     into.display()
@@ -35,7 +35,7 @@ pub fn open_bundle(file: &Path, into: &Path) -> Result<Bundle> {
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
             std::fs::create_dir_all(into).map_err(|e| {
-                anyhow!(
+                invalid!(
                     "cannot unpack the bundle {} into {}: {e}",
                     file.display(),
                     into.display()
@@ -44,7 +44,7 @@ pub fn open_bundle(file: &Path, into: &Path) -> Result<Bundle> {
             true
         }
         Err(e) => {
-            return Err(anyhow!(
+            return Err(invalid!(
                 "cannot unpack the bundle {} into {}: {e}",
                 file.display(),
                 into.display()
@@ -65,7 +65,7 @@ pub fn open_bundle(file: &Path, into: &Path) -> Result<Bundle> {
                     let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
                 }
             }
-            Err(anyhow!("bundle {}: {problem}", file.display()))
+            Err(invalid!("bundle {}: {problem}", file.display()))
         }
     }
 }

@@ -6,9 +6,9 @@ use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
 use sha2::{Digest, Sha256};
 
+use crate::error::{IoContext, Result, invalid};
 use crate::{
     BIN_DIR, BundleOptions, CONFIG_PATH, FORMAT_VERSION, FileEntry, MANIFEST_FILE, Manifest,
     RESOURCE_DIR, elf,
@@ -20,15 +20,18 @@ use crate::{
 pub fn write_bundle(opts: &BundleOptions, out: &Path) -> Result<Manifest> {
     let binary = &opts.binary;
     if !binary.is_file() {
-        bail!("the job binary {} is not a file", binary.display());
+        return Err(invalid!(
+            "the job binary {} is not a file",
+            binary.display()
+        ));
     }
     let info =
-        elf::read_file(binary).map_err(|e| anyhow!("the job binary {}: {e}", binary.display()))?;
+        elf::read_file(binary).map_err(|e| invalid!("the job binary {}: {e}", binary.display()))?;
     if !info.executable {
-        bail!(
+        return Err(invalid!(
             "the job binary {}: an ELF file, but not an executable",
             binary.display()
-        );
+        ));
     }
     let name = bundle_name(opts)?;
     let entry = format!("{BIN_DIR}/{}", file_name(binary)?);
@@ -44,7 +47,7 @@ pub fn write_bundle(opts: &BundleOptions, out: &Path) -> Result<Manifest> {
     }
     if let Some(conf) = &opts.config {
         sluice_core::Config::load(Some(conf), &[])
-            .with_context(|| format!("the configuration {}", conf.display()))?;
+            .map_err(|e| invalid!("the configuration {}: {e}", conf.display()))?;
         inputs.push(Input {
             path: CONFIG_PATH.to_string(),
             source: conf.clone(),
@@ -53,12 +56,12 @@ pub fn write_bundle(opts: &BundleOptions, out: &Path) -> Result<Manifest> {
     }
     for (i, a) in inputs.iter().enumerate() {
         if let Some(b) = inputs[..i].iter().find(|b| b.path == a.path) {
-            bail!(
+            return Err(invalid!(
                 "{} and {} would both be stored as {}; rename one",
                 b.source.display(),
                 a.source.display(),
                 a.path
-            );
+            ));
         }
     }
 
@@ -90,14 +93,15 @@ pub fn write_bundle(opts: &BundleOptions, out: &Path) -> Result<Manifest> {
     let tmp = tempfile::Builder::new()
         .prefix(".sluice-bundle-")
         .tempfile_in(&dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+        .io_context(|| format!("cannot create a file in {}", dir.display()))?;
     pack(&manifest, &inputs, tmp.as_file())
-        .with_context(|| format!("writing the bundle {}", out.display()))?;
+        .io_context(|| format!("writing the bundle {}", out.display()))?;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .with_context(|| format!("writing the bundle {}", out.display()))?;
+        .io_context(|| format!("writing the bundle {}", out.display()))?;
     tmp.persist(out)
-        .map_err(|e| anyhow!("cannot write the bundle {}: {}", out.display(), e.error))?;
+        .map_err(|e| e.error)
+        .io_context(|| format!("cannot write the bundle {}", out.display()))?;
     Ok(manifest)
 }
 
@@ -115,7 +119,9 @@ pub fn bundle_name(opts: &BundleOptions) -> Result<String> {
         None => file_name(&opts.binary)?,
     };
     if name.trim().is_empty() || name.chars().any(char::is_control) {
-        bail!("the bundle name {name:?} is empty or has control characters");
+        return Err(invalid!(
+            "the bundle name {name:?} is empty or has control characters"
+        ));
     }
     Ok(name)
 }
@@ -127,13 +133,13 @@ fn file_name(path: &Path) -> Result<String> {
         path
     } else {
         resolved = std::fs::canonicalize(path)
-            .with_context(|| format!("{} does not exist", path.display()))?;
+            .io_context(|| format!("{} does not exist", path.display()))?;
         &resolved
     };
     path.file_name()
         .and_then(|n| n.to_str())
         .map(str::to_string)
-        .ok_or_else(|| anyhow!("{}: the file name must be UTF-8", path.display()))
+        .ok_or_else(|| invalid!("{}: the file name must be UTF-8", path.display()))
 }
 
 /// `source` (a file, or a directory taken whole in name order) as inputs under `base`.
@@ -141,7 +147,7 @@ fn file_name(path: &Path) -> Result<String> {
 /// they may loop.
 fn collect(source: &Path, base: &str, inputs: &mut Vec<Input>) -> Result<()> {
     let meta = std::fs::metadata(source)
-        .with_context(|| format!("the resource {} does not exist", source.display()))?;
+        .io_context(|| format!("the resource {} does not exist", source.display()))?;
     if meta.is_file() {
         inputs.push(Input {
             path: base.to_string(),
@@ -151,29 +157,29 @@ fn collect(source: &Path, base: &str, inputs: &mut Vec<Input>) -> Result<()> {
         return Ok(());
     }
     if !meta.is_dir() {
-        bail!(
+        return Err(invalid!(
             "the resource {} is neither a file nor a directory",
             source.display()
-        );
+        ));
     }
     let mut children: Vec<_> = std::fs::read_dir(source)
-        .with_context(|| format!("reading the resource directory {}", source.display()))?
+        .io_context(|| format!("reading the resource directory {}", source.display()))?
         .collect::<std::io::Result<_>>()
-        .with_context(|| format!("reading the resource directory {}", source.display()))?;
+        .io_context(|| format!("reading the resource directory {}", source.display()))?;
     children.sort_by_key(|e| e.file_name());
     for child in children {
         let path = child.path();
         let name = file_name(&path)?;
         let linked_dir = std::fs::symlink_metadata(&path)
-            .with_context(|| format!("reading {}", path.display()))?
+            .io_context(|| format!("reading {}", path.display()))?
             .file_type()
             .is_symlink()
             && path.is_dir();
         if linked_dir {
-            bail!(
+            return Err(invalid!(
                 "the resource {} is a symbolic link to a directory; give the directory itself",
                 path.display()
-            );
+            ));
         }
         collect(&path, &format!("{base}/{name}"), inputs)?;
     }
@@ -182,7 +188,7 @@ fn collect(source: &Path, base: &str, inputs: &mut Vec<Input>) -> Result<()> {
 
 /// The size and SHA-256 (hex) of the file at `path`.
 fn hash_file(path: &Path) -> Result<(u64, String)> {
-    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut file = File::open(path).io_context(|| format!("cannot open {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
@@ -191,7 +197,7 @@ fn hash_file(path: &Path) -> Result<(u64, String)> {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => return Err(e).io_context(|| format!("reading {}", path.display())),
         };
         hasher.update(&buf[..n]);
         size += n as u64;
@@ -201,10 +207,10 @@ fn hash_file(path: &Path) -> Result<(u64, String)> {
 
 /// Writes the tar.gz: the manifest first, then the files in manifest order, with fixed
 /// owners and times so the same inputs give the same bytes.
-fn pack(manifest: &Manifest, inputs: &[Input], out: &File) -> Result<()> {
+fn pack(manifest: &Manifest, inputs: &[Input], out: &File) -> std::io::Result<()> {
     let gz = flate2::GzBuilder::new().write(BufWriter::new(out), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
-    let json = serde_json::to_vec_pretty(manifest)?;
+    let json = serde_json::to_vec_pretty(manifest).map_err(std::io::Error::other)?;
     tar.append_data(
         &mut header(json.len() as u64, false),
         MANIFEST_FILE,
@@ -213,8 +219,12 @@ fn pack(manifest: &Manifest, inputs: &[Input], out: &File) -> Result<()> {
     for (input, listed) in inputs.iter().zip(&manifest.files) {
         // Streamed from the file again and hashed on the way; a file that changed since it
         // was listed is an error rather than a bundle whose checksums lie.
-        let file = File::open(&input.source)
-            .with_context(|| format!("cannot open {}", input.source.display()))?;
+        let file = File::open(&input.source).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot open {}: {e}", input.source.display()),
+            )
+        })?;
         let mut reader = Hashing {
             inner: file.take(listed.size),
             hasher: Sha256::new(),
@@ -225,14 +235,16 @@ fn pack(manifest: &Manifest, inputs: &[Input], out: &File) -> Result<()> {
             &listed.path,
             &mut reader,
         )
-        .with_context(|| format!("packing {}", input.source.display()))?;
+        .map_err(|e| {
+            std::io::Error::new(e.kind(), format!("packing {}: {e}", input.source.display()))
+        })?;
         if (reader.size, hex::encode(reader.hasher.finalize()))
             != (listed.size, listed.sha256.clone())
         {
-            bail!(
+            return Err(std::io::Error::other(format!(
                 "{} changed while it was being bundled",
                 input.source.display()
-            );
+            )));
         }
     }
     let gz = tar.into_inner()?;

@@ -4,6 +4,7 @@ pub mod config;
 pub mod error;
 pub mod keygroup;
 pub mod plan;
+pub mod size;
 
 pub use config::Config;
 pub use error::{ErrorKind, Result, SluiceError};

@@ -10,41 +10,17 @@ use std::time::Duration;
 
 use sluice_examples::wordcount::expected_updates;
 use sluice_testkit::{assert_same, committed_lines, stripped_bundle};
-use support::{Cluster, wait_until};
+use support::{Cluster, WordCountRun, start_wordcount, wait_until};
 
 #[test]
 fn a_worker_killed_mid_stream_loses_and_duplicates_nothing() {
     let mut cluster = Cluster::start(3);
-    let work = tempfile::tempdir().expect("a temp dir");
-    let bundle = stripped_bundle("wordcount", work.path());
-    let out = work.path().join("out");
-    let checkpoints = format!("file://{}", work.path().join("checkpoints").display());
-    let n = 60_000u64;
-    let job = cluster.submit(
-        &bundle,
-        &[
-            "-p",
-            "4",
-            "-D",
-            "execution.checkpointing.interval=300ms",
-            "-D",
-            &format!("state.checkpoints.dir={checkpoints}"),
-            "-D",
-            "restart-strategy.type=fixed-delay",
-            "-D",
-            "restart-strategy.fixed-delay.delay=200ms",
-        ],
-        &[
-            "--generate",
-            &n.to_string(),
-            "--rate",
-            "6000",
-            "--output",
-            out.to_str().expect("a UTF-8 path"),
-        ],
-    );
-    cluster.wait_for_state(&job, "RUNNING", Duration::from_secs(60));
-    cluster.wait_for_checkpoints(&job, 2);
+    let WordCountRun {
+        work: _work,
+        out,
+        job,
+        lines: n,
+    } = start_wordcount(&cluster, 60_000);
     let before_kill = committed_lines(&out).len();
     // Four subtasks may fit on two of the three workers: kill one that runs subtasks.
     let busy = cluster.busy_worker();

@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sluice_examples::wordcount::expected_updates;
-use sluice_testkit::{assert_same, committed_lines, stripped_bundle};
-use support::{Cluster, wait_until};
+use sluice_testkit::{assert_same, committed_lines};
+use support::{Cluster, WordCountRun, start_wordcount, wait_until};
 
 fn signal(name: &str, pid: u32) {
     let ok = Command::new("kill")
@@ -48,36 +48,12 @@ fn a_silent_worker_and_its_job_process_wake_and_commit_nothing_twice() {
 /// lets the job recover without it, wakes it and checks the output.
 fn silent_worker(with_job_process: bool) {
     let mut cluster = Cluster::start(3);
-    let work = tempfile::tempdir().expect("a temp dir");
-    let bundle = stripped_bundle("wordcount", work.path());
-    let out = work.path().join("out");
-    let checkpoints = format!("file://{}", work.path().join("checkpoints").display());
-    let n = 120_000u64;
-    let job = cluster.submit(
-        &bundle,
-        &[
-            "-p",
-            "4",
-            "-D",
-            "execution.checkpointing.interval=300ms",
-            "-D",
-            &format!("state.checkpoints.dir={checkpoints}"),
-            "-D",
-            "restart-strategy.type=fixed-delay",
-            "-D",
-            "restart-strategy.fixed-delay.delay=200ms",
-        ],
-        &[
-            "--generate",
-            &n.to_string(),
-            "--rate",
-            "6000",
-            "--output",
-            out.to_str().expect("a UTF-8 path"),
-        ],
-    );
-    cluster.wait_for_state(&job, "RUNNING", Duration::from_secs(60));
-    cluster.wait_for_checkpoints(&job, 2);
+    let WordCountRun {
+        work: _work,
+        out,
+        job,
+        lines: n,
+    } = start_wordcount(&cluster, 120_000);
     let busy = cluster.busy_worker();
     let daemon = cluster.workers[busy].id();
     let process = cluster

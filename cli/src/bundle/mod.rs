@@ -3,7 +3,9 @@
 mod launch;
 
 pub(crate) use launch::RunDir;
-pub use sluice_bundle::*;
+pub use sluice_bundle::{
+    BUNDLE_DIR_ENV, Bundle, BundleOptions, bundle_name, human, is_bundle, open_bundle, write_bundle,
+};
 
 use std::path::PathBuf;
 

@@ -6,12 +6,13 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice_testkit::release_bin as bin;
+use sluice_testkit::stripped_bundle;
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -269,5 +270,56 @@ impl Drop for Cluster {
         }
         let _ = self.master.kill();
         let _ = self.master.wait();
+    }
+}
+
+/// A WordCount job at parallelism 4 running on a [`Cluster`], with exactly-once part files.
+pub struct WordCountRun {
+    /// Holds the bundle, the output and the checkpoints; removed on drop.
+    pub work: tempfile::TempDir,
+    pub out: PathBuf,
+    pub job: String,
+    /// How many lines the job generates.
+    pub lines: u64,
+}
+
+/// Submits WordCount generating `lines` lines at 6,000 a second, checkpointing every 300 ms to
+/// local disk and restarting after 200 ms, and returns once it runs and 2 checkpoints completed
+/// — the point where the fault tests strike.
+pub fn start_wordcount(cluster: &Cluster, lines: u64) -> WordCountRun {
+    let work = tempfile::tempdir().expect("a temp dir");
+    let bundle = stripped_bundle("wordcount", work.path());
+    let out = work.path().join("out");
+    let checkpoints = format!("file://{}", work.path().join("checkpoints").display());
+    let job = cluster.submit(
+        &bundle,
+        &[
+            "-p",
+            "4",
+            "-D",
+            "execution.checkpointing.interval=300ms",
+            "-D",
+            &format!("state.checkpoints.dir={checkpoints}"),
+            "-D",
+            "restart-strategy.type=fixed-delay",
+            "-D",
+            "restart-strategy.fixed-delay.delay=200ms",
+        ],
+        &[
+            "--generate",
+            &lines.to_string(),
+            "--rate",
+            "6000",
+            "--output",
+            out.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    cluster.wait_for_state(&job, "RUNNING", Duration::from_secs(60));
+    cluster.wait_for_checkpoints(&job, 2);
+    WordCountRun {
+        work,
+        out,
+        job,
+        lines,
     }
 }

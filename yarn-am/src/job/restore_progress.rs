@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use sluice_core::size::human;
+
 /// How often the live line is redrawn.
 const REDRAW: Duration = Duration::from_millis(200);
 /// Restores faster than this get no summary line in non-terminal output.
@@ -81,23 +83,9 @@ fn line(path: &str, fetched: u64, total: u64) -> String {
         .min(100);
     format!(
         "Restoring state from {path}: {} of {} ({pct} %)",
-        size(fetched),
-        size(total)
+        human(fetched),
+        human(total)
     )
-}
-
-fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut v = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
 }
 
 #[cfg(test)]
@@ -115,7 +103,6 @@ mod tests {
             line("p", 0, 0),
             "Restoring state from p: 0 B of 0 B (100 %)"
         );
-        assert_eq!(size(1536), "1.5 KiB");
     }
 
     #[test]
