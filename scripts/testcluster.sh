@@ -5,9 +5,10 @@
 #   testcluster.sh down                                    stop every process it started
 #   testcluster.sh status                                  each process: alive or dead
 #   testcluster.sh env                                     exports to `eval` in a shell
-#   testcluster.sh kill NAME | restart NAME                one process (namenode, datanode1,
+#   testcluster.sh kill NAME [SIGNAL] | restart NAME       one process (namenode, datanode1,
 #                                                          nodemanager2, zk3, kafka, ...), for
-#                                                          failure tests
+#                                                          failure tests (SIGNAL: default KILL;
+#                                                          TERM stops it as its operator would)
 #   testcluster.sh pause NAME | resume NAME                SIGSTOP/SIGCONT one process (a server
 #                                                          that accepts connections, answers none)
 #   testcluster.sh failover                                with --ha: the active NameNode becomes
@@ -664,7 +665,7 @@ failover) cmd_failover ;;
 pause) cmd_signal "${2:-}" STOP paused ;;
 resume) cmd_signal "${2:-}" CONT resumed ;;
 *)
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

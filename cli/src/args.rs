@@ -1,5 +1,6 @@
 //! Verbs and flags, Flink's where Flink has them (`run -s -n -d -p -D`, `-m host:port`,
-//! `stop --savepointPath --drain`), so Flink users need not relearn them.
+//! `stop --savepointPath --drain`, `savepoint --type`/`--dispose`), so Flink users need not
+//! relearn them.
 
 use std::path::PathBuf;
 
@@ -159,13 +160,47 @@ pub struct GcArgs {
     pub delete: bool,
 }
 
+/// `-t, --type`: Flink's savepoint format types.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FormatType {
+    /// Key-group state every backend reads: restores into any backend and parallelism.
+    #[default]
+    Canonical,
+    /// The state backend's own files (RocksDB's, copied): about a file copy to take and to
+    /// restore, at any parallelism (on the heap backend the same as canonical).
+    Native,
+}
+
+impl FormatType {
+    /// As Flink's REST API spells it (`formatType`).
+    pub fn rest_name(self) -> &'static str {
+        match self {
+            FormatType::Canonical => "CANONICAL",
+            FormatType::Native => "NATIVE",
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct SavepointArgs {
     #[command(flatten)]
     pub address: Address,
-    pub job_id: String,
+    #[arg(required_unless_present = "dispose")]
+    pub job_id: Option<String>,
     /// Where the savepoint directory is created (default `state.savepoints.dir` of the job).
     pub target_dir: Option<String>,
+    /// The savepoint's format.
+    #[arg(short = 't', long = "type", value_enum, default_value_t = FormatType::Canonical)]
+    pub format: FormatType,
+    /// Delete this savepoint (a directory with a valid `_metadata`, or that file; path,
+    /// file:// or hdfs:// URL) instead of taking one. Flink's `--dispose`.
+    #[arg(
+        short = 'd',
+        long = "dispose",
+        value_name = "SAVEPOINT_PATH",
+        conflicts_with_all = ["job_id", "target_dir"]
+    )]
+    pub dispose: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -178,6 +213,9 @@ pub struct StopArgs {
     /// Fire all event-time timers before the savepoint (for a job that is not resumed).
     #[arg(short = 'd', long = "drain")]
     pub drain: bool,
+    /// The savepoint's format.
+    #[arg(short = 't', long = "type", value_enum, default_value_t = FormatType::Canonical)]
+    pub format: FormatType,
     pub job_id: String,
 }
 

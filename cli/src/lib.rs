@@ -4,6 +4,7 @@ mod args;
 pub mod bundle;
 mod client;
 mod conf;
+pub mod dispose;
 mod inspect;
 mod ops;
 mod progress;

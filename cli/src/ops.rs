@@ -79,18 +79,24 @@ pub fn list(a: ListArgs) -> Result<()> {
 }
 
 pub fn savepoint(a: SavepointArgs) -> Result<()> {
-    check_job_id(&a.job_id)?;
+    if let Some(path) = &a.dispose {
+        let url = crate::dispose::dispose_savepoint(path)?;
+        println!("Savepoint '{url}' disposed.");
+        return Ok(());
+    }
+    let job_id = a.job_id.as_deref().unwrap_or_default();
+    check_job_id(job_id)?;
     let client = client(&a.address)?;
-    println!("Triggering savepoint for job {}.", a.job_id);
+    println!("Triggering savepoint for job {job_id}.");
     let body = json!({
         "target-directory": a.target_dir,
         "cancel-job": false,
-        "formatType": "CANONICAL",
+        "formatType": a.format.rest_name(),
         "triggerId": null,
     });
-    let trigger = client.post(&format!("/jobs/{}/savepoints", a.job_id), body)?;
+    let trigger = client.post(&format!("/jobs/{job_id}/savepoints"), body)?;
     println!("Waiting for response...");
-    let location = wait_for_savepoint(&client, &a.job_id, &trigger, "savepoint")?;
+    let location = wait_for_savepoint(&client, job_id, &trigger, "savepoint")?;
     println!("Savepoint completed. Path: {location}");
     println!("You can resume your program from this savepoint with the run command.");
     Ok(())
@@ -103,7 +109,7 @@ pub fn stop(a: StopArgs) -> Result<()> {
     let body = json!({
         "targetDirectory": a.savepoint_path,
         "drain": a.drain,
-        "formatType": "CANONICAL",
+        "formatType": a.format.rest_name(),
         "triggerId": null,
     });
     let trigger = client.post(&format!("/jobs/{}/stop", a.job_id), body)?;

@@ -47,6 +47,8 @@ pub mod keys {
     pub const HA_ZK_ROOT: &str = "high-availability.zookeeper.path.root";
     pub const HA_CLUSTER_ID: &str = "high-availability.cluster-id";
     pub const HA_ZK_SESSION_TIMEOUT: &str = "high-availability.zookeeper.client.session-timeout";
+    pub const HA_ZK_TOLERATE_SUSPENDED: &str =
+        "high-availability.zookeeper.client.tolerate-suspended-connections";
 }
 
 /// `high-availability.type`.
@@ -71,6 +73,13 @@ pub struct HaConfig {
     pub cluster_id: String,
     /// `high-availability.zookeeper.client.session-timeout` (default 60 s).
     pub zk_session_timeout: Duration,
+    /// `high-availability.zookeeper.client.tolerate-suspended-connections` (default true,
+    /// unlike Flink's false): whether a leader whose ZooKeeper connection is lost keeps its
+    /// leadership (suspended: no deployment, no checkpoint completes) while the session may
+    /// survive, or gives it up at once. Keeping it is safe: no other master can win while the
+    /// leader's ephemeral latch node lives, and it lets a leader ride out the loss of the one
+    /// ZooKeeper member it was connected to without a failover.
+    pub tolerate_suspended_connections: bool,
 }
 
 impl Default for HaConfig {
@@ -82,6 +91,7 @@ impl Default for HaConfig {
             zk_root: "/sluice".into(),
             cluster_id: "default".into(),
             zk_session_timeout: Duration::from_secs(60),
+            tolerate_suspended_connections: true,
         }
     }
 }
@@ -378,6 +388,10 @@ impl Config {
                 }
                 self.ha.zk_session_timeout = d
             }
+            HA_ZK_TOLERATE_SUSPENDED => {
+                self.ha.tolerate_suspended_connections =
+                    parse_bool(v).ok_or_else(|| err("true or false"))?
+            }
             _ => {}
         }
         self.raw.insert(key.to_string(), v.to_string());
@@ -564,6 +578,13 @@ mod tests {
         assert_eq!(c.ha.zk_base(), "/r/c1");
         assert_eq!(c.ha.storage_dir.as_deref(), Some("file:///tmp/ha"));
         assert_eq!(c.ha.zk_session_timeout, Duration::from_secs(5));
+        assert!(c.ha.tolerate_suspended_connections);
+        let c = Config::load(
+            None,
+            &["high-availability.zookeeper.client.tolerate-suspended-connections=false".into()],
+        )
+        .unwrap();
+        assert!(!c.ha.tolerate_suspended_connections);
         let c = Config::load(None, &["high-availability.type=zookeeper".into()]).unwrap();
         let e = c.ha.check().unwrap_err();
         assert!(e.contains("quorum") && e.contains("storageDir"), "{e}");

@@ -14,7 +14,8 @@
 //!
 //! With [`KafkaSourceBuilder::watermarks`] the source emits watermarks itself, one clock per
 //! partition (see [`crate::watermarks`]), and `source.idle-timeout` keeps silent partitions from
-//! holding them back.
+//! holding them back. A subtask with no partition, or whose partitions are all idle, marks its
+//! output idle ([`Source::is_idle`]) so that it does not hold back downstream watermarks.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -586,6 +587,17 @@ impl<T: sluice::Data, D: KafkaDeserializer<T>> Source for KafkaSource<T, D> {
         } else {
             Ok(SourcePoll::Idle(Duration::from_millis(5)))
         }
+    }
+
+    /// Idle when this subtask reads no partition (more subtasks than partitions, or all of a
+    /// bounded read's partitions ended) or, with watermarks, when every partition it reads has
+    /// been silent for `source.idle-timeout`: it must not hold back downstream watermarks.
+    fn is_idle(&self) -> bool {
+        self.positions.len() == self.finished.len()
+            || self
+                .clock
+                .as_ref()
+                .is_some_and(|c| c.all_idle(Instant::now()))
     }
 
     fn snapshot_state(

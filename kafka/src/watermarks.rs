@@ -62,16 +62,25 @@ impl PartitionWatermarks {
         }
     }
 
+    fn is_idle(&self, c: &PartitionClock, now: Instant) -> bool {
+        self.idle_timeout
+            .is_some_and(|t| now.saturating_duration_since(c.last_active) >= t)
+    }
+
+    /// Whether the subtask as a whole is idle: it reads no partition, or every partition it
+    /// reads is idle. The source then marks its output idle (see `Source::is_idle`), so this
+    /// subtask does not hold back the watermark of the operators downstream either.
+    pub(crate) fn all_idle(&self, now: Instant) -> bool {
+        self.clocks.values().all(|c| self.is_idle(c, now))
+    }
+
     /// The combined watermark when it advanced past the one returned last: the minimum over
     /// the active partitions. While every partition is idle the watermark stays where it is
-    /// (Flink marks the whole split set idle; here the subtask's watermark simply does not move).
+    /// and the subtask is idle as a whole ([`PartitionWatermarks::all_idle`]).
     pub(crate) fn advance(&mut self, now: Instant) -> Option<i64> {
         let mut min: Option<i64> = None;
         for c in self.clocks.values() {
-            let idle = self
-                .idle_timeout
-                .is_some_and(|t| now.saturating_duration_since(c.last_active) >= t);
-            if idle {
+            if self.is_idle(c, now) {
                 continue;
             }
             let w = if c.max_ts == MIN_WATERMARK {
@@ -124,8 +133,25 @@ mod tests {
         assert_eq!(w.advance(t0 + Duration::from_millis(1_200)), None);
         w.on_record(&tp(0), 9_700, t0 + Duration::from_millis(1_200));
         assert_eq!(w.advance(t0 + Duration::from_millis(1_200)), Some(9_399));
-        // Every partition idle: the watermark stays.
+        // Every partition idle: the watermark stays, and the subtask is idle as a whole.
+        assert!(!w.all_idle(t0 + Duration::from_millis(1_200)));
         assert_eq!(w.advance(t0 + Duration::from_secs(10)), None);
+        assert!(w.all_idle(t0 + Duration::from_secs(10)));
+        // A record makes it active again.
+        w.on_record(&tp(1), 9_800, t0 + Duration::from_secs(10));
+        assert!(!w.all_idle(t0 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_subtask_without_partitions_is_idle() {
+        let t0 = Instant::now();
+        let mut w = PartitionWatermarks::new(Duration::ZERO, None);
+        assert!(w.all_idle(t0));
+        // Without an idle timeout only having no partition makes it idle.
+        w.add_partition(&tp(0), t0);
+        assert!(!w.all_idle(t0 + Duration::from_secs(3600)));
+        w.remove_partition(&tp(0));
+        assert!(w.all_idle(t0));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use sluice_am::{Attempt as _, ExecutionPlan, MetricsRegistry};
 use sluice_core::{Config, Result, SluiceError};
 use sluice_hdfs_backend::SnapshotDir;
 use sluice_worker::control::protocol::encode_states;
-use sluice_worker::control::{Conn, PROTOCOL_VERSION, ToMaster, ToWorker, WireError};
+use sluice_worker::control::{Conn, EpochFence, PROTOCOL_VERSION, ToMaster, ToWorker, WireError};
 use sluice_worker::net::DataPlane;
 use sluice_worker::task::TaskReport;
 use sluice_worker::upload::{CheckpointEvent, CheckpointTargets, spawn_uploaders};
@@ -211,6 +211,10 @@ pub(crate) fn run_job_process(resolved: ResolvedGraph, config: Config, master: &
         .join(format!("sluice-job-{job_id}-{worker_id}"));
 
     let mut running: Option<Running> = None;
+    // The newest leadership epoch seen (its daemon's, then the master's messages'): a message
+    // of a deposed master is refused, and the master told so.
+    let fence = EpochFence::from_env();
+    let who = format!("job process of {job_id} on {worker_id}");
     let outcome = loop {
         let msg = match reader.recv::<ToWorker>() {
             Ok(Some(m)) => m,
@@ -221,11 +225,17 @@ pub(crate) fn run_job_process(resolved: ResolvedGraph, config: Config, master: &
             }
             Err(e) => break Err(e),
         };
+        if let Err(refusal) = fence.admit(&msg, master, &who) {
+            eprintln!("{}", refusal.log);
+            let _ = conn.send(&refusal.reply);
+            continue;
+        }
         match msg {
             ToWorker::Deploy {
                 attempt,
                 placement,
                 restore,
+                ..
             } => {
                 stop_running(&mut running);
                 plane.close_attempts_before(attempt);
@@ -285,6 +295,7 @@ pub(crate) fn run_job_process(resolved: ResolvedGraph, config: Config, master: &
                 attempt,
                 sources_only,
                 command,
+                ..
             } => {
                 if let Some(r) = running.as_ref().filter(|r| r.attempt == attempt) {
                     if sources_only {
@@ -298,16 +309,17 @@ pub(crate) fn run_job_process(resolved: ResolvedGraph, config: Config, master: &
                 id,
                 dir_url,
                 inline_threshold,
+                ..
             } => match SnapshotDir::open(&dir_url) {
                 Ok(dir) => {
                     targets.lock().insert(id, (dir, inline_threshold));
                 }
                 Err(e) => eprintln!("checkpoint {id}: cannot open {dir_url}: {e}"),
             },
-            ToWorker::EndCheckpoint { id } => {
+            ToWorker::EndCheckpoint { id, .. } => {
                 targets.lock().remove(&id);
             }
-            ToWorker::CancelAttempt { attempt } => {
+            ToWorker::CancelAttempt { attempt, .. } => {
                 if let Some(r) = running.as_ref().filter(|r| r.attempt == attempt) {
                     r.cancel.store(true, Ordering::SeqCst);
                 }

@@ -3,15 +3,11 @@
 //! unchanged state stores almost nothing.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice::JobStatus;
 use sluice::prelude::*;
-use sluice_hdfs_backend::{
-    CheckpointMetadata, FORMAT_VERSION, OperatorState, SnapshotDir, SnapshotKind, StateHandle,
-    SubtaskState, load_snapshot, verify_snapshot,
-};
+use sluice_hdfs_backend::{SnapshotDir, SnapshotKind, StateHandle, load_snapshot, verify_snapshot};
 use sluice_testkit::{assert_same, expected_sums, sums_job_into};
 
 fn incremental(env: &StreamEnv, dir: &std::path::Path, interval: &str) {
@@ -166,12 +162,10 @@ fn restore_from_an_incremental_checkpoint_at_another_parallelism() {
 /// count) checkpointed twice without changes: the second stores < 1% of the first.
 #[test]
 fn second_checkpoint_of_unchanged_state_stores_almost_nothing() {
-    use sluice_core::Config;
-    use sluice_worker::context::OperatorContext;
     use sluice_worker::data::{Barrier, BarrierKind};
     use sluice_worker::incremental::{SharedRegistry, fetch_native, store_native};
     use sluice_worker::snapshot::OperatorSnapshot;
-    use sluice_worker::state::KeyedStateStore;
+    use sluice_worker::state::testing;
 
     let keys: u64 = std::env::var("SLUICE_INCR_KEYS")
         .ok()
@@ -179,21 +173,11 @@ fn second_checkpoint_of_unchanged_state_stores_almost_nothing() {
         .unwrap_or(8 << 20);
     let local = tempfile::tempdir().unwrap();
     let ck = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.state_backend = sluice_core::config::StateBackendKind::RocksDb;
-    config.incremental = true;
-    config.rocksdb_local_dir = Some(local.path().to_path_buf());
-    config.rocksdb_write_buffer_bytes = 64 << 20;
-    let config = Arc::new(config);
-    let mut ctx = OperatorContext::standalone("big", config.clone());
-    let mut store = KeyedStateStore::open(&mut ctx).unwrap();
-    let state = store.value::<u64, Vec<u8>>("v").unwrap();
+    let config = testing::rocksdb_config(local.path());
+    let (store, state) = testing::open(&config, None).unwrap();
     let t = Instant::now();
-    for k in 0..keys {
-        state.put(&k, value_of(k)).unwrap();
-    }
-    // Unchanged state: let RocksDB finish flushing and compacting what was just written.
-    store.wait_for_compactions().unwrap();
+    // Unchanged state: RocksDB finishes flushing and compacting what was just written.
+    testing::fill(&store, &state, keys).unwrap();
     println!("wrote and compacted {keys} keys in {:?}", t.elapsed());
 
     let registry = SharedRegistry::default();
@@ -213,8 +197,8 @@ fn second_checkpoint_of_unchanged_state_stores_almost_nothing() {
         };
         let dir = SnapshotDir::checkpoint(base, "job", id).unwrap();
         let stored = store_native(&dir, id, "op-big-0", snap, &registry, 4).unwrap();
-        dir.write_metadata(&metadata(id, stored.handle.clone()))
-            .unwrap();
+        let meta = testing::metadata("job", id, SnapshotKind::Checkpoint, stored.handle.clone());
+        dir.write_metadata(&meta).unwrap();
         println!(
             "checkpoint {id}: stored {} bytes of {} referenced, in {:?}",
             stored.written,
@@ -236,44 +220,7 @@ fn second_checkpoint_of_unchanged_state_stores_almost_nothing() {
     let (dir, handle) = last.unwrap();
     let t = Instant::now();
     let restored = fetch_native(&dir, &handle, local.path(), 4).unwrap();
-    let mut ctx = OperatorContext::standalone("big", config);
-    ctx.restored = Some(restored);
-    let mut store = KeyedStateStore::open(&mut ctx).unwrap();
-    let state = store.value::<u64, Vec<u8>>("v").unwrap();
+    let (_store, state) = testing::open(&config, Some(restored)).unwrap();
     println!("restored in {:?}", t.elapsed());
-    for k in [0, 1, keys / 2, keys - 1] {
-        assert_eq!(state.get(&k).unwrap(), Some(value_of(k)), "key {k}");
-    }
-    assert_eq!(state.get(&keys).unwrap(), None);
-}
-
-/// 120 bytes that LZ4 cannot shrink much, so the state really is ~1 GiB on disk.
-fn value_of(k: u64) -> Vec<u8> {
-    let mut x = k.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..15)
-        .flat_map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()
-        })
-        .collect()
-}
-
-fn metadata(id: u64, handle: StateHandle) -> CheckpointMetadata {
-    CheckpointMetadata {
-        format_version: FORMAT_VERSION,
-        job_id: "job".into(),
-        job_name: "big".into(),
-        checkpoint_id: id,
-        kind: SnapshotKind::Checkpoint,
-        timestamp_ms: 0,
-        max_parallelism: 128,
-        operators: vec![OperatorState {
-            uid: "big".into(),
-            name: "big".into(),
-            parallelism: 1,
-            subtasks: vec![SubtaskState { subtask: 0, handle }],
-        }],
-    }
+    testing::check(&state, keys).unwrap();
 }

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+pub use crate::snapshot::SavepointFormat;
+
 /// Anything a stream can carry. Records are serde types so they can cross process boundaries
 /// and live in state; `Clone` lets one stream feed several consumers.
 pub trait Data: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {}
@@ -104,11 +106,26 @@ pub struct Barrier {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BarrierKind {
     Checkpoint,
-    Savepoint,
+    Savepoint {
+        format: SavepointFormat,
+    },
     /// Savepoint after which the job stops; with `drain`, a max watermark precedes it.
     StopWithSavepoint {
         drain: bool,
+        format: SavepointFormat,
     },
+}
+
+impl BarrierKind {
+    /// The format of a savepoint; `None` for a checkpoint.
+    pub fn savepoint_format(&self) -> Option<SavepointFormat> {
+        match self {
+            BarrierKind::Checkpoint => None,
+            BarrierKind::Savepoint { format } | BarrierKind::StopWithSavepoint { format, .. } => {
+                Some(*format)
+            }
+        }
+    }
 }
 
 /// One element of a channel between tasks.
@@ -119,4 +136,8 @@ pub enum Event<T> {
     Barrier(Barrier),
     /// The sending subtask has finished; it will send nothing more.
     EndOfInput,
+    /// Watermark status (Flink's `WatermarkStatus`): `Idle(true)` says the sender has nothing
+    /// to send for a while, so its watermark must not hold back the consumer's; `Idle(false)`,
+    /// or any record or watermark from it, makes it count again.
+    Idle(bool),
 }

@@ -16,6 +16,11 @@ pub trait Emit<T> {
     fn flush(&mut self) -> Result<()>;
     /// No more input: operators emit what they still hold, then the end travels downstream.
     fn finish(&mut self) -> Result<()>;
+    /// The stream became idle (`true`) or active again (`false`); see [`crate::Event::Idle`].
+    /// Only ends of a chain (a sink's terminal) may drop it; every link passes it on.
+    fn idle(&mut self, _idle: bool) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Where an operator puts its output records. Records inherit the timestamp of the input record
@@ -152,5 +157,8 @@ impl<T: Clone> Emit<T> for Fanout<T> {
     }
     fn finish(&mut self) -> Result<()> {
         self.outputs.iter_mut().try_for_each(|o| o.finish())
+    }
+    fn idle(&mut self, idle: bool) -> Result<()> {
+        self.outputs.iter_mut().try_for_each(|o| o.idle(idle))
     }
 }

@@ -281,4 +281,8 @@ impl<T: Clone + 'static, P: Partitioner<T>> Emit<T> for ExchangeWriter<T, P> {
     fn finish(&mut self) -> Result<()> {
         self.send_all(Event::EndOfInput)
     }
+
+    fn idle(&mut self, idle: bool) -> Result<()> {
+        self.send_all(Event::Idle(idle))
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Without `state.backend.incremental` every file of the checkpoint is stored under
 //! `<prefix>/` in the checkpoint directory (a full checkpoint, still the database's own files:
-//! no key-by-key scan). With it:
+//! no key-by-key scan); so is a native savepoint, whose files are always copies (never links
+//! to the live database's files, never in `shared/`). With it:
 //! A native checkpoint is a directory of RocksDB files. SST files never change once written, so
 //! each is stored once, as `shared/<instance>-<checkpoint>-<name>` in the job directory, and
 //! every later checkpoint of the same database only references it; the other files (MANIFEST,
@@ -72,7 +73,7 @@ pub fn store_native(
         }
         _ => HashMap::new(),
     };
-    let sharing = native.incremental;
+    let sharing = native.incremental && !native.savepoint;
     let (mut private, mut shared, mut written) = (Vec::new(), Vec::new(), 0u64);
     // The files to store: (private?, position in `private`/`shared`, registry key, name).
     let mut to_store = Vec::new();
@@ -98,9 +99,12 @@ pub fn store_native(
     }
     // Files go up `threads` at a time (`state.backend.rocksdb.checkpoint.transfer.thread.num`),
     // each streamed in pieces; SST files never change, so on a local disk they are linked.
+    // A native savepoint copies even SST files: a link would share the bytes (and the inode)
+    // with the live database, and the savepoint must be the user's own, movable copy.
+    let link = !native.savepoint;
     let stored = upload_parallel(&to_store, threads, |&(is_private, _, _, name)| {
         let path = local.join(name);
-        let immutable = name.ends_with(".sst");
+        let immutable = link && name.ends_with(".sst");
         let r = if is_private {
             dir.store_private_file(&format!("{prefix}/{name}"), name, &path, immutable)
         } else {
@@ -287,6 +291,7 @@ pub fn fetch_native_counted(
         inherited: Some((dir.job_dir_url(), shared.clone())),
         // Decided again by the store the database is opened into.
         incremental: true,
+        savepoint: false,
     });
     Ok(snap)
 }

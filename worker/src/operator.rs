@@ -206,4 +206,10 @@ impl<Op: Operator> Emit<Op::In> for OperatorNode<Op> {
         self.next.finish()?;
         self.close()
     }
+
+    fn idle(&mut self, idle: bool) -> Result<()> {
+        // Output already produced goes before the status, as it would before a watermark.
+        self.push_out()?;
+        self.next.idle(idle)
+    }
 }

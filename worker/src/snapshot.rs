@@ -5,9 +5,9 @@
 //! or merged when parallelism changes. Operator (non-keyed) state is a named list of items that
 //! is either split among the new subtasks or given whole to each of them.
 //!
-//! A RocksDB checkpoint (full or incremental; not a savepoint) carries the database itself
-//! instead ([`NativeState`]): the heap-held part (timers) stays in `groups`, the rest is in the
-//! native directory.
+//! A RocksDB checkpoint (full or incremental) or native savepoint ([`SavepointFormat::Native`])
+//! carries the database itself instead ([`NativeState`]): the heap-held part (timers) stays in
+//! `groups`, the rest is in the native directory.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,6 +16,44 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sluice_core::KeyGroupRange;
 use sluice_hdfs_backend::NativeFile;
+
+/// The format of a savepoint, Flink's `SavepointFormatType` (`--type`, REST `formatType`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SavepointFormat {
+    /// Key-group blobs every backend reads: restores into any backend and parallelism.
+    #[default]
+    Canonical,
+    /// The state backend's own files (RocksDB's SST files, copied): about a file copy to take
+    /// and restore. Restores at any parallelism; at another one, or into the heap backend,
+    /// the key groups are read out of the files (slower). On the heap backend it is canonical.
+    Native,
+}
+
+impl SavepointFormat {
+    /// `CANONICAL` / `NATIVE`, as Flink's REST API spells them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SavepointFormat::Canonical => "CANONICAL",
+            SavepointFormat::Native => "NATIVE",
+        }
+    }
+}
+
+impl std::str::FromStr for SavepointFormat {
+    type Err = String;
+
+    /// Case-insensitive, as Flink's CLI accepts `--type native`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "CANONICAL" => Ok(SavepointFormat::Canonical),
+            "NATIVE" => Ok(SavepointFormat::Native),
+            _ => Err(format!(
+                "'{s}' is not a savepoint format: use CANONICAL or NATIVE"
+            )),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Redistribution {
@@ -37,6 +75,7 @@ pub struct OperatorStateEntry {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeyedSnapshot {
     pub tables: Vec<String>,
+    #[serde(with = "blobs")]
     pub groups: BTreeMap<u16, Vec<u8>>,
     /// RocksDB directories holding (more of) this state; never serialised: the uploader stores
     /// their files and describes them in an [`IncrementalMeta`].
@@ -71,6 +110,10 @@ pub struct NativeState {
     /// `state.backend.incremental`: SST files are stored once and shared by later checkpoints;
     /// otherwise every checkpoint stores all its files.
     pub incremental: bool,
+    /// For a native savepoint: every file is copied into the savepoint directory (never
+    /// hard-linked to the live database, never in the job's `shared/`), so the savepoint is
+    /// self-contained and owned by the user.
+    pub savepoint: bool,
 }
 
 impl PartialEq for NativeState {
@@ -262,9 +305,108 @@ impl<'a> Iterator for EntryIter<'a> {
     }
 }
 
+/// Key-group blobs as byte strings: in bincode the same bytes as a sequence of `u8` (length,
+/// then the bytes), so older snapshots read the same, but written and read in one piece instead
+/// of byte by byte (which made the blobs' encoding a large part of a canonical savepoint).
+mod blobs {
+    use std::collections::BTreeMap;
+
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    use serde::{Deserialize, Serialize, Serializer};
+
+    struct Bytes<'a>(&'a [u8]);
+
+    impl Serialize for Bytes<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    pub fn serialize<S: Serializer>(
+        groups: &BTreeMap<u16, Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(groups.iter().map(|(k, v)| (k, Bytes(v))))
+    }
+
+    struct ByteBuf(Vec<u8>);
+
+    impl<'de> Deserialize<'de> for ByteBuf {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_byte_buf(BufVisitor)
+        }
+    }
+
+    struct BufVisitor;
+
+    impl<'de> Visitor<'de> for BufVisitor {
+        type Value = ByteBuf;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a key-group blob")
+        }
+
+        fn visit_bytes<E>(self, v: &[u8]) -> Result<ByteBuf, E> {
+            Ok(ByteBuf(v.to_vec()))
+        }
+
+        fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+            Ok(ByteBuf(v))
+        }
+
+        /// Formats without byte strings (JSON) write a sequence of numbers.
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ByteBuf, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(b) = seq.next_element()? {
+                out.push(b);
+            }
+            Ok(ByteBuf(out))
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<u16, Vec<u8>>, D::Error> {
+        let groups = BTreeMap::<u16, ByteBuf>::deserialize(d)?;
+        Ok(groups.into_iter().map(|(kg, b)| (kg, b.0)).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The blobs' encoding is the one of a plain `BTreeMap<u16, Vec<u8>>`: snapshots written
+    /// before it changed still decode, and the other way round.
+    #[test]
+    fn key_group_blobs_encode_as_before() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Plain {
+            tables: Vec<String>,
+            groups: BTreeMap<u16, Vec<u8>>,
+        }
+        let plain = Plain {
+            tables: vec!["a".into(), "b".into()],
+            groups: [
+                (3u16, vec![1u8, 2, 255]),
+                (90, Vec::new()),
+                (7, vec![0; 300]),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let keyed = KeyedSnapshot {
+            tables: plain.tables.clone(),
+            groups: plain.groups.clone(),
+            native: Vec::new(),
+        };
+        let old = bincode::serialize(&plain).unwrap();
+        assert_eq!(bincode::serialize(&keyed).unwrap(), old);
+        assert_eq!(bincode::deserialize::<KeyedSnapshot>(&old).unwrap(), keyed);
+        let json = serde_json::to_string(&keyed).unwrap();
+        assert_eq!(json, serde_json::to_string(&plain).unwrap());
+        assert_eq!(serde_json::from_str::<KeyedSnapshot>(&json).unwrap(), keyed);
+    }
 
     #[test]
     fn redistribute_splits_key_groups_and_operator_state() {

@@ -37,6 +37,14 @@ pub trait Source: 'static {
         ctx: &mut OperatorContext,
     ) -> Result<SourcePoll>;
 
+    /// Whether the source has nothing to read for a while (for Kafka: every partition it reads
+    /// is idle, or it has none). Asked after every poll; while it says so the task marks its
+    /// output idle, so downstream operators leave this subtask out of their watermark (Flink's
+    /// `WatermarkStatus.IDLE`); records or a watermark make the output active again.
+    fn is_idle(&self) -> bool {
+        false
+    }
+
     /// The read position as of now (called between polls, so it matches what was emitted).
     fn snapshot_state(
         &mut self,
@@ -111,6 +119,10 @@ impl<S: Source> Source for WatermarkingSource<S> {
         Ok(poll)
     }
 
+    fn is_idle(&self) -> bool {
+        self.inner.is_idle()
+    }
+
     fn snapshot_state(
         &mut self,
         barrier: &Barrier,
@@ -173,5 +185,9 @@ impl<T> Emit<T> for WatermarkForwarder<T> {
     fn finish(&mut self) -> Result<()> {
         self.send_pending()?;
         self.next.finish()
+    }
+    fn idle(&mut self, idle: bool) -> Result<()> {
+        self.send_pending()?;
+        self.next.idle(idle)
     }
 }

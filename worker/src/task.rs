@@ -117,6 +117,8 @@ pub fn run_source_task<S: Source>(
     source.open(&mut ctx)?;
     ctx.restored = None;
     let mut out: Collector<S::Out> = Collector::default();
+    // Whether the output is marked idle (the source said it is: see `Source::is_idle`).
+    let mut idle_out = false;
     let result = (|| -> Result<()> {
         loop {
             if env.cancelled() {
@@ -131,7 +133,7 @@ pub fn run_source_task<S: Source>(
                             head.flush()?;
                             let snap = source.snapshot_state(&b, &mut ctx)?;
                             env.snapshots.borrow_mut().push((ctx.uid.clone(), snap));
-                            if let BarrierKind::StopWithSavepoint { drain: true } = b.kind {
+                            if let BarrierKind::StopWithSavepoint { drain: true, .. } = b.kind {
                                 head.watermark(MAX_WATERMARK)?;
                             }
                             head.barrier(b)?;
@@ -166,12 +168,23 @@ pub fn run_source_task<S: Source>(
             }
             env.fire_timers(head.as_mut())?;
             let poll = source.poll_next(&mut out, BATCH_SIZE, &mut ctx)?;
+            let idle = source.is_idle();
+            if idle_out && !idle {
+                // Active again: say so before the records, as Flink's sources do.
+                idle_out = false;
+                head.idle(false)?;
+            }
             if !out.is_empty() {
                 let b = out.take();
                 ctx.metrics
                     .records_out
                     .fetch_add(b.len() as u64, Ordering::Relaxed);
                 head.batch(b)?;
+            }
+            if idle && !idle_out {
+                idle_out = true;
+                head.idle(true)?;
+                head.flush()?;
             }
             match poll {
                 SourcePoll::More => {}
@@ -213,12 +226,11 @@ pub fn run_input_task<T: 'static>(
     env: TaskEnv,
 ) -> Result<()> {
     let n = inputs.len();
-    let mut watermarks = vec![MIN_WATERMARK; n];
+    let mut clock = InputClock::new(n);
     let mut ended = vec![false; n];
     let mut blocked = vec![false; n];
     // The barrier being aligned: how many inputs delivered it, and when the first did.
     let mut pending_barrier: Option<(Barrier, usize, Instant)> = None;
-    let mut emitted_watermark = MIN_WATERMARK;
     let mut live = n;
 
     while live > 0 {
@@ -237,15 +249,20 @@ pub fn run_input_task<T: 'static>(
         let got = receive(&inputs, &active, &mut *head, &env)?;
         let Some((i, event)) = got else { continue };
         match event {
-            Event::Batch(b) => head.batch(b)?,
-            Event::Watermark(w) => {
-                watermarks[i] = watermarks[i].max(w);
-                let min = min_active(&watermarks, &ended);
-                if min > emitted_watermark {
-                    emitted_watermark = min;
-                    head.watermark(min)?;
-                }
+            Event::Batch(b) => {
+                clock.activate(i, &mut *head)?;
+                head.batch(b)?
             }
+            Event::Watermark(w) => {
+                clock.activate(i, &mut *head)?;
+                clock.watermarks[i] = clock.watermarks[i].max(w);
+                clock.update(&ended, &mut *head)?;
+            }
+            Event::Idle(true) => {
+                clock.idle[i] = true;
+                clock.update(&ended, &mut *head)?;
+            }
+            Event::Idle(false) => clock.activate(i, &mut *head)?,
             Event::Barrier(b) => {
                 let (arrived, since) = match &mut pending_barrier {
                     Some((pb, count, since)) if pb.checkpoint_id == b.checkpoint_id => {
@@ -272,11 +289,7 @@ pub fn run_input_task<T: 'static>(
                 ended[i] = true;
                 blocked[i] = false;
                 live -= 1;
-                let min = min_active(&watermarks, &ended);
-                if live > 0 && min > emitted_watermark {
-                    emitted_watermark = min;
-                    head.watermark(min)?;
-                }
+                clock.update(&ended, &mut *head)?;
                 // A barrier may now be complete because the ended channel no longer counts.
                 if let Some((b, count, since)) = pending_barrier
                     && count >= live
@@ -294,14 +307,64 @@ pub fn run_input_task<T: 'static>(
     head.finish()
 }
 
-fn min_active(watermarks: &[i64], ended: &[bool]) -> i64 {
-    watermarks
-        .iter()
-        .zip(ended)
-        .filter(|(_, e)| !**e)
-        .map(|(w, _)| *w)
-        .min()
-        .unwrap_or(MAX_WATERMARK)
+/// Combines the watermarks of a task's inputs: the task's watermark is the minimum over the
+/// inputs that neither ended nor are idle, and the task is idle itself (and says so
+/// downstream) while every input that has not ended is idle.
+struct InputClock {
+    watermarks: Vec<i64>,
+    idle: Vec<bool>,
+    emitted: i64,
+    idle_out: bool,
+}
+
+impl InputClock {
+    fn new(n: usize) -> Self {
+        InputClock {
+            watermarks: vec![MIN_WATERMARK; n],
+            idle: vec![false; n],
+            emitted: MIN_WATERMARK,
+            idle_out: false,
+        }
+    }
+
+    /// Input `i` has records or a watermark, or said it is active: it counts again. A
+    /// watermark behind the task's only holds the task's back until it catches up.
+    fn activate<T>(&mut self, i: usize, head: &mut dyn Emit<T>) -> Result<()> {
+        self.idle[i] = false;
+        if self.idle_out {
+            self.idle_out = false;
+            head.idle(false)?;
+        }
+        Ok(())
+    }
+
+    /// Emits the task's watermark if it advanced, or the idle status when no input counts.
+    fn update<T>(&mut self, ended: &[bool], head: &mut dyn Emit<T>) -> Result<()> {
+        let mut open = false;
+        let mut min: Option<i64> = None;
+        for ((w, idle), ended) in self.watermarks.iter().zip(&self.idle).zip(ended) {
+            if *ended {
+                continue;
+            }
+            open = true;
+            if !*idle {
+                min = Some(min.map_or(*w, |m| m.min(*w)));
+            }
+        }
+        match min {
+            Some(min) if min > self.emitted => {
+                self.emitted = min;
+                head.watermark(min)
+            }
+            Some(_) => Ok(()),
+            // Every input that is still open is idle.
+            None if open && !self.idle_out => {
+                self.idle_out = true;
+                head.idle(true)
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 /// Takes the next event from one of the `active` inputs; flushes the chain before blocking.
@@ -354,5 +417,77 @@ fn upstream_gone(env: &TaskEnv) -> SluiceError {
         SluiceError::Cancelled { job: String::new() }
     } else {
         SluiceError::Internal(format!("an upstream task of {} disappeared", env.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Batch;
+
+    /// Records the watermarks and idle statuses a task hands on.
+    #[derive(Default)]
+    struct Seen(Vec<String>);
+
+    impl Emit<u8> for Seen {
+        fn batch(&mut self, _b: Batch<u8>) -> Result<()> {
+            Ok(())
+        }
+        fn watermark(&mut self, w: i64) -> Result<()> {
+            self.0.push(format!("wm {w}"));
+            Ok(())
+        }
+        fn barrier(&mut self, _b: Barrier) -> Result<()> {
+            Ok(())
+        }
+        fn processing_time(&mut self, _now: i64) -> Result<()> {
+            Ok(())
+        }
+        fn checkpoint_complete(&mut self, _id: u64) -> Result<()> {
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn finish(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn idle(&mut self, idle: bool) -> Result<()> {
+            self.0.push(format!("idle {idle}"));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn idle_inputs_are_left_out_of_the_minimum() {
+        let mut c = InputClock::new(3);
+        let mut ended = vec![false; 3];
+        let mut out = Seen::default();
+        c.watermarks[0] = 100;
+        c.watermarks[1] = 50;
+        c.update(&ended, &mut out).unwrap();
+        assert!(out.0.is_empty(), "input 2 has no watermark yet");
+        // Input 2 idle: the minimum of 0 and 1.
+        c.idle[2] = true;
+        c.update(&ended, &mut out).unwrap();
+        // Input 1 idle too: input 0 alone.
+        c.idle[1] = true;
+        c.update(&ended, &mut out).unwrap();
+        assert_eq!(out.0, ["wm 50", "wm 100"]);
+        // Input 0 ends: every open input is idle, so the task is.
+        ended[0] = true;
+        c.update(&ended, &mut out).unwrap();
+        assert_eq!(out.0[2..], ["idle true"]);
+        // Input 1 comes back behind the task's watermark: active at once, but the watermark
+        // waits for it to catch up and never goes back.
+        c.activate(1, &mut out).unwrap();
+        c.watermarks[1] = 80;
+        c.update(&ended, &mut out).unwrap();
+        c.watermarks[1] = 120;
+        c.update(&ended, &mut out).unwrap();
+        assert_eq!(out.0[3..], ["idle false", "wm 120"]);
+        // Activating an input of an active task says nothing.
+        c.activate(2, &mut out).unwrap();
+        assert_eq!(out.0.len(), 5);
     }
 }

@@ -122,6 +122,7 @@ impl Registered {
                 bundle: program.to_vec(),
                 args: args.iter().map(|s| s.to_string()).collect(),
                 config: config.iter().map(|s| s.to_string()).collect(),
+                epoch: 0,
             })
             .unwrap();
     }
@@ -397,6 +398,7 @@ fn kill_job_kills_the_process_silently_and_removes_its_directory() {
     m.conn
         .send(&ToWorker::KillJob {
             job_id: "sleepy".into(),
+            epoch: 0,
         })
         .unwrap();
     wait_gone(pid);
@@ -615,4 +617,55 @@ fn the_unpack_step_is_pluggable() {
     );
     m.conn.send(&ToWorker::Shutdown).unwrap();
     assert_eq!(serving.join().unwrap(), Stopped::Shutdown);
+}
+
+/// A job that prints its pid and the leadership epoch it was started with, then waits.
+const EPOCH_SLEEPER: &[u8] =
+    b"#!/bin/sh\necho \"epoch=$SLUICE_LEADER_EPOCH\"\necho \"pid=$$\"\nexec sleep 600\n";
+
+#[test]
+fn a_message_of_an_older_leadership_epoch_is_refused_and_the_deposed_master_left() {
+    let master = Master::new();
+    let mut worker = Worker::start(&master, &["-D", "taskmanager.resource-id=w-epoch"]);
+    let mut m = master.register();
+    // The leader of epoch 7 starts a job: the daemon accepts it and hands the epoch on.
+    m.conn
+        .send(&ToWorker::LaunchJob {
+            job_id: "fenced".into(),
+            bundle: EPOCH_SLEEPER.to_vec(),
+            args: Vec::new(),
+            config: Vec::new(),
+            epoch: 7,
+        })
+        .unwrap();
+    let pid = pid_in(&worker.log("fenced", "w-epoch"));
+    let log = std::fs::read_to_string(worker.log("fenced", "w-epoch")).unwrap();
+    assert!(log.contains("epoch=7"), "{log}");
+    // A deposed master (epoch 3) tries to kill it: refused, told so, and left.
+    m.conn
+        .send(&ToWorker::KillJob {
+            job_id: "fenced".into(),
+            epoch: 3,
+        })
+        .unwrap();
+    match m.next() {
+        ToMaster::StaleEpoch {
+            what,
+            epoch,
+            highest,
+        } => assert_eq!((what.as_str(), epoch, highest), ("KillJob", 3, 7)),
+        other => panic!("expected StaleEpoch, got {other:?}"),
+    }
+    let (status, err) = worker.exit();
+    assert!(!status.success(), "{status}: {err}");
+    assert!(
+        err.contains(&format!(
+            "refusing KillJob from the master at {}: it carries leadership epoch 3, older \
+             than epoch 7 seen before",
+            master.addr()
+        )),
+        "{err}"
+    );
+    // Leaving the master kills the job process, as any lost master does.
+    wait_gone(pid);
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::cleanup::{self, Removed};
 use crate::error::{Error, Result};
 use crate::hadoop_conf::HadoopConf;
 use crate::rm::{AppReport, RmClient};
@@ -102,12 +103,15 @@ pub fn format_report(a: &AppReport) -> String {
 pub struct Killed {
     /// The report after the kill.
     pub report: AppReport,
-    /// The application had ended before (then only its staging directory was removed).
+    /// The application had ended before (then only what it left behind was removed).
     pub had_ended: bool,
+    /// The HA nodes and directory removed (with `high-availability.type: zookeeper`).
+    pub removed: Removed,
 }
 
-/// Kills the application (waiting until YARN says it ended) and removes its staging
-/// directory, which its master, killed with it, cannot.
+/// Kills the application (waiting until YARN says it ended) and removes what its master,
+/// killed with it, cannot: its staging directory and, with ZooKeeper high availability, its
+/// ZooKeeper nodes and HA storage directory (see [`crate::cleanup`]).
 pub async fn kill(app_id: &str) -> Result<Killed> {
     let (conf, rm) = rm()?;
     let had_ended = rm.app(app_id).await?.is_terminal();
@@ -117,8 +121,19 @@ pub async fn kill(app_id: &str) -> Result<Killed> {
     } else {
         report.user.clone()
     };
-    Staging::new(&conf, &user, app_id)?.remove().await?;
-    Ok(Killed { report, had_ended })
+    let staging = Staging::new(&conf, &user, app_id)?;
+    // The staged configuration says where the HA state is: read before the directory goes.
+    let removed = match cleanup::staged_config(&staging).await {
+        Ok(Some(config)) => cleanup::remove_ha(&config).await,
+        Ok(None) => Ok(Removed::default()),
+        Err(e) => Err(e),
+    };
+    staging.remove().await?;
+    Ok(Killed {
+        report,
+        had_ended,
+        removed: removed?,
+    })
 }
 
 /// The REST address (`host:port`) of a running application's master, from the

@@ -2,6 +2,7 @@
 //! through the ResourceManager's REST API) and lists, shows and kills such applications.
 
 pub mod args;
+pub mod cleanup;
 pub mod commands;
 pub mod error;
 pub mod follow;

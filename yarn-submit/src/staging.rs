@@ -163,6 +163,23 @@ impl Staging {
         remove(&self.client, &self.fs, &self.path).await
     }
 
+    /// The contents of `<dir>/<name>`, `None` when there is no such file.
+    pub async fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let remote = format!("{}/{name}", self.path);
+        let hdfs_err = |e: hdfs_native::HdfsError| Error::Hdfs {
+            url: self.file_url(name),
+            why: format!("cannot read: {e}"),
+        };
+        let mut reader = match self.client.read(&remote).await {
+            Ok(r) => r,
+            Err(hdfs_native::HdfsError::FileNotFound(_)) => return Ok(None),
+            Err(e) => return Err(hdfs_err(e)),
+        };
+        let len = reader.file_length();
+        let bytes = reader.read_bytes(len).await.map_err(hdfs_err)?;
+        Ok(Some(bytes.to_vec()))
+    }
+
     /// The files in the directory: name and length.
     pub async fn list(&self) -> Result<Vec<(String, u64)>> {
         let files = self

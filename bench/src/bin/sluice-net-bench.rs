@@ -31,7 +31,7 @@ use sluice_bench::process_cpu_time;
 use sluice_worker::data::{Batch, Event};
 use sluice_worker::exchange::{BATCH_SIZE, CHANNEL_CAPACITY, send_event};
 use sluice_worker::net::frame::HEADER_LEN;
-use sluice_worker::net::{ChannelId, DataPlane, bridge_in, bridge_out};
+use sluice_worker::net::{ChannelId, DataPlane, bridge_in, bridge_out, codec};
 
 #[derive(Parser)]
 struct Args {
@@ -76,8 +76,8 @@ impl Shape {
         let per_channel = args.records.div_ceil(u64::from(args.channels));
         let batches_per_channel = per_channel.div_ceil(BATCH_SIZE as u64);
         let records = batches_per_channel * BATCH_SIZE as u64 * u64::from(args.channels);
-        let frame = HEADER_LEN + bincode::serialized_size(&Event::Batch(batch(args)))? as usize;
-        let end = HEADER_LEN + bincode::serialized_size(&Event::<String>::EndOfInput)? as usize;
+        let frame = HEADER_LEN + encoded_len(&Event::Batch(batch(args)))?;
+        let end = HEADER_LEN + encoded_len(&Event::<String>::EndOfInput)?;
         let wire_bytes =
             u64::from(args.channels) * (batches_per_channel * frame as u64 + end as u64);
         Ok(Shape {
@@ -87,6 +87,13 @@ impl Shape {
             wire_bytes,
         })
     }
+}
+
+/// Bytes of an event's frame payload, as the data plane's codec writes it.
+fn encoded_len(ev: &Event<String>) -> Result<usize> {
+    let mut buf = Vec::new();
+    codec::encode(ev, &mut buf).map_err(|e| anyhow!(e))?;
+    Ok(buf.len())
 }
 
 fn batch(args: &Args) -> Batch<String> {
@@ -340,7 +347,7 @@ fn plane_send(
     })
 }
 
-/// The records of a run through the bridges' encode and decode with bounded channels in this
+/// The records of a run through the bridges' codec with bounded channels in this
 /// process, no network: producer, encoder, decoder and consumer threads, the encoded frame
 /// copied once where the data plane writes it to a socket.
 fn codec_only(args: &Args, shape: &Shape) -> Result<Run> {
@@ -361,7 +368,7 @@ fn codec_only(args: &Args, shape: &Shape) -> Result<Run> {
         let mut buf = Vec::new();
         for ev in rx {
             buf.clear();
-            bincode::serialize_into(&mut buf, &ev)?;
+            codec::encode(&ev, &mut buf).map_err(|e| anyhow!(e))?;
             drop(ev);
             frame_tx.send(buf.clone())?;
         }
@@ -369,7 +376,7 @@ fn codec_only(args: &Args, shape: &Shape) -> Result<Run> {
     });
     let decoder = std::thread::spawn(move || -> Result<()> {
         for frame in frame_rx {
-            out_tx.send(bincode::deserialize::<Event<String>>(&frame)?)?;
+            out_tx.send(codec::decode::<String>(&frame).map_err(|e| anyhow!(e))?)?;
         }
         Ok(())
     });

@@ -1,9 +1,9 @@
 //! `sluice-state-bench`: time to checkpoint and to restore ~1 GiB of RocksDB keyed state to
 //! local disk, full (every file of a native RocksDB checkpoint) and incremental (native files
-//! shared between checkpoints), and as a savepoint (the canonical key-group format), against
-//! `cp -r` of the RocksDB directory measured in the same run. Prints each time and its ratio to
-//! the copy; a restore is reported once the files are fetched and again once the database is
-//! open and answers reads.
+//! shared between checkpoints), and as savepoints, native (the database's files, copied) and
+//! canonical (the key-group format), against `cp -r` of the RocksDB directory measured in the
+//! same run. Prints each time and its ratio to the copy; a restore is reported once the files
+//! are fetched and again once the database is open and answers reads.
 //!
 //! With `--checkpoint-dir hdfs://...` the checkpoints go to HDFS instead, and the same files are
 //! also written and read with plain hdfs-native calls (as many at a time as the checkpoint's
@@ -11,6 +11,7 @@
 //! library's own throughput in the same run.
 //!
 //!   sluice-state-bench [--keys 8388608] [--dir /var/tmp] [--checkpoint-dir URL] [--no-savepoint]
+//!                      [--no-native-savepoint]
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,13 +20,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use clap::Parser;
 use sluice_core::Config;
-use sluice_core::config::StateBackendKind;
-use sluice_hdfs_backend::SnapshotDir;
-use sluice_worker::context::OperatorContext;
-use sluice_worker::data::{Barrier, BarrierKind};
+use sluice_hdfs_backend::{SnapshotDir, SnapshotKind};
+use sluice_worker::data::{Barrier, BarrierKind, SavepointFormat};
 use sluice_worker::incremental::{SharedRegistry, fetch_native, store_native};
 use sluice_worker::snapshot::OperatorSnapshot;
-use sluice_worker::state::{KeyedStateStore, ValueState};
+use sluice_worker::state::testing::{self, check, metadata, open};
 
 #[derive(Parser)]
 struct Args {
@@ -42,6 +41,9 @@ struct Args {
     /// Skip the canonical savepoint and its restore (slow, and another copy of the state).
     #[arg(long)]
     no_savepoint: bool,
+    /// Skip the native savepoint and its restore (another copy of the state).
+    #[arg(long)]
+    no_native_savepoint: bool,
 }
 
 fn main() -> Result<()> {
@@ -58,18 +60,10 @@ fn run(args: &Args, root: &Path) -> Result<()> {
     let local = root.join("local");
     let chk = root.join("checkpoints");
     std::fs::create_dir_all(&local)?;
-    let mut config = Config::default();
-    config.state_backend = StateBackendKind::RocksDb;
-    config.incremental = true;
-    config.rocksdb_local_dir = Some(local.clone());
-    config.rocksdb_write_buffer_bytes = 64 << 20;
-    let config = Arc::new(config);
+    let config = testing::rocksdb_config(&local);
     let (store, state) = open(&config, None)?;
     let t = Instant::now();
-    for k in 0..args.keys {
-        state.put(&k, value_of(k))?;
-    }
-    store.wait_for_compactions()?;
+    testing::fill(&store, &state, args.keys)?;
     println!("loaded {} keys in {:.1?}", args.keys, t.elapsed());
     let db_dir = std::fs::read_dir(&local)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -79,16 +73,6 @@ fn run(args: &Args, root: &Path) -> Result<()> {
         })
         .ok_or_else(|| anyhow!("no RocksDB directory under {}", local.display()))?;
     let db_bytes = dir_bytes(&db_dir)?;
-
-    let t = Instant::now();
-    let status = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(&db_dir)
-        .arg(root.join("copy"))
-        .status()?;
-    anyhow::ensure!(status.success(), "cp -r {} failed", db_dir.display());
-    let copy = t.elapsed();
-    report("cp -r of the RocksDB directory", copy, copy, db_bytes);
 
     let local_base = chk.to_str().context("checkpoint dir is not UTF-8")?;
     let base_owned = match &args.checkpoint_dir {
@@ -100,6 +84,40 @@ fn run(args: &Args, root: &Path) -> Result<()> {
         None => local_base.to_string(),
     };
     let base = base_owned.as_str();
+    // The copy goes where the checkpoints go when that is a local filesystem (another one
+    // than the database's: then checkpoints copy instead of linking, and so does `cp -r`).
+    let (storage, base_path) = sluice_hdfs_backend::resolve(base)?;
+    let local_checkpoints = storage.url(&base_path).starts_with("file:");
+    let copy_to = if local_checkpoints {
+        Path::new(&base_path).join("copy")
+    } else {
+        root.join("copy")
+    };
+    let _cleanup = Cleanup(local_checkpoints.then(|| base_path.clone().into()));
+    std::fs::create_dir_all(copy_to.parent().context("copy target has a parent")?)?;
+
+    let t = Instant::now();
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&db_dir)
+        .arg(&copy_to)
+        .status()?;
+    anyhow::ensure!(status.success(), "cp -r {} failed", db_dir.display());
+    let copy = t.elapsed();
+    report("cp -r of the RocksDB directory", copy, copy, db_bytes);
+    // Snapshots sync what they write (a checkpoint must survive a crash), `cp` does not: the
+    // copy made durable too, for a like-for-like figure.
+    for e in std::fs::read_dir(&copy_to)? {
+        std::fs::File::open(e?.path())?.sync_all()?;
+    }
+    report(
+        "cp -r, then fsync of every file",
+        t.elapsed(),
+        copy,
+        db_bytes,
+    );
+    println!("  (copied to {}, checkpoints to {base})", copy_to.display());
+    std::fs::remove_dir_all(&copy_to)?;
     // (plain write, plain read) of the same files, for the throughput comparison.
     let mut plain = Plain::default();
     if base.starts_with("hdfs://") {
@@ -142,7 +160,12 @@ fn run(args: &Args, root: &Path) -> Result<()> {
         threads,
     )
     .map_err(|e| anyhow!(e))?;
-    full_dir.write_metadata(&metadata("full", 1, stored.handle.clone()))?;
+    full_dir.write_metadata(&metadata(
+        "full",
+        1,
+        SnapshotKind::Checkpoint,
+        stored.handle.clone(),
+    ))?;
     report_vs(
         "full checkpoint",
         t.elapsed(),
@@ -174,7 +197,12 @@ fn run(args: &Args, root: &Path) -> Result<()> {
         let stored =
             store_native(&dir, id, "op-big-0", snap, &registry, threads).map_err(|e| anyhow!(e))?;
         // Only the files of completed checkpoints are reused: complete it.
-        dir.write_metadata(&metadata("incremental", id, stored.handle.clone()))?;
+        dir.write_metadata(&metadata(
+            "incremental",
+            id,
+            SnapshotKind::Checkpoint,
+            stored.handle.clone(),
+        ))?;
         let what = format!("incremental checkpoint {id}");
         report_vs(&what, t.elapsed(), copy, stored.written, plain.write);
         last = Some((dir, stored.handle));
@@ -191,33 +219,131 @@ fn run(args: &Args, root: &Path) -> Result<()> {
         &plain,
     )?;
 
+    if !args.no_native_savepoint {
+        native_savepoint(&store, base, &config, &local, copy, args.keys, &plain)?;
+    }
     if args.no_savepoint {
         return Ok(());
     }
     // Savepoint: scan into the canonical format, serialise, store (restores into any backend
     // and parallelism, and so costs a key-by-key scan and a rebuild).
     let t = Instant::now();
+    let b = Barrier {
+        checkpoint_id: 4,
+        timestamp_ms: 0,
+        kind: BarrierKind::Savepoint {
+            format: SavepointFormat::Canonical,
+        },
+    };
     let snap = OperatorSnapshot {
-        keyed: Some(store.snapshot()?),
+        keyed: Some(store.snapshot_at(&b)?),
         operator_state: Vec::new(),
     };
+    let scanned = t.elapsed();
+    // As the uploader stores it.
     let bytes = bincode::serialize(&snap)?;
     drop(snap);
-    let sp_dir = SnapshotDir::checkpoint(base, "savepoint", 1)?;
+    let encoded = t.elapsed();
+    let sp_dir = SnapshotDir::savepoint(base, "canonical")?;
     let handle = sp_dir.write_state("op-big-0", &bytes, 0)?;
-    report(
-        "savepoint (canonical)",
-        t.elapsed(),
-        copy,
-        bytes.len() as u64,
+    let took = t.elapsed();
+    report("savepoint (canonical)", took, copy, bytes.len() as u64);
+    println!(
+        "  scan {:.2} s, encode {:.2} s, write {:.2} s",
+        scanned.as_secs_f64(),
+        (encoded - scanned).as_secs_f64(),
+        (took - encoded).as_secs_f64()
     );
     drop(bytes);
     let t = Instant::now();
-    let restored: OperatorSnapshot = bincode::deserialize(&sp_dir.read_state(&handle)?)?;
+    let bytes = sp_dir.read_state(&handle)?;
+    let read = t.elapsed();
+    let restored: OperatorSnapshot = bincode::deserialize(&bytes)?;
+    drop(bytes);
+    let decoded = t.elapsed();
     let (_s, v) = open(&config, Some(restored))?;
     check(&v, args.keys)?;
-    report("savepoint restore", t.elapsed(), copy, handle.len());
+    let took = t.elapsed();
+    report("savepoint (canonical) restore", took, copy, handle.len());
+    println!(
+        "  read {:.2} s, decode {:.2} s, load into RocksDB {:.2} s",
+        read.as_secs_f64(),
+        (decoded - read).as_secs_f64(),
+        (took - decoded).as_secs_f64()
+    );
     Ok(())
+}
+
+/// A native savepoint: the RocksDB checkpoint's files, all copied into the savepoint (no hard
+/// links, nothing shared), then restored like a checkpoint; deleted afterwards to free the disk.
+fn native_savepoint(
+    store: &sluice_worker::state::KeyedStateStore,
+    base: &str,
+    config: &Arc<Config>,
+    local: &Path,
+    copy: Duration,
+    keys: u64,
+    plain: &Plain,
+) -> Result<()> {
+    let t = Instant::now();
+    let b = Barrier {
+        checkpoint_id: 3,
+        timestamp_ms: 0,
+        kind: BarrierKind::Savepoint {
+            format: SavepointFormat::Native,
+        },
+    };
+    let snap = OperatorSnapshot {
+        keyed: Some(store.snapshot_at(&b)?),
+        operator_state: Vec::new(),
+    };
+    let dir = SnapshotDir::savepoint(base, "native")?;
+    let threads = config.rocksdb_transfer_threads;
+    let stored = store_native(
+        &dir,
+        3,
+        "op-big-0",
+        snap,
+        &SharedRegistry::default(),
+        threads,
+    )
+    .map_err(|e| anyhow!(e))?;
+    dir.write_metadata(&metadata(
+        "native",
+        3,
+        SnapshotKind::Savepoint,
+        stored.handle.clone(),
+    ))?;
+    report_vs(
+        "savepoint (native)",
+        t.elapsed(),
+        copy,
+        stored.written,
+        plain.write,
+    );
+    let result = restore(
+        "native savepoint",
+        &dir,
+        &stored.handle,
+        config,
+        local,
+        copy,
+        keys,
+        plain,
+    );
+    dir.discard()?;
+    result
+}
+
+/// Deletes a local checkpoint directory outside `--dir` when the run ends.
+struct Cleanup(Option<std::path::PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// Plain hdfs-native transfer times of the same files: (time, bytes).
@@ -352,27 +478,6 @@ fn split_url(url: &str) -> Result<(String, String)> {
     Ok((format!("hdfs://{authority}"), format!("/{path}")))
 }
 
-fn open(
-    config: &Arc<Config>,
-    restored: Option<OperatorSnapshot>,
-) -> Result<(KeyedStateStore, ValueState<u64, Vec<u8>>)> {
-    let mut ctx = OperatorContext::standalone("big", config.clone());
-    ctx.restored = restored;
-    let mut store = KeyedStateStore::open(&mut ctx)?;
-    let state = store.value::<u64, Vec<u8>>("v")?;
-    Ok((store, state))
-}
-
-fn check(state: &ValueState<u64, Vec<u8>>, keys: u64) -> Result<()> {
-    for k in [0, keys / 2, keys - 1] {
-        anyhow::ensure!(
-            state.get(&k)? == Some(value_of(k)),
-            "key {k} restored wrong"
-        );
-    }
-    Ok(())
-}
-
 fn report(what: &str, took: Duration, copy: Duration, bytes: u64) {
     report_vs(what, took, copy, bytes, None);
 }
@@ -395,7 +500,7 @@ fn report_vs(
             format!("  {:>5.0} % of plain hdfs-native", 100.0 * ours / theirs)
         });
     println!(
-        "{what:<38} {:>8.2} s  {:>6.2}x cp -r  {:>14} bytes{vs_plain}",
+        "{what:<40} {:>8.2} s  {:>6.2}x cp -r  {:>14} bytes{vs_plain}",
         took.as_secs_f64(),
         took.as_secs_f64() / copy.as_secs_f64().max(1e-9),
         bytes
@@ -408,42 +513,4 @@ fn dir_bytes(dir: &Path) -> Result<u64> {
         n += e?.metadata()?.len();
     }
     Ok(n)
-}
-
-/// 120 bytes that LZ4 cannot shrink much.
-fn value_of(k: u64) -> Vec<u8> {
-    let mut x = k.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..15)
-        .flat_map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()
-        })
-        .collect()
-}
-
-fn metadata(
-    job_id: &str,
-    id: u64,
-    handle: sluice_hdfs_backend::StateHandle,
-) -> sluice_hdfs_backend::CheckpointMetadata {
-    use sluice_hdfs_backend::{
-        CheckpointMetadata, FORMAT_VERSION, OperatorState, SnapshotKind, SubtaskState,
-    };
-    CheckpointMetadata {
-        format_version: FORMAT_VERSION,
-        job_id: job_id.into(),
-        job_name: "state-bench".into(),
-        checkpoint_id: id,
-        kind: SnapshotKind::Checkpoint,
-        timestamp_ms: 0,
-        max_parallelism: 128,
-        operators: vec![OperatorState {
-            uid: "big".into(),
-            name: "big".into(),
-            parallelism: 1,
-            subtasks: vec![SubtaskState { subtask: 0, handle }],
-        }],
-    }
 }

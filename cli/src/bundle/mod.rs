@@ -4,7 +4,8 @@ mod launch;
 
 pub(crate) use launch::RunDir;
 pub use sluice_bundle::{
-    BUNDLE_DIR_ENV, Bundle, BundleOptions, bundle_name, human, is_bundle, open_bundle, write_bundle,
+    BUNDLE_DIR_ENV, Bundle, BundleOptions, CONFIG_PATH, FORMAT_VERSION, MANIFEST_FILE, Manifest,
+    bundle_name, host_triple, human, is_bundle, open_bundle, write_bundle,
 };
 
 use std::path::PathBuf;

@@ -10,6 +10,8 @@ use std::process::Command;
 
 use serde::Deserialize;
 
+pub mod yarn;
+
 /// Where the cluster lives unless `SLUICE_TESTCLUSTER_DIR` says otherwise.
 pub const DEFAULT_DIR: &str = "/tmp/sluice-testcluster";
 
@@ -43,6 +45,10 @@ pub enum Error {
     Unknown(String),
     #[error("{component} is not running after `testcluster.sh up` (see {dir}/logs)")]
     NotRunning { component: String, dir: PathBuf },
+    #[error("GET {url} as JSON: {message}")]
+    Json { url: String, message: String },
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -295,6 +301,15 @@ impl TestCluster {
     pub fn kill(&mut self, process: &str) -> Result<()> {
         self.check_process(process)?;
         run_script(&self.script, &self.info.dir, &["kill", process])?;
+        self.reload()
+    }
+
+    /// Stops one process with SIGTERM, as its operator would (a NodeManager then stops its
+    /// containers and unregisters), and waits until it is gone. [`restart`](Self::restart)
+    /// starts it again.
+    pub fn stop(&mut self, process: &str) -> Result<()> {
+        self.check_process(process)?;
+        run_script(&self.script, &self.info.dir, &["kill", process, "TERM"])?;
         self.reload()
     }
 

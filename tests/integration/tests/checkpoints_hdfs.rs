@@ -348,6 +348,25 @@ fn savepoints_move_between_hdfs_and_local_disk() {
     // paths are file:// URLs.
     restore_and_finish(&file_url(&copy), total, &out);
 
+    // `sluice savepoint -d` on HDFS: refuses a directory that is not a savepoint, naming it,
+    // and deletes the savepoint.
+    let not_savepoint = format!("{base}/checkpoints");
+    let e = sluice_cli::dispose::dispose_savepoint(&not_savepoint)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&not_savepoint) && e.contains("not a savepoint"),
+        "{e}"
+    );
+    assert_eq!(
+        sluice_cli::dispose::dispose_savepoint(&location).unwrap(),
+        location
+    );
+    assert!(
+        rt.block_on(c.get_file_info(&path_of(&location))).is_err(),
+        "{location} is still there"
+    );
+
     // Local → HDFS.
     let sp = tempfile::tempdir().unwrap();
     let ck = tempfile::tempdir().unwrap();

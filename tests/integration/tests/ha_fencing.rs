@@ -1,8 +1,8 @@
-//! Fencing at the ZooKeeper level, on the real 3-member ensemble: checkpoint ids and
-//! completed-checkpoint pointers are written only while the writer's latch node exists. A
-//! master that lost leadership (here: resigned, as an expired session would) can neither take
-//! an id nor register a checkpoint, and the next leader continues the ids where the last one
-//! stopped.
+//! Fencing on the real 3-member ensemble: checkpoint ids and completed-checkpoint pointers
+//! are written only while the writer's latch node exists. A master that lost leadership
+//! (here: resigned, as an expired session would) can neither take an id nor register a
+//! checkpoint, and the next leader continues the ids where the last one stopped. A worker
+//! daemon that found the new leader's epoch in ZooKeeper refuses a deploy of the deposed one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,10 @@ use sluice_am::ha::checkpoints::{ZkCheckpointRegistry, checkpoints};
 use sluice_am::ha::{Leadership, Zk};
 use sluice_core::config::{HaConfig, HaMode};
 use sluice_integration_tests::{TestCluster, unique};
+use sluice_worker::control::protocol::LeaderInfo;
+use sluice_worker::control::{Conn, EpochFence, PROTOCOL_VERSION, ToMaster, ToWorker};
+use sluice_worker::daemon::leader::LeaderLookup;
+use sluice_worker::daemon::{Daemon, Settings, Stopped};
 
 fn ha_config(quorum: &str) -> HaConfig {
     HaConfig {
@@ -87,6 +91,99 @@ fn a_deposed_master_can_take_no_checkpoint_id_and_register_no_checkpoint() -> an
         checkpoints(&zk2, &ha, job)?.is_empty(),
         "a finished job's pointers go"
     );
+    second.resign();
+    Ok(())
+}
+
+#[test]
+fn a_worker_that_saw_the_new_leaders_epoch_refuses_the_deposed_leaders_launch() -> anyhow::Result<()>
+{
+    let cluster = TestCluster::ensure_up(&["zk3"])?;
+    let ha = ha_config(cluster.zk_quorum());
+    // The deposed leader's control port, spoken to by this test as that master would.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let old_addr = listener.local_addr()?;
+    let (_zk1, first) = elect(&ha, "first");
+    let old_epoch = first.epoch();
+    first.publish(&LeaderInfo {
+        address: old_addr,
+        rest: "http://127.0.0.1:1".into(),
+        epoch: old_epoch,
+    })?;
+    first.resign();
+    assert!(
+        first.check("deploy").is_err(),
+        "a master that lost leadership refuses to deploy itself"
+    );
+    let (_zk2, second) = elect(&ha, "second");
+    second.publish(&LeaderInfo {
+        address: "127.0.0.1:1".parse()?,
+        rest: "http://127.0.0.1:1".into(),
+        epoch: second.epoch(),
+    })?;
+    assert!(second.epoch() > old_epoch, "epochs grow with every term");
+
+    // The worker reads the published leader, as sluice-worker does, and remembers its epoch;
+    // then it registers with the deposed master (it was still connected to it).
+    let lookup = LeaderLookup::connect(&ha)?;
+    let published = lookup.current()?.expect("a published leader");
+    assert_eq!(published.epoch, second.epoch());
+    let fence = EpochFence::new(0);
+    fence.observe(published.epoch);
+    let work = tempfile::tempdir()?;
+    let settings = Settings::load(
+        None,
+        &[
+            format!("jobmanager.rpc.port={}", old_addr.port()),
+            "taskmanager.resource-id=w-fenced".into(),
+            format!("taskmanager.tmp.dirs={}", work.path().display()),
+        ],
+    )?;
+    let worker = std::thread::spawn(move || {
+        let unpack: sluice_worker::daemon::Unpack = |_, _| Err("nothing runs here".into());
+        Daemon::register_fenced(settings, unpack, fence).map(Daemon::serve)
+    });
+    let (stream, _) = listener.accept()?;
+    let (conn, mut reader) = Conn::from_stream(stream)?;
+    reader.set_timeout(Some(Duration::from_secs(10)))?;
+    match reader.recv::<ToMaster>()? {
+        Some(ToMaster::RegisterWorker { version, .. }) => assert_eq!(version, PROTOCOL_VERSION),
+        other => panic!("expected a registration, got {other:?}"),
+    }
+    conn.send(&ToWorker::Registered)?;
+    conn.send(&ToWorker::LaunchJob {
+        job_id: "stale".into(),
+        bundle: b"#!/bin/sh\nexit 0\n".to_vec(),
+        args: Vec::new(),
+        config: Vec::new(),
+        epoch: old_epoch,
+    })?;
+    let refused = loop {
+        match reader.recv::<ToMaster>()? {
+            Some(ToMaster::Heartbeat) => continue,
+            other => break other,
+        }
+    };
+    match refused {
+        Some(ToMaster::StaleEpoch {
+            what,
+            epoch,
+            highest,
+        }) => assert_eq!(
+            (what.as_str(), epoch, highest),
+            ("LaunchJob", old_epoch, second.epoch()),
+            "the deposed master is told why"
+        ),
+        other => panic!("expected StaleEpoch, got {other:?}"),
+    }
+    let stopped = worker.join().expect("the daemon thread")?;
+    match stopped {
+        Stopped::MasterLost { reason, killed } => {
+            assert!(reason.contains("it is deposed"), "{reason}");
+            assert_eq!(killed, 0, "nothing was launched");
+        }
+        other => panic!("the daemon left the deposed master: {other:?}"),
+    }
     second.resign();
     Ok(())
 }

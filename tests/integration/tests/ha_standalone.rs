@@ -58,6 +58,12 @@ fn get(port: u16, path: &str) -> Option<Value> {
     serde_json::from_str(body).ok()
 }
 
+/// Give leadership up as soon as the ZooKeeper connection is suspended (Flink's default).
+const INTOLERANT: [&str; 2] = [
+    "-D",
+    "high-availability.zookeeper.client.tolerate-suspended-connections=false",
+];
+
 /// Fast heartbeats and a 5 s ZooKeeper session, as the failover target assumes.
 const TIMING: [&str; 8] = [
     "-D",
@@ -483,7 +489,9 @@ fn the_leading_master_killed_mid_stream_is_replaced_and_nothing_is_lost_or_dupli
 #[test]
 fn a_zookeeper_member_killed_changes_nothing_visible() {
     let zk = zookeeper_ensemble();
-    let cluster = Cluster::start(zk.zk_quorum(), 2, 3);
+    // The leader's client may be connected to the member killed: it reconnects to another
+    // one and, tolerating the suspended connection (the default), keeps leading.
+    let cluster = Cluster::start_with(zk.zk_quorum(), 2, 3, &[]);
     let work = tempfile::tempdir().expect("a temp dir");
     let bundle = stripped_bundle("wordcount", work.path());
     let out = work.path().join("out");
@@ -606,6 +614,31 @@ fn a_paused_leader_resumed_after_a_failover_neither_checkpoints_nor_deploys() {
         .expect("the paused master's log")
         .len();
 
+    // Every worker left the paused master and registered with the new leader, whose epoch is
+    // newer: a message of the old one would now be refused as stale (the refusal itself is
+    // shown in ha_fencing.rs and the daemon's tests).
+    let epoch_of = |i: usize| {
+        let log = cluster.master_log(i);
+        log.lines()
+            .find_map(|l| {
+                l.strip_prefix("sluice-am: leader (epoch ")
+                    .and_then(|r| r.split(')').next())
+                    .and_then(|e| e.parse::<i64>().ok())
+            })
+            .unwrap_or_else(|| panic!("master {i} published no epoch:\n{log}"))
+    };
+    let (old_epoch, new_epoch) = (epoch_of(old), epoch_of(new));
+    assert!(new_epoch > old_epoch, "epochs {old_epoch} → {new_epoch}");
+    for w in 0..cluster.workers.len() {
+        let file = cluster.dir.path().join(format!("worker-{w}.out"));
+        let marker = format!("; leader epoch {new_epoch})");
+        wait_until(
+            &format!("worker {w} to register with epoch {new_epoch}"),
+            Duration::from_secs(30),
+            || std::fs::read_to_string(&file).is_ok_and(|t| t.contains(&marker)),
+        );
+    }
+    let resumed = Instant::now();
     signal(old_pid, "CONT");
     let mut exited = None;
     wait_until(
@@ -615,6 +648,11 @@ fn a_paused_leader_resumed_after_a_failover_neither_checkpoints_nor_deploys() {
             exited = cluster.masters[old].child.try_wait().expect("try_wait");
             exited.is_some()
         },
+    );
+    println!(
+        "paused leader (epoch {old_epoch}) resumed after the failover to epoch {new_epoch}: \
+         exited {:.2} s after SIGCONT",
+        resumed.elapsed().as_secs_f64()
     );
     assert!(
         !exited.expect("exited").success(),
@@ -672,9 +710,9 @@ impl Drop for QuorumDown {
 }
 
 /// The whole ZooKeeper quorum stops answering for 20 s (every member paused), shorter than
-/// the masters' 45 s session: the leader suspends (no checkpoint completes while it cannot
-/// reach ZooKeeper), then resumes when the quorum is back, without a restart of the master or
-/// the job, and nothing is lost.
+/// the masters' 45 s session, with `tolerate-suspended-connections: true` (the default): the leader
+/// suspends (no checkpoint completes while it cannot reach ZooKeeper), then resumes when the
+/// quorum is back, without a restart of the master or the job, and nothing is lost.
 #[test]
 fn the_quorum_lost_for_20_s_suspends_the_leader_which_resumes_without_a_restart() {
     let zk = zookeeper_ensemble();
@@ -755,5 +793,187 @@ fn the_quorum_lost_for_20_s_suspends_the_leader_which_resumes_without_a_restart(
         committed_lines(&out),
         expected_updates(n),
         "WordCount updates across a lost ZooKeeper quorum",
+    );
+}
+
+impl Cluster {
+    /// Waits up to `timeout` for master `i` to exit; its exit code.
+    fn wait_for_exit(&mut self, i: usize, timeout: Duration) -> Option<i32> {
+        let mut status = None;
+        let child = &mut self.masters[i].child;
+        let deadline = Instant::now() + timeout;
+        while status.is_none() {
+            status = child.try_wait().expect("try_wait");
+            if status.is_none() {
+                assert!(
+                    Instant::now() < deadline,
+                    "master {i} still runs after {timeout:?}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        status.expect("exited").code()
+    }
+
+    fn master_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("master-{i}.err")))
+            .expect("a master's log")
+    }
+
+    /// Submits the WordCount bundle (`n` records at `rate`/s, parallelism 2, checkpoints every
+    /// 300 ms, restarts after 200 ms) to master `leader`; returns the job id once it is
+    /// RUNNING and completed 2 checkpoints.
+    fn run_wordcount(&self, leader: usize, work: &Path, n: u64, rate: u64) -> String {
+        let bundle = stripped_bundle("wordcount", work);
+        let checkpoints = format!("file://{}", work.join("checkpoints").display());
+        let rest = self.masters[leader].rest;
+        let job = self.submit(
+            rest,
+            &bundle,
+            &[
+                "-p",
+                "2",
+                "-D",
+                "execution.checkpointing.interval=300ms",
+                "-D",
+                &format!("state.checkpoints.dir={checkpoints}"),
+                "-D",
+                "restart-strategy.type=fixed-delay",
+                "-D",
+                "restart-strategy.fixed-delay.delay=200ms",
+            ],
+            &[
+                "--generate",
+                &n.to_string(),
+                "--rate",
+                &rate.to_string(),
+                "--output",
+                work.join("out").to_str().expect("a UTF-8 path"),
+            ],
+        );
+        self.wait_for_state(rest, &job, "RUNNING", Duration::from_secs(60));
+        self.wait_for_checkpoints(rest, &job, 2);
+        job
+    }
+}
+
+/// The leader watches its own latch node: deleted by someone else (here the test, through
+/// ZooKeeper), the leader stops leading at once and exits with code 3; the standby, which
+/// watched that node too, takes over and finishes the job with nothing lost or duplicated.
+#[test]
+fn a_leader_whose_latch_node_is_deleted_stops_leading_and_the_standby_takes_over() {
+    let zk = zookeeper_ensemble();
+    let mut cluster = Cluster::start(zk.zk_quorum(), 2, 2);
+    let work = tempfile::tempdir().expect("a temp dir");
+    let n = 40_000u64;
+    let old = cluster.wait_for_leader(Duration::from_secs(10));
+    let job = cluster.run_wordcount(old, work.path(), n, 3000);
+
+    let session = sluice_am::ha::Zk::connect(zk.zk_quorum(), Duration::from_secs(10))
+        .expect("a ZooKeeper session");
+    let dir = format!("/sluice/{}/leader/latch", cluster.cluster_id);
+    let mut latches = session.children(&dir).expect("the latch nodes");
+    latches.sort();
+    assert_eq!(latches.len(), 2, "one latch node per master: {latches:?}");
+    let deleted = Instant::now();
+    session
+        .delete(&format!("{dir}/{}", latches[0]))
+        .expect("the leader's latch node deleted");
+
+    let code = cluster.wait_for_exit(old, Duration::from_secs(10));
+    let exited = deleted.elapsed();
+    assert_eq!(code, Some(3), "the old leader exits with code 3");
+    let log = cluster.master_log(old);
+    assert!(
+        log.contains(&format!("its latch node {dir}/{} was deleted", latches[0]))
+            && log.contains("lost leadership"),
+        "the old leader says why it stopped:\n{log}"
+    );
+    let new = 1 - old;
+    let new_rest = cluster.masters[new].rest;
+    wait_until("the standby to lead", Duration::from_secs(30), || {
+        get(new_rest, "/overview").is_some()
+    });
+    let serving = deleted.elapsed();
+    cluster.wait_for_state(new_rest, &job, "RUNNING", Duration::from_secs(60));
+    println!(
+        "latch node deleted → old leader exited {:.2} s, new leader serving {:.2} s",
+        exited.as_secs_f64(),
+        serving.as_secs_f64()
+    );
+    cluster.wait_for_state(new_rest, &job, "FINISHED", Duration::from_secs(120));
+    assert_same(
+        committed_lines(&work.path().join("out")),
+        expected_updates(n),
+        "WordCount updates after the leader's latch node was deleted",
+    );
+}
+
+/// `tolerate-suspended-connections: false` (Flink's default): the quorum stops answering (every
+/// member paused) until the leader gave up, well within the 20 s session, which would have
+/// survived: the leader gives leadership up as soon as its client declares the connection
+/// lost (suspended), exiting with code 3 as on session loss, instead of waiting; the standby
+/// leads once the quorum is back and the job ends with nothing lost or duplicated.
+#[test]
+fn without_tolerating_suspended_connections_a_lost_quorum_makes_the_leader_give_up() {
+    let zk = zookeeper_ensemble();
+    let mut cluster = Cluster::start_with(
+        zk.zk_quorum(),
+        2,
+        2,
+        &[
+            "-D",
+            "high-availability.zookeeper.client.session-timeout=20s",
+            INTOLERANT[0],
+            INTOLERANT[1],
+        ],
+    );
+    let work = tempfile::tempdir().expect("a temp dir");
+    let n = 60_000u64;
+    let old = cluster.wait_for_leader(Duration::from_secs(10));
+    let job = cluster.run_wordcount(old, work.path(), n, 2000);
+
+    let members: Vec<String> = zk
+        .process_names("zk")
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    let paused = Instant::now();
+    let quorum = QuorumDown::pause(&zk, members);
+    let code = cluster.wait_for_exit(old, Duration::from_secs(12));
+    let gave_up = paused.elapsed();
+    drop(quorum);
+    assert_eq!(code, Some(3), "the leader exits with code 3");
+    let log = cluster.master_log(old);
+    assert!(
+        log.contains(
+            "lost leadership: the ZooKeeper connection was lost (suspended) and \
+             high-availability.zookeeper.client.tolerate-suspended-connections is false"
+        ),
+        "the leader says why it gave up:\n{log}"
+    );
+    let new = 1 - old;
+    let new_rest = cluster.masters[new].rest;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(new_rest, "/overview").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the standby does not lead\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let serving = paused.elapsed();
+    cluster.wait_for_state(new_rest, &job, "FINISHED", Duration::from_secs(180));
+    println!(
+        "quorum paused → leader gave up {:.2} s, standby serving {:.2} s (quorum back after \
+         the leader gave up)",
+        gave_up.as_secs_f64(),
+        serving.as_secs_f64()
+    );
+    assert_same(
+        committed_lines(&work.path().join("out")),
+        expected_updates(n),
+        "WordCount updates after the leader gave up on a suspended connection",
     );
 }

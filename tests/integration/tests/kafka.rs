@@ -5,27 +5,13 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use sluice_integration_tests::{TestCluster, unique};
 
-async fn create_topic(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await?;
-    for r in results {
-        r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
-    }
-    Ok(())
-}
+#[path = "common/kafka.rs"]
+mod kafka_common;
+use kafka_common::create_topic_async;
 
 async fn consume_one(bootstrap: &str, topic: &str, isolation: &str) -> anyhow::Result<Vec<u8>> {
     let consumer: StreamConsumer = ClientConfig::new()
@@ -44,7 +30,7 @@ async fn produce_and_consume() -> anyhow::Result<()> {
     let cluster = TestCluster::ensure_up(&["kafka"])?;
     let bootstrap = cluster.kafka_bootstrap();
     let topic = unique("smoke");
-    create_topic(bootstrap, &topic).await?;
+    create_topic_async(bootstrap, &topic, 1).await?;
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -68,7 +54,7 @@ async fn transactional_produce_is_visible_to_read_committed() -> anyhow::Result<
     let cluster = TestCluster::ensure_up(&["kafka"])?;
     let bootstrap = cluster.kafka_bootstrap();
     let topic = unique("smoke-txn");
-    create_topic(bootstrap, &topic).await?;
+    create_topic_async(bootstrap, &topic, 1).await?;
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)

@@ -8,16 +8,10 @@
 //!   scripts/testcluster.sh up kafka
 //!   cargo test --release -p sluice-integration-tests --test kafka_broker_restart -- --test-threads=1
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use sluice::prelude::*;
 use sluice::{JobClient, JobStatus, SluiceError};
 use sluice_integration_tests::{TestCluster, unique};
@@ -27,7 +21,10 @@ use sluice_kafka::{
 };
 use sluice_testkit::{assert_same, checkpointing};
 
-const KEYS: u64 = 13;
+#[path = "common/kafka.rs"]
+mod kafka_common;
+use kafka_common::{create_topic, expected_counts, produce, read_committed};
+
 const BROKER: &str = "kafka";
 
 /// Starts the broker again when the test ends, however it ends: the Kafka tests that run after
@@ -47,106 +44,6 @@ impl Drop for BrokerGuard {
             Err(e) => eprintln!("cannot check the Kafka broker: {e}"),
         }
     }
-}
-
-fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let results = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .unwrap();
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
-    }
-}
-
-/// Produces values `from..to` keyed `k<value % KEYS>`.
-fn produce(bootstrap: &str, topic: &str, from: u64, to: u64) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
-    for i in from..to {
-        let key = format!("k{}", i % KEYS);
-        let value = i.to_string();
-        loop {
-            match producer.send(BaseRecord::to(topic).key(&key).payload(&value)) {
-                Ok(()) => break,
-                Err((_, _)) => producer.poll(Duration::from_millis(10)),
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
-}
-
-/// What a `read_committed` consumer sees in `topic` from the beginning, as `(key, value)`:
-/// polls until `expected` records arrived and then `quiet` longer for any extra, or until
-/// `deadline`.
-fn read_committed(
-    bootstrap: &str,
-    topic: &str,
-    expected: usize,
-    quiet: Duration,
-    deadline: Instant,
-) -> Vec<(String, String)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("group.id", unique("kbr-check"))
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let mut quiet_until: Option<Instant> = None;
-    loop {
-        if out.len() >= expected && quiet_until.is_none() {
-            quiet_until = Some(Instant::now() + quiet);
-        }
-        if quiet_until.is_some_and(|q| Instant::now() > q) || Instant::now() > deadline {
-            break;
-        }
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let text =
-                    |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
-                out.push((text(m.key()), text(m.payload())));
-            }
-            Some(Err(e)) => eprintln!("consumer: {e}"),
-            None => {}
-        }
-    }
-    out
-}
-
-/// The running counts of a failure-free count per key over the values `0..count`.
-fn expected_counts(count: u64) -> Vec<(String, String)> {
-    let mut per_key: BTreeMap<String, u64> = BTreeMap::new();
-    for i in 0..count {
-        *per_key.entry(format!("k{}", i % KEYS)).or_default() += 1;
-    }
-    let mut out = Vec::new();
-    for (k, c) in per_key {
-        for n in 1..=c {
-            out.push((k.clone(), format!("{k},{n}")));
-        }
-    }
-    out
 }
 
 /// Kafka `input` → (a flat map slowed down to 1 ms a record, so that the broker dies while it

@@ -7,115 +7,30 @@
 //!   scripts/testcluster.sh up kafka
 //!   cargo test --release -p sluice-integration-tests --test kafka_connectors -- --test-threads=1
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
-use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice::prelude::*;
 use sluice::{CheckpointStatus, JobStatus, SluiceError};
-use sluice_integration_tests::{TestCluster, unique};
+use sluice_integration_tests::unique;
 use sluice_kafka::{
     BoundedMode, DeliveryGuarantee, JsonValues, KafkaDataStreamExt, KafkaSinkBuilder,
     KafkaSourceBuilder, KafkaStreamEnvExt, KeyValueStrings, StartingOffsets,
 };
 use sluice_testkit::{assert_same, checkpointing};
 
-const KEYS: u64 = 13;
-
-fn bootstrap() -> String {
-    TestCluster::ensure_up(&["kafka"])
-        .expect("the test cluster's Kafka broker must be up")
-        .kafka_bootstrap()
-        .to_string()
-}
-
-fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let results = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .unwrap();
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
-    }
-}
-
-/// Produces values `from..to` keyed `k<value % KEYS>`.
-fn produce(bootstrap: &str, topic: &str, from: u64, to: u64) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
-    for i in from..to {
-        let key = format!("k{}", i % KEYS);
-        let value = i.to_string();
-        loop {
-            match producer.send(BaseRecord::to(topic).key(&key).payload(&value)) {
-                Ok(()) => break,
-                Err((_, _)) => producer.poll(Duration::from_millis(10)),
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
-}
-
-/// Everything a `read_committed` consumer sees in `topic`, as `(key, value)`, waiting until
-/// `expected` records arrived and then a little longer for any extra.
-fn read_committed(bootstrap: &str, topic: &str, expected: usize) -> Vec<(String, String)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("group.id", unique("kc-check"))
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut quiet_until: Option<Instant> = None;
-    loop {
-        if out.len() >= expected && quiet_until.is_none() {
-            quiet_until = Some(Instant::now() + Duration::from_secs(2));
-        }
-        if quiet_until.is_some_and(|q| Instant::now() > q) || Instant::now() > deadline {
-            break;
-        }
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let text =
-                    |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
-                out.push((text(m.key()), text(m.payload())));
-            }
-            Some(Err(e)) => eprintln!("consumer: {e}"),
-            None => {}
-        }
-    }
-    out
-}
+#[path = "common/kafka.rs"]
+mod kafka_common;
+use kafka_common::{
+    bootstrap, create_topic, expected_counts, log_end_offsets, produce, producer, read_committed,
+    read_topic,
+};
 
 /// The sum of the offsets group `<topic>-group` committed for the first `partitions`
 /// partitions of `topic`.
@@ -158,21 +73,6 @@ fn has_completed_checkpoint(dir: &Path) -> bool {
     })
 }
 
-/// The running counts of a failure-free count per key over the values `0..count`.
-fn expected_counts(count: u64) -> Vec<(String, String)> {
-    let mut per_key: BTreeMap<String, u64> = BTreeMap::new();
-    for i in 0..count {
-        *per_key.entry(format!("k{}", i % KEYS)).or_default() += 1;
-    }
-    let mut out = Vec::new();
-    for (k, c) in per_key {
-        for n in 1..=c {
-            out.push((k.clone(), format!("{k},{n}")));
-        }
-    }
-    out
-}
-
 /// Kafka `input` → (a flat map, slowed down so that checkpoints happen while it runs, failing
 /// once at the first record after a checkpoint completed in `fail_after_checkpoint_in`) →
 /// count per key → Kafka `output`, exactly-once.
@@ -183,6 +83,27 @@ fn counting_job(
     output: &str,
     bounded: BoundedMode,
     fail_after_checkpoint_in: Option<&Path>,
+) -> Arc<AtomicI64> {
+    counting_job_with(
+        env,
+        bootstrap,
+        input,
+        output,
+        bounded,
+        fail_after_checkpoint_in,
+        DeliveryGuarantee::ExactlyOnce,
+    )
+}
+
+/// [`counting_job`] with the sink's delivery guarantee `guarantee`.
+fn counting_job_with(
+    env: &StreamEnv,
+    bootstrap: &str,
+    input: &str,
+    output: &str,
+    bounded: BoundedMode,
+    fail_after_checkpoint_in: Option<&Path>,
+    guarantee: DeliveryGuarantee,
 ) -> Arc<AtomicI64> {
     let ck_dir = fail_after_checkpoint_in.map(Path::to_path_buf);
     let failed_at = Arc::new(AtomicI64::new(0));
@@ -195,7 +116,7 @@ fn counting_job(
         .starting_offsets(StartingOffsets::Earliest)
         .bounded(bounded);
     let sink = KafkaSinkBuilder::new(bootstrap, output)
-        .delivery_guarantee(DeliveryGuarantee::ExactlyOnce)
+        .delivery_guarantee(guarantee)
         .transactional_id_prefix(output);
     env.kafka_source("input", source, KeyValueStrings)
         .uid("kafka-in")
@@ -270,8 +191,146 @@ fn exactly_once_across_a_failure() {
         "a checkpoint completed before the failure"
     );
 
-    let got = read_committed(&bootstrap, &output, total as usize);
+    let got = read_committed(
+        &bootstrap,
+        &output,
+        total as usize,
+        Duration::from_secs(2),
+        Instant::now() + Duration::from_secs(90),
+    );
     assert_same(got, expected_counts(total), "read_committed output");
+}
+
+#[test]
+fn at_least_once_loses_nothing_across_a_failure() {
+    let bootstrap = bootstrap();
+    let input = unique("kc-alo-in");
+    let output = unique("kc-alo-out");
+    create_topic(&bootstrap, &input, 4);
+    create_topic(&bootstrap, &output, 3);
+    let total = 12_000;
+    produce(&bootstrap, &input, 0, total);
+
+    let ck = tempfile::tempdir().unwrap();
+    let env = StreamEnv::new();
+    env.set_parallelism(2);
+    checkpointing(&env, &format!("file://{}", ck.path().display()), "300 ms");
+    counting_job_with(
+        &env,
+        &bootstrap,
+        &input,
+        &output,
+        BoundedMode::Latest,
+        Some(ck.path()),
+        DeliveryGuarantee::AtLeastOnce,
+    );
+    let r = env.execute("kafka at-least-once").unwrap();
+    assert_eq!(r.status, JobStatus::Finished);
+    assert!(r.restarts >= 1, "the injected failure restarted the job");
+
+    // Records produced after the last checkpoint before the failure are produced again by the
+    // restarted attempt: every running count is there, some maybe twice, none missing.
+    let got = read_committed(
+        &bootstrap,
+        &output,
+        total as usize,
+        Duration::from_secs(2),
+        Instant::now() + Duration::from_secs(90),
+    );
+    let distinct: BTreeSet<(String, String)> = got.iter().cloned().collect();
+    let expected: BTreeSet<(String, String)> = expected_counts(total).into_iter().collect();
+    let missing: Vec<_> = expected.difference(&distinct).take(5).collect();
+    assert!(missing.is_empty(), "outputs lost: {missing:?}...");
+    assert_eq!(distinct, expected, "no output the counts never produced");
+    println!(
+        "at-least-once across a failure: {} outputs for {total} inputs ({} duplicates)",
+        got.len(),
+        got.len() - total as usize
+    );
+    // No transactions: the log holds exactly the records, without commit markers.
+    assert_eq!(log_end_offsets(&bootstrap, &output), got.len() as i64);
+}
+
+#[test]
+fn delivery_none_writes_without_transactions() {
+    let bootstrap = bootstrap();
+    let input = unique("kc-none-in");
+    let output = unique("kc-none-out");
+    create_topic(&bootstrap, &input, 4);
+    create_topic(&bootstrap, &output, 3);
+    let total = 3_000;
+    produce(&bootstrap, &input, 0, total);
+
+    let ck = tempfile::tempdir().unwrap();
+    let env = StreamEnv::new();
+    env.set_parallelism(2);
+    // Checkpoints run, but a `none` sink neither waits for them nor uses transactions.
+    checkpointing(&env, &format!("file://{}", ck.path().display()), "300 ms");
+    counting_job_with(
+        &env,
+        &bootstrap,
+        &input,
+        &output,
+        BoundedMode::Latest,
+        None,
+        DeliveryGuarantee::None,
+    );
+    let r = env.execute("kafka delivery none").unwrap();
+    assert_eq!(r.status, JobStatus::Finished);
+    assert_eq!(r.restarts, 0);
+
+    // Without a failure everything arrives once, and a read_uncommitted consumer sees the same.
+    let got = read_committed(
+        &bootstrap,
+        &output,
+        total as usize,
+        Duration::from_secs(2),
+        Instant::now() + Duration::from_secs(90),
+    );
+    assert_same(got.clone(), expected_counts(total), "read_committed output");
+    let uncommitted = read_topic(
+        &bootstrap,
+        &output,
+        "read_uncommitted",
+        total as usize,
+        Duration::from_secs(2),
+        Instant::now() + Duration::from_secs(90),
+    );
+    assert_same(uncommitted, got, "read_uncommitted output");
+    assert_eq!(
+        log_end_offsets(&bootstrap, &output),
+        total as i64,
+        "the log holds the records and no transaction markers"
+    );
+}
+
+#[test]
+fn exactly_once_leaves_transaction_markers() {
+    // The counterpart of the checks above: the same job exactly-once writes commit markers, so
+    // the log end offsets do tell transactional from plain writes.
+    let bootstrap = bootstrap();
+    let input = unique("kc-eo-in");
+    let output = unique("kc-eo-out");
+    create_topic(&bootstrap, &input, 2);
+    create_topic(&bootstrap, &output, 2);
+    let total = 500;
+    produce(&bootstrap, &input, 0, total);
+    let ck = tempfile::tempdir().unwrap();
+    let env = StreamEnv::new();
+    env.set_parallelism(2);
+    checkpointing(&env, &format!("file://{}", ck.path().display()), "300 ms");
+    counting_job(&env, &bootstrap, &input, &output, BoundedMode::Latest, None);
+    let r = env.execute("kafka exactly-once markers").unwrap();
+    assert_eq!(r.status, JobStatus::Finished);
+    let got = read_committed(
+        &bootstrap,
+        &output,
+        total as usize,
+        Duration::from_secs(2),
+        Instant::now() + Duration::from_secs(90),
+    );
+    assert_same(got, expected_counts(total), "read_committed output");
+    assert!(log_end_offsets(&bootstrap, &output) > total as i64);
 }
 
 #[test]
@@ -329,7 +388,13 @@ fn stop_with_savepoint_then_restore_at_another_parallelism() {
         "the restored job reads only what came after the savepoint"
     );
 
-    let got = read_committed(&bootstrap, &output, total as usize);
+    let got = read_committed(
+        &bootstrap,
+        &output,
+        total as usize,
+        Duration::from_secs(2),
+        Instant::now() + Duration::from_secs(90),
+    );
     assert_same(got, expected_counts(total), "read_committed output");
 }
 
@@ -360,10 +425,7 @@ fn malformed_json_is_skipped_or_named() {
     let bootstrap = bootstrap();
     let topic = unique("kc-json");
     create_topic(&bootstrap, &topic, 1);
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap.as_str())
-        .create()
-        .unwrap();
+    let producer = producer(&bootstrap);
     for v in [r#"{"n":1}"#, "not json", r#"{"n":2}"#] {
         producer
             .send(BaseRecord::<(), str>::to(&topic).payload(v))

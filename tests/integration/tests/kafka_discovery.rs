@@ -9,75 +9,31 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer};
 use sluice::prelude::*;
 use sluice::{CollectHandle, JobStatus};
-use sluice_integration_tests::{TestCluster, unique};
+use sluice_integration_tests::unique;
 use sluice_kafka::{BoundedMode, KafkaSourceBuilder, KafkaStreamEnvExt, KeyValueStrings};
 use sluice_testkit::{assert_same, checkpointing};
 
-fn bootstrap() -> String {
-    TestCluster::ensure_up(&["kafka"])
-        .expect("the test cluster's Kafka broker must be up")
-        .kafka_bootstrap()
-        .to_string()
-}
-
-fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap()
-}
-
-fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let results = rt
-        .block_on(admin(bootstrap).create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .unwrap();
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
-    }
-}
-
-fn add_partitions(bootstrap: &str, topic: &str, total: usize) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let results = rt
-        .block_on(admin(bootstrap).create_partitions(
-            &[NewPartitions::new(topic, total)],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .unwrap();
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("adding partitions to {t}: {e}"));
-    }
-}
+#[path = "common/kafka.rs"]
+mod kafka_common;
+use kafka_common::{add_partitions, bootstrap, create_topic, producer, send};
 
 /// Writes `count` records to each of `partitions` of `topic`, valued `topic/partition/i`
 /// (`i` from `from`), and returns the values.
 fn produce(bootstrap: &str, topic: &str, partitions: &[i32], from: u32, count: u32) -> Vec<String> {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
+    let producer = producer(bootstrap);
     let mut values = Vec::new();
     for &p in partitions {
         for i in from..from + count {
             let value = format!("{topic}/{p}/{i}");
-            producer
-                .send(
-                    BaseRecord::<(), str>::to(topic)
-                        .partition(p)
-                        .payload(&value),
-                )
-                .unwrap();
+            send(
+                &producer,
+                BaseRecord::<(), str>::to(topic)
+                    .partition(p)
+                    .payload(&value),
+            );
             values.push(value);
         }
     }

@@ -2,9 +2,12 @@
 //! running total per user in RocksDB, CSV part files per event hour on HDFS, exactly-once
 //! with checkpoints: the job is killed (`kill -9`) mid-way while more events arrive and
 //! restored from its last checkpoint at another parallelism; every event is in the committed
-//! output once, in its hour's directory, with its user's running total.
+//! output once, in its hour's directory, with its user's running total. The same holds on a
+//! standalone cluster when a worker daemon is killed, the job stopped with a savepoint and
+//! restored at another parallelism after more events arrived.
 //!
 //!   cargo build --release -p sluice-examples --bin kafka-to-hdfs
+//!   cargo build --release -p sluice-am -p sluice-worker -p sluice-cli
 //!   cargo test --release -p sluice-integration-tests --test kafka_to_hdfs -- --test-threads=1
 
 use std::collections::BTreeMap;
@@ -12,35 +15,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer};
 use sluice_hdfs_backend::{Storage, resolve};
 use sluice_integration_tests::{TestCluster, unique};
 use sluice_testkit::release_bin;
+
+#[path = "common/kafka.rs"]
+mod kafka_common;
+#[path = "../../../examples/tests/support/mod.rs"]
+mod support;
+use kafka_common::{create_topic, producer, send};
 
 const EVENTS: u64 = 20_000;
 const USERS: u64 = 7;
 /// 2025-11-26T00:00:00Z: events are 3 s apart, so they span 16.7 hours of that day.
 const DAY: i64 = 1_764_115_200_000;
-
-fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let results = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .unwrap();
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
-    }
-}
 
 fn user(id: u64) -> String {
     format!("user-{}", id % USERS)
@@ -57,11 +46,7 @@ fn ts(id: u64) -> i64 {
 /// Events `ids`, keyed by user so each user's events stay in order in one partition; `paced`
 /// spreads them over about 4 s.
 fn produce(bootstrap: &str, topic: &str, ids: std::ops::Range<u64>, paced: bool) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
+    let producer = producer(bootstrap);
     for id in ids {
         if paced && id % 25 == 0 {
             producer.poll(Duration::ZERO);
@@ -73,12 +58,7 @@ fn produce(bootstrap: &str, topic: &str, ids: std::ops::Range<u64>, paced: bool)
             amount(id),
             ts(id)
         );
-        loop {
-            match producer.send(BaseRecord::to(topic).key(&key).payload(&value)) {
-                Ok(()) => break,
-                Err(_) => producer.poll(Duration::from_millis(10)),
-            }
-        }
+        send(&producer, BaseRecord::to(topic).key(&key).payload(&value));
     }
     producer.flush(Duration::from_secs(60)).unwrap();
 }
@@ -226,7 +206,6 @@ fn every_event_lands_once_in_its_hour_on_hdfs() {
     assert!(stderr.contains("Finished"), "{stderr}");
 
     let lines = published(storage.as_ref(), &dir);
-    let mut per_id: BTreeMap<u64, Vec<(String, Vec<String>)>> = BTreeMap::new();
     // Parts of the attempt before the failure (published by checkpoints that completed before
     // it) and of the attempt after it: writer tokens of more than the two subtasks of one.
     let attempts: std::collections::BTreeSet<String> = lines
@@ -234,6 +213,111 @@ fn every_event_lands_once_in_its_hour_on_hdfs() {
         .map(|(_, part, _)| part.split('-').nth(1).unwrap_or_default().to_string())
         .collect();
     assert!(attempts.len() >= 3, "parts of both runs: {attempts:?}");
+    check_published(storage.as_ref(), &dir);
+    storage.delete(&dir, true).unwrap();
+}
+
+/// The same pipeline on a standalone cluster (a master and three worker daemons): a worker
+/// daemon killed with SIGKILL mid-stream, then a stop with a savepoint, more events, and a
+/// restore at another parallelism; every event is published once with its running total.
+#[test]
+fn a_killed_worker_then_a_savepoint_and_a_rescale_publish_every_event_once() {
+    let cluster = TestCluster::ensure_up(&["hdfs", "kafka"]).expect("HDFS and Kafka must be up");
+    let bootstrap = cluster.kafka_bootstrap().to_string();
+    let topic = unique("k2h-standalone");
+    create_topic(&bootstrap, &topic, 3);
+    produce(&bootstrap, &topic, 0..EVENTS / 2, false);
+    let output = format!(
+        "{}/tmp/{}",
+        cluster.hdfs_url().trim_end_matches('/'),
+        unique("kafka-to-hdfs-standalone")
+    );
+    let (storage, dir) = resolve(&output).unwrap();
+
+    let mut standalone = support::Cluster::start(3);
+    let work = tempfile::tempdir().unwrap();
+    let bundle = sluice_testkit::stripped_bundle("kafka-to-hdfs", work.path());
+    let checkpoints = format!("file://{}", work.path().join("checkpoints").display());
+    let flags = |parallelism: &'static str| {
+        vec![
+            "-p".to_string(),
+            parallelism.to_string(),
+            "-D".to_string(),
+            "execution.checkpointing.interval=200ms".to_string(),
+            "-D".to_string(),
+            format!("state.checkpoints.dir={checkpoints}"),
+            "-D".to_string(),
+            "state.backend.type=rocksdb".to_string(),
+            "-D".to_string(),
+            "restart-strategy.type=fixed-delay".to_string(),
+            "-D".to_string(),
+            "restart-strategy.fixed-delay.delay=200ms".to_string(),
+        ]
+    };
+    let job_args = |extra: &[&str]| {
+        let mut a = vec!["--bootstrap", &bootstrap, "--topic", &topic, "--output"];
+        a.push(&output);
+        a.extend_from_slice(extra);
+        a.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let published_now = || published(storage.as_ref(), &dir).len();
+
+    let job = standalone.submit(&bundle, &strs(&flags("2")), &strs(&job_args(&[])));
+    standalone.wait_for_state(&job, "RUNNING", Duration::from_secs(60));
+    support::wait_until("the first output", Duration::from_secs(120), || {
+        published_now() >= 1_000
+    });
+    let late = {
+        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
+        std::thread::spawn(move || produce(&bootstrap, &topic, EVENTS / 2..EVENTS * 3 / 4, true))
+    };
+    support::wait_until(
+        "output of the late events",
+        Duration::from_secs(120),
+        || published_now() >= EVENTS as usize / 2 + 500,
+    );
+    let busy = standalone.busy_worker();
+    standalone.workers[busy]
+        .kill()
+        .expect("SIGKILL a worker daemon");
+    let _ = standalone.workers[busy].wait();
+    let killed_at = published_now();
+    late.join().unwrap();
+    // The job recovers on the two remaining workers and publishes everything produced so far.
+    support::wait_until(
+        "the recovered job to publish every event so far",
+        Duration::from_secs(120),
+        || published_now() >= EVENTS as usize * 3 / 4,
+    );
+    let restarts = standalone
+        .get(&format!("/jobs/{job}/exceptions"))
+        .expect("the exception history");
+    assert!(
+        restarts["exceptionHistory"]["entries"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty()),
+        "the worker's loss is in the exception history: {restarts}"
+    );
+    let savepoint = standalone.stop_with_savepoint(&job, &work.path().join("savepoints"));
+    standalone.wait_for_state(&job, "FINISHED", Duration::from_secs(60));
+    eprintln!("{killed_at} lines published at the kill; savepoint {savepoint}");
+
+    // More events while nothing runs, then a bounded restore at parallelism 3.
+    produce(&bootstrap, &topic, EVENTS * 3 / 4..EVENTS, false);
+    let mut restore = flags("3");
+    restore.extend(["-s".to_string(), savepoint]);
+    let resumed = standalone.submit(&bundle, &strs(&restore), &strs(&job_args(&["--bounded"])));
+    standalone.wait_for_state(&resumed, "FINISHED", Duration::from_secs(120));
+
+    check_published(storage.as_ref(), &dir);
+    storage.delete(&dir, true).unwrap();
+}
+
+/// Every event of `0..EVENTS` is published under `dir` exactly once, in its hour's directory,
+/// with its user's running total, and nothing is left in staging.
+fn check_published(storage: &dyn Storage, dir: &str) {
+    let lines = published(storage, dir);
+    let mut per_id: BTreeMap<u64, Vec<(String, Vec<String>)>> = BTreeMap::new();
     for (hour, _part, line) in lines {
         let fields: Vec<String> = line.split(',').map(str::to_string).collect();
         assert_eq!(fields.len(), 5, "{line}");
@@ -279,5 +363,8 @@ fn every_event_lands_once_in_its_hour_on_hdfs() {
         })
         .collect();
     assert!(staged.is_empty(), "left in staging: {staged:?}");
-    storage.delete(&dir, true).unwrap();
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }

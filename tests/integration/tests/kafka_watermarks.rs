@@ -2,58 +2,30 @@
 //! over a two-partition topic where one partition goes silent early. Without an idle timeout
 //! the silent partition holds the watermark back, so only the windows before its last record
 //! fire; with `source.idle-timeout` it stops counting and every window the other partition
-//! has passed fires, each with exactly the records it should hold.
+//! has passed fires, each with exactly the records it should hold. And with more source
+//! subtasks than partitions, the subtasks without a partition are idle as a whole and do not
+//! hold back the windows downstream.
 //!
 //!   cargo test --release -p sluice-integration-tests --test kafka_watermarks -- --test-threads=1
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use sluice::prelude::*;
 use sluice::{JobStatus, Windowed};
-use sluice_integration_tests::{TestCluster, unique};
+use sluice_integration_tests::unique;
 use sluice_kafka::{KafkaSourceBuilder, KafkaStreamEnvExt, KeyValueStrings, StartingOffsets};
+
+#[path = "common/kafka.rs"]
+mod kafka_common;
+use kafka_common::{bootstrap, create_topic, producer};
 
 const KEYS: i64 = 3;
 /// Partition 1 has records for the first 2 s of event time only.
 const SILENT_AFTER: i64 = 20;
 /// Partition 0 has 10 s of event time before the job starts, then more as it runs.
 const BACKLOG: i64 = 100;
-
-fn bootstrap() -> String {
-    TestCluster::ensure_up(&["kafka"])
-        .expect("the test cluster's Kafka broker must be up")
-        .kafka_bootstrap()
-        .to_string()
-}
-
-fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let results = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .unwrap();
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
-    }
-}
-
-fn producer(bootstrap: &str) -> BaseProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap()
-}
 
 /// Record `i` of a partition has event time `base + i * 100 ms` and key `k<i % 3>`.
 fn send(producer: &BaseProducer, topic: &str, partition: i32, base: i64, i: i64) {
@@ -64,7 +36,7 @@ fn send(producer: &BaseProducer, topic: &str, partition: i32, base: i64, i: i64)
         .timestamp(base + i * 100)
         .key(&key)
         .payload(&value);
-    producer.send(record).unwrap();
+    kafka_common::send(producer, record);
 }
 
 /// Counts per (window start offset from `base`, key) of one-second windows over records
@@ -84,10 +56,12 @@ fn expected(p0: i64) -> BTreeMap<(i64, String), u64> {
 /// `SILENT_AFTER`), runs the window job over it while partition 0 gets a record every 50 ms,
 /// until the windows up to `windows` seconds fired for every key (or a minute passed), then 4 s
 /// more; cancels it and returns what fired and how many records partition 0 got.
+/// The source runs with `source_parallelism` subtasks.
 fn run(
     bootstrap: &str,
     idle_timeout: Option<Duration>,
     windows: i64,
+    source_parallelism: usize,
 ) -> (BTreeMap<(i64, String), u64>, i64) {
     let topic = unique("kw-events");
     create_topic(bootstrap, &topic, 2);
@@ -118,8 +92,9 @@ fn run(
     let (out, _sink) = env
         .kafka_source("events", source, KeyValueStrings)
         .uid("kafka-events")
-        // One subtask reads both partitions: its watermark is the minimum over them.
-        .set_parallelism(1)
+        // One subtask reading both partitions: its watermark is the minimum over them. Two:
+        // one partition each, the downstream watermark is the minimum over the subtasks.
+        .set_parallelism(source_parallelism)
         .map(|(k, _v): (Option<String>, String)| k.unwrap_or_default())
         .key_by(|k: &String| k.clone())
         .window(WindowAssigner::tumbling(Duration::from_secs(1)))
@@ -172,7 +147,7 @@ fn an_idle_partition_does_not_hold_back_the_windows() {
 
     // Without an idle timeout partition 1 (last record at +1.9 s) holds the watermark at
     // +1.899 s while partition 0 runs ahead: only the window [0 s, 1 s) fires.
-    let (fired, p0) = run(&bootstrap, None, 1);
+    let (fired, p0) = run(&bootstrap, None, 1, 1);
     assert!(p0 > BACKLOG + 60, "partition 0 ran ahead");
     let all = expected(p0);
     let first: BTreeMap<_, _> = all.into_iter().filter(|((s, _), _)| *s == 0).collect();
@@ -180,7 +155,7 @@ fn an_idle_partition_does_not_hold_back_the_windows() {
 
     // With it, partition 0 alone decides once partition 1 is idle: the windows up to 10 s
     // and later ones partition 0 passed fire, each complete.
-    let (fired, p0) = run(&bootstrap, Some(Duration::from_secs(3)), 10);
+    let (fired, p0) = run(&bootstrap, Some(Duration::from_secs(3)), 10, 1);
     let all = expected(p0);
     for s in 0..10 {
         for k in 0..KEYS {
@@ -191,4 +166,95 @@ fn an_idle_partition_does_not_hold_back_the_windows() {
     for (w, count) in &fired {
         assert_eq!(Some(count), all.get(w), "window {w:?}");
     }
+}
+
+#[test]
+fn a_subtask_whose_partitions_are_all_idle_does_not_hold_back_the_windows() {
+    let bootstrap = bootstrap();
+    // Two source subtasks, one partition each: once partition 1 is idle, its subtask as a
+    // whole is, and the windows downstream follow partition 0's subtask alone.
+    let (fired, p0) = run(&bootstrap, Some(Duration::from_secs(3)), 10, 2);
+    let all = expected(p0);
+    for s in 0..10 {
+        for k in 0..KEYS {
+            let w = (s * 1000, format!("k{k}"));
+            assert!(fired.contains_key(&w), "window {w:?} fired: {fired:?}");
+        }
+    }
+    for (w, count) in &fired {
+        assert_eq!(Some(count), all.get(w), "window {w:?}");
+    }
+}
+
+#[test]
+fn source_subtasks_without_partitions_do_not_hold_back_the_windows() {
+    let bootstrap = bootstrap();
+    let topic = unique("kw-few");
+    create_topic(&bootstrap, &topic, 1);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let base = (now - 3_600_000) / 10_000 * 10_000;
+    // 5 s of event time in the one partition: the watermark reaches +4.899 s.
+    let records = 50;
+    let p = producer(&bootstrap);
+    for i in 0..records {
+        send(&p, &topic, 0, base, i);
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+
+    let env = StreamEnv::new();
+    env.set_parallelism(2);
+    // No idle timeout: only having no partition makes a subtask idle.
+    let source = KafkaSourceBuilder::new(&bootstrap)
+        .topic(&topic)
+        .starting_offsets(StartingOffsets::Earliest)
+        .watermarks(Duration::ZERO);
+    let (out, _sink) = env
+        .kafka_source("events", source, KeyValueStrings)
+        .uid("kafka-events")
+        // Three subtasks for one partition: two of them read nothing and are idle.
+        .set_parallelism(3)
+        .map(|(k, _v): (Option<String>, String)| k.unwrap_or_default())
+        .key_by(|k: &String| k.clone())
+        .window(WindowAssigner::tumbling(Duration::from_secs(1)))
+        .count()
+        .collect();
+    let client = env.execute_async("kafka idle subtasks").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (out.len() as i64) < 4 * KEYS {
+        assert!(!client.is_finished(), "the unbounded job ended");
+        assert!(
+            Instant::now() < deadline,
+            "the windows did not fire while the job ran: {:?}",
+            out.get()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Let any window fired twice or too early show up.
+    std::thread::sleep(Duration::from_secs(1));
+    client.cancel();
+    let r = client.wait().unwrap();
+    assert_eq!(r.status, JobStatus::Canceled);
+    let mut fired = BTreeMap::new();
+    for w in out.get() {
+        let previous = fired.insert((w.start - base, w.key.clone()), w.value);
+        assert!(
+            previous.is_none(),
+            "window {} of {} fired twice",
+            w.start,
+            w.key
+        );
+    }
+    let mut expected = BTreeMap::new();
+    for i in 0..40 {
+        *expected
+            .entry((i * 100 / 1000 * 1000, format!("k{}", i % KEYS)))
+            .or_insert(0u64) += 1;
+    }
+    assert_eq!(
+        fired, expected,
+        "the windows [0 s, 4 s) fired, each complete"
+    );
 }

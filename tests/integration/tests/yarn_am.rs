@@ -3,8 +3,9 @@
 //! 4 on two worker containers of two slots each and writes exactly the updates of a
 //! failure-free run; a worker container killed with SIGKILL mid-stream is replaced and the
 //! output is still exact, unless no lost container is tolerated, when the application fails
-//! naming it; a job binary that fails at start fails the application with its error in the
-//! diagnostics.
+//! naming it; a worker whose NodeManager is stopped is replaced on the other NodeManager and
+//! the output is still exact; a job binary that fails at start fails the application with its
+//! error in the diagnostics.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,6 +15,7 @@ use hdfs_native::{Client, ClientBuilder, WriteOptions};
 use serde_json::{Value, json};
 use sluice_examples::wordcount::expected_updates;
 use sluice_integration_tests::{TestCluster, unique};
+use sluice_testcluster::yarn::{am_address, app_ended, app_report};
 use sluice_testkit::{assert_same, committed_lines, stripped_bundle, stripped_copy};
 
 /// The user the staging directory belongs to, as the submitting client names it.
@@ -68,15 +70,7 @@ impl Yarn {
     }
 
     async fn report(&self, id: &str) -> anyhow::Result<Value> {
-        let v: Value = self
-            .http
-            .get(format!("{}/ws/v1/cluster/apps/{id}", self.rm()))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(v["app"].clone())
+        Ok(app_report(self.rm(), id).await?)
     }
 
     /// Stages the files as `yarn-submit` does and submits `sluice-am --yarn` as the AM.
@@ -198,7 +192,7 @@ impl Yarn {
         let deadline = Instant::now() + timeout;
         loop {
             let r = self.report(&app.id).await?;
-            if matches!(r["state"].as_str(), Some("FINISHED" | "FAILED" | "KILLED")) {
+            if app_ended(&r) {
                 return Ok(r);
             }
             anyhow::ensure!(
@@ -216,10 +210,10 @@ impl Yarn {
         loop {
             let r = self.report(&app.id).await?;
             anyhow::ensure!(
-                !matches!(r["state"].as_str(), Some("FINISHED" | "FAILED" | "KILLED")),
+                !app_ended(&r),
                 "the application ended before its job ran: {r:#}"
             );
-            if let Some(addr) = r["amRPCAddress"].as_str().filter(|a| !a.ends_with(":0"))
+            if let Some(addr) = am_address(&r)
                 && let Ok(resp) = self
                     .http
                     .get(format!("http://{addr}/v1/jobs/overview"))
@@ -288,6 +282,18 @@ fn wordcount_conf(checkpoints: String) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Kills `app` through the ResourceManager's REST API and waits for its end.
+async fn kill_app(yarn: &Yarn, app: &App) {
+    let url = format!("{}/ws/v1/cluster/apps/{}/state", yarn.rm(), app.id);
+    let _ = yarn
+        .http
+        .put(url)
+        .json(&json!({ "state": "KILLED" }))
+        .send()
+        .await;
+    let _ = yarn.wait_for_end(app, Duration::from_secs(60)).await;
+}
+
 /// What a WordCount run on YARN goes through.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Scenario {
@@ -296,6 +302,45 @@ enum Scenario {
     WorkerKilled,
     /// The same with `yarn.maximum-failed-containers: 0`: the application fails.
     WorkerKilledNoneTolerated,
+    /// The NodeManager of a worker container (not the ApplicationMaster's) is stopped.
+    NodeManagerStopped,
+}
+
+/// Why a run could not test what it should; the test submits again.
+#[derive(Debug)]
+struct NoWorkerOffTheAmNode(String);
+
+impl std::fmt::Display for NoWorkerOffTheAmNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "every worker container runs on the ApplicationMaster's NodeManager: {}",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for NoWorkerOffTheAmNode {}
+
+/// The test cluster's NodeManager (`nodemanager2`) whose container runs `pid`: containers
+/// work in `<cluster dir>/data/<nodemanager>/local/...`.
+fn node_manager_of(pid: u32) -> Option<String> {
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+    cwd.components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .find(|c| c.starts_with("nodemanager"))
+}
+
+/// Restarts a stopped process of the test cluster when dropped, also when the test fails.
+struct RestartOnDrop(String);
+
+impl Drop for RestartOnDrop {
+    fn drop(&mut self) {
+        match TestCluster::open().and_then(|mut c| c.restart(&self.0)) {
+            Ok(()) => eprintln!("{} runs again", self.0),
+            Err(e) => eprintln!("cannot restart {}: {e}", self.0),
+        }
+    }
 }
 
 async fn wordcount_run(scenario: Scenario) -> anyhow::Result<()> {
@@ -375,29 +420,53 @@ async fn wordcount_run(scenario: Scenario) -> anyhow::Result<()> {
             anyhow::ensure!(Instant::now() < deadline, "no output committed in 60 s");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let (victim, cmd) = workers[0].clone();
+        let am_node = node_manager_of(am_pid);
+        let (victim, cmd) = if scenario == Scenario::NodeManagerStopped {
+            let off_am = workers
+                .iter()
+                .find(|(p, _)| node_manager_of(*p).is_some_and(|n| Some(&n) != am_node.as_ref()));
+            match off_am {
+                Some(w) => w.clone(),
+                None => {
+                    let placement = format!("{am_node:?}, workers {workers:?}");
+                    kill_app(&yarn, &app).await;
+                    return Err(NoWorkerOffTheAmNode(placement).into());
+                }
+            }
+        } else {
+            workers[0].clone()
+        };
         anyhow::ensure!(
             cmd.contains("taskmanager.resource-id=container_"),
             "a worker container's process: {cmd}"
         );
-        eprintln!("killing worker process {victim}: {cmd}");
-        let status = Command::new("kill")
-            .arg("-9")
-            .arg(victim.to_string())
-            .status()?;
-        anyhow::ensure!(status.success(), "kill -9 {victim}");
+        let container = cmd
+            .split("taskmanager.resource-id=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or("?")
+            .to_string();
+        let mut stopped = None;
+        if scenario == Scenario::NodeManagerStopped {
+            let nm = node_manager_of(victim).expect("the victim's NodeManager");
+            eprintln!("stopping {nm} (SIGTERM), which runs worker {victim}: {cmd}");
+            stopped = Some(RestartOnDrop(nm.clone()));
+            TestCluster::open()?.stop(&nm)?;
+        } else {
+            eprintln!("killing worker process {victim}: {cmd}");
+            let status = Command::new("kill")
+                .arg("-9")
+                .arg(victim.to_string())
+                .status()?;
+            anyhow::ensure!(status.success(), "kill -9 {victim}");
+        }
         if scenario == Scenario::WorkerKilledNoneTolerated {
             let end = yarn.wait_for_end(&app, Duration::from_secs(120)).await?;
             assert_eq!(end["finalStatus"], "FAILED", "application report: {end:#}");
             let diagnostics = end["diagnostics"].as_str().unwrap_or_default();
-            let container = cmd
-                .split("taskmanager.resource-id=")
-                .nth(1)
-                .and_then(|s| s.split_whitespace().next())
-                .unwrap_or("?");
             assert!(
                 diagnostics.contains("yarn.maximum-failed-containers=0")
-                    && diagnostics.contains(container),
+                    && diagnostics.contains(&container),
                 "the diagnostics name the limit and the lost container {container}: {diagnostics}"
             );
             eprintln!("diagnostics of {}: {diagnostics}", app.id);
@@ -405,10 +474,10 @@ async fn wordcount_run(scenario: Scenario) -> anyhow::Result<()> {
         }
         // A replacement container registers.
         let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
+        let now = loop {
             let now = processes(&app.id, "sluice-worker");
             if now.len() == 2 && now.iter().all(|(p, _)| *p != victim) {
-                break;
+                break now;
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
@@ -416,12 +485,34 @@ async fn wordcount_run(scenario: Scenario) -> anyhow::Result<()> {
             );
             peak = peak.max(rss_kib(am_pid).unwrap_or_default());
             tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        if let Some(stopped) = stopped {
+            // The ResourceManager reported the container of the stopped NodeManager as
+            // completed; the replacement runs on the NodeManager left, the AM's.
+            for (p, _) in &now {
+                assert_eq!(
+                    node_manager_of(*p),
+                    am_node,
+                    "the replacement worker {p} runs on the NodeManager left"
+                );
+            }
+            let am_log = std::fs::read_to_string(format!("/proc/{am_pid}/fd/2"))?;
+            for line in am_log.lines().filter(|l| l.contains(&container)) {
+                eprintln!("AM: {line}");
+            }
+            assert!(
+                am_log.contains(&format!("container {container} on "))
+                    && am_log.contains("requesting a replacement"),
+                "the AM was told that {container} ended: {am_log}"
+            );
+            // Back for the other tests as soon as the replacement runs.
+            drop(stopped);
         }
     }
     let end = loop {
         peak = peak.max(rss_kib(am_pid).unwrap_or_default());
         let r = yarn.report(&app.id).await?;
-        if matches!(r["state"].as_str(), Some("FINISHED" | "FAILED" | "KILLED")) {
+        if app_ended(&r) {
             break r;
         }
         anyhow::ensure!(
@@ -458,6 +549,26 @@ async fn wordcount_runs_on_yarn_worker_containers_with_exact_output() -> anyhow:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_container_is_replaced_and_the_output_stays_exact() -> anyhow::Result<()> {
     wordcount_run(Scenario::WorkerKilled).await
+}
+
+/// A worker's NodeManager stopped (SIGTERM: it stops its containers and unregisters): the
+/// AM learns from `allocate` that the container completed, gets a replacement on the other
+/// NodeManager, and the output is exact. Runs only when a worker runs off the AM's
+/// NodeManager, so the application is submitted again (at most 4 times) until one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_node_manager_stopped_is_replaced_and_the_output_stays_exact()
+-> anyhow::Result<()> {
+    let mut placements = Vec::new();
+    for _ in 0..4 {
+        match wordcount_run(Scenario::NodeManagerStopped).await {
+            Err(e) if e.is::<NoWorkerOffTheAmNode>() => {
+                eprintln!("{e}; submitting again");
+                placements.push(e.to_string());
+            }
+            other => return other,
+        }
+    }
+    anyhow::bail!("no run placed a worker off the ApplicationMaster's NodeManager: {placements:#?}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

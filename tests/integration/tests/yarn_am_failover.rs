@@ -6,39 +6,26 @@
 //! keeps the worker containers of attempt 1, whose workers re-register with it. The job ends
 //! with exactly a failure-free run's updates committed, and the application leaves no
 //! container, ZooKeeper node or HA file behind. The failover time is printed (run with
-//! `--nocapture`).
+//! `--nocapture`). Also: `yarn-submit --kill` removes the ZooKeeper nodes, the HA directory and
+//! the staging directory the killed application leaves; an attempt that finds the
+//! application's result recorded unregisters with it instead of running the job again.
 //!
 //! Needs the workspace's binaries: `cargo build --release -p sluice-yarn-submit -p sluice-cli
 //! -p sluice-examples -p sluice-am -p sluice-worker`.
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hdfs_native::{Client, ClientBuilder};
-use serde_json::Value;
 use sluice_examples::wordcount::expected_updates;
 use sluice_integration_tests::{TestCluster, unique};
+use sluice_testcluster::yarn::{
+    am_address, app_ended, app_report, application_id, client_command, get_json, output_text,
+    wait_for_app_end, wait_for_checkpointed_job,
+};
 use sluice_testkit::{assert_same, committed_lines, release_bin as bin, stripped_bundle};
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn yarn_submit(cluster: &TestCluster, user: &str) -> Command {
-    let mut cmd = Command::new(bin("yarn-submit"));
-    cmd.env_remove("YARN_CONF_DIR")
-        .env_remove("HADOOP_HOME")
-        .env_remove("SLUICE_CONF_DIR")
-        .env("HADOOP_CONF_DIR", cluster.conf_dir())
-        .env("HADOOP_USER_NAME", user)
-        .current_dir(std::env::temp_dir());
-    cmd
-}
 
 /// Containers small enough for the test cluster's two 2 GiB NodeManagers (attempt 2's
 /// ApplicationMaster starts while attempt 1's workers still run), frequent checkpoints on
@@ -65,72 +52,6 @@ fn conf_args(cluster: &TestCluster, base: &str) -> Vec<String> {
     .into_iter()
     .flat_map(|kv| ["-D".to_string(), kv])
     .collect()
-}
-
-fn application_id(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("Application "))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| panic!("no `Application <id>` line in {stdout}"))
-}
-
-async fn get_json(url: &str) -> anyhow::Result<Value> {
-    Ok(reqwest::get(url)
-        .await?
-        .error_for_status()?
-        .json::<Value>()
-        .await?)
-}
-
-async fn app_report(rm: &str, id: &str) -> anyhow::Result<Value> {
-    Ok(get_json(&format!("{rm}/ws/v1/cluster/apps/{id}")).await?["app"].clone())
-}
-
-fn ended(r: &Value) -> bool {
-    matches!(r["state"].as_str(), Some("FINISHED" | "FAILED" | "KILLED"))
-}
-
-/// The registered ApplicationMaster's REST address, once one registered.
-fn am_address(r: &Value) -> Option<String> {
-    r["amRPCAddress"]
-        .as_str()
-        .filter(|a| !a.ends_with(":0") && a.contains(':'))
-        .map(str::to_string)
-}
-
-/// Waits until the ApplicationMaster's REST API lists a RUNNING job with at least one
-/// completed checkpoint; returns the AM's address and the job id.
-async fn wait_for_checkpointed_job(
-    rm: &str,
-    id: &str,
-    timeout: Duration,
-) -> anyhow::Result<(String, String)> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let r = app_report(rm, id).await?;
-        anyhow::ensure!(
-            !ended(&r),
-            "the application ended before its job ran: {r:#}"
-        );
-        if let Some(addr) = am_address(&r)
-            && let Ok(v) = get_json(&format!("http://{addr}/v1/jobs/overview")).await
-            && let Some(jid) = v["jobs"].as_array().and_then(|j| {
-                j.iter()
-                    .find(|j| j["state"] == "RUNNING")
-                    .and_then(|j| j["jid"].as_str())
-            })
-            && let Ok(c) = get_json(&format!("http://{addr}/v1/jobs/{jid}/checkpoints")).await
-            && c["counts"]["completed"].as_u64().unwrap_or(0) >= 1
-        {
-            return Ok((addr, jid.to_string()));
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "timed out waiting for a checkpointed RUNNING job of {id}: {r:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Pids of this application's processes named `name` (`sluice-am`, `sluice-worker`): the
@@ -191,7 +112,7 @@ async fn the_application_master_killed_mid_stream_is_recovered_by_attempt_2_exac
     let output = tmp.path().join("out");
     // 30 s of input: the kill and the recovery happen well before its end.
     let n = 90_000u64;
-    let out = yarn_submit(&cluster, &user)
+    let out = client_command(&cluster, &bin("yarn-submit"), &user)
         .args(["-d", "-p", "4"])
         .args(conf_args(&cluster, &base))
         .arg(&bundle)
@@ -199,14 +120,16 @@ async fn the_application_master_killed_mid_stream_is_recovered_by_attempt_2_exac
         .args(["--generate", &n.to_string(), "--rate", "3000", "--output"])
         .arg(&output)
         .output()?;
-    let (stdout, stderr) = text(&out);
+    let (stdout, stderr) = output_text(&out);
     assert!(out.status.success(), "yarn-submit -d: {stdout}{stderr}");
     let id = application_id(&stdout);
     let zk = zookeeper_client::Client::connect(cluster.zk_quorum()).await?;
     let result = fail_over(&rm, &zk, &id, &output).await;
     if result.is_err() {
         // Leave nothing running behind a failed test.
-        let _ = yarn_submit(&cluster, &user).args(["--kill", &id]).output();
+        let _ = client_command(&cluster, &bin("yarn-submit"), &user)
+            .args(["--kill", &id])
+            .output();
     }
     let (failover, workers) = result?;
     println!(
@@ -223,7 +146,7 @@ async fn the_application_master_killed_mid_stream_is_recovered_by_attempt_2_exac
     let deadline = Instant::now() + Duration::from_secs(180);
     let end = loop {
         let r = app_report(&rm, &id).await?;
-        if ended(&r) {
+        if app_ended(&r) {
             break r;
         }
         anyhow::ensure!(Instant::now() < deadline, "{id} did not end: {r:#}");
@@ -259,11 +182,12 @@ async fn the_application_master_killed_mid_stream_is_recovered_by_attempt_2_exac
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Nor do its HA nodes and files.
-    let base = format!("/sluice/{id}");
+    // Nor do its HA nodes and files (the HA directory of the application exists while it
+    // runs: see `yarn_submit_kill_removes_what_the_killed_application_leaves`).
+    let zk_base = format!("/sluice/{id}");
     assert!(
-        zk.check_stat(&base).await?.is_none(),
-        "{base} is removed from ZooKeeper with the application"
+        zk.check_stat(&zk_base).await?.is_none(),
+        "{zk_base} is removed from ZooKeeper with the application"
     );
     let ha_dir = format!("/{base}/ha/{id}");
     let left = hdfs(&cluster).get_file_info(&ha_dir).await;
@@ -326,7 +250,7 @@ async fn fail_over(
         tokio::time::sleep(Duration::from_millis(50)).await;
         let r = app_report(rm, id).await?;
         anyhow::ensure!(
-            !ended(&r),
+            !app_ended(&r),
             "{id} ended instead of starting attempt 2: {r:#}"
         );
         let Some(addr) = am_address(&r).filter(|a| *a != addr1) else {
@@ -394,4 +318,220 @@ async fn fail_over(
         },
         workers,
     ))
+}
+
+/// `yarn-submit --kill` of a running HA application: YARN ends its ApplicationMaster with
+/// SIGTERM, so the client removes what the master would have: the application's ZooKeeper
+/// nodes, its HA storage directory and its staging directory.
+#[tokio::test]
+async fn yarn_submit_kill_removes_what_the_killed_application_leaves() -> anyhow::Result<()> {
+    let cluster = TestCluster::ensure_up(&["zk", "hdfs", "yarn"])?;
+    let rm = cluster.rm_web().to_string();
+    let tmp = tempfile::tempdir()?;
+    let bundle = stripped_bundle("wordcount", tmp.path());
+    let user = unique("yskill");
+    let base = unique("sluice-am-kill-test");
+    let output = tmp.path().join("out");
+    let out = client_command(&cluster, &bin("yarn-submit"), &user)
+        .args(["-d", "-p", "4"])
+        .args(conf_args(&cluster, &base))
+        .arg(&bundle)
+        .arg("--")
+        .args(["--generate", "300000", "--rate", "3000", "--output"])
+        .arg(&output)
+        .output()?;
+    let (stdout, stderr) = output_text(&out);
+    assert!(out.status.success(), "yarn-submit -d: {stdout}{stderr}");
+    let id = application_id(&stdout);
+    let kill = || {
+        client_command(&cluster, &bin("yarn-submit"), &user)
+            .args(["--kill", &id])
+            .output()
+    };
+    let zk = zookeeper_client::Client::connect(cluster.zk_quorum()).await?;
+    let hdfs = hdfs(&cluster);
+    let zk_base = format!("/sluice/{id}");
+    let ha_dir = format!("/{base}/ha/{id}");
+    let staging = format!("/user/{user}/.sluice/{id}");
+    // Everything to be removed exists while the job runs.
+    let running = async {
+        let (_, jid) = wait_for_checkpointed_job(&rm, &id, Duration::from_secs(120)).await?;
+        anyhow::ensure!(
+            zk.check_stat(&format!("{zk_base}/jobs/{jid}"))
+                .await?
+                .is_some(),
+            "job {jid} is stored under {zk_base}/jobs"
+        );
+        for dir in [&ha_dir, &staging] {
+            anyhow::ensure!(
+                hdfs.get_file_info(dir).await.is_ok_and(|s| s.isdir),
+                "{dir} exists while {id} runs"
+            );
+        }
+        Ok(())
+    }
+    .await;
+    if running.is_err() {
+        let _ = kill();
+    }
+    running?;
+
+    let out = kill()?;
+    let (stdout, stderr) = output_text(&out);
+    assert!(out.status.success(), "yarn-submit --kill: {stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("Killed application {id}: KILLED")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "Removed its high-availability nodes {zk_base} from ZooKeeper"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Removed its high-availability directory") && stdout.contains(&ha_dir),
+        "{stdout}"
+    );
+    let r = app_report(&rm, &id).await?;
+    assert_eq!(r["state"], "KILLED", "{r:#}");
+    assert!(
+        zk.check_stat(&zk_base).await?.is_none(),
+        "{zk_base} is removed from ZooKeeper by --kill"
+    );
+    for dir in [&ha_dir, &staging] {
+        let left = hdfs.get_file_info(dir).await;
+        assert!(left.is_err(), "{dir} is removed by --kill: {left:?}");
+    }
+    Ok(())
+}
+
+/// An attempt that finds the application's result recorded in ZooKeeper (a previous attempt
+/// recorded it as its job ended, then died before unregistering) unregisters with that result
+/// and does not run the job again.
+#[tokio::test]
+async fn an_attempt_finding_the_recorded_result_does_not_run_the_job_again() -> anyhow::Result<()> {
+    let cluster = TestCluster::ensure_up(&["zk", "hdfs", "yarn"])?;
+    let rm = cluster.rm_web().to_string();
+    let tmp = tempfile::tempdir()?;
+    let bundle = stripped_bundle("wordcount", tmp.path());
+    let user = unique("ysres");
+    let base = unique("sluice-am-result-test");
+    let cluster_id = unique("recorded");
+    let output = tmp.path().join("out");
+    // What the previous attempt left: `<root>/<cluster-id>/application-result`, KILLED (3).
+    let zk = zookeeper_client::Client::connect(cluster.zk_quorum()).await?;
+    let zk_base = format!("/sluice/{cluster_id}");
+    let opts =
+        zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    for path in ["/sluice", zk_base.as_str()] {
+        match zk.create(path, &[], &opts).await {
+            Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    zk.create(
+        &format!("{zk_base}/application-result"),
+        br#"{"status":3,"diagnostics":"the job was cancelled in an earlier attempt"}"#,
+        &opts,
+    )
+    .await?;
+    let out = client_command(&cluster, &bin("yarn-submit"), &user)
+        .args(["-d", "-p", "4"])
+        .args(conf_args(&cluster, &base))
+        .args(["-D", &format!("high-availability.cluster-id={cluster_id}")])
+        .arg(&bundle)
+        .arg("--")
+        .args(["--generate", "20000", "--rate", "5000", "--output"])
+        .arg(&output)
+        .output()?;
+    let (stdout, stderr) = output_text(&out);
+    assert!(out.status.success(), "yarn-submit -d: {stdout}{stderr}");
+    let id = application_id(&stdout);
+    let end = wait_for_app_end(&rm, &id, Duration::from_secs(120)).await?;
+    assert_eq!(end["state"], "FINISHED", "{end:#}");
+    assert_eq!(end["finalStatus"], "KILLED", "the recorded result: {end:#}");
+    assert!(
+        end["diagnostics"]
+            .as_str()
+            .is_some_and(|d| d.contains("cancelled in an earlier attempt")),
+        "{end:#}"
+    );
+    assert!(
+        committed_lines(&output).is_empty(),
+        "the job did not run again"
+    );
+    // The ApplicationMaster removes them right after unregistering.
+    let staging = format!("/user/{user}/.sluice/{id}");
+    let hdfs = hdfs(&cluster);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let zk_left = zk.check_stat(&zk_base).await?.is_some();
+        let staging_left = hdfs.get_file_info(&staging).await.is_ok();
+        if !zk_left && !staging_left {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "30 s after the end: {zk_base} left: {zk_left}, {staging} left: {staging_left}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// A detached application whose master fails on its last attempt (here: the only one, its
+/// ZooKeeper quorum unreachable) deletes its staging directory before it exits.
+#[tokio::test]
+async fn a_master_failing_on_the_last_attempt_deletes_the_staging_directory() -> anyhow::Result<()>
+{
+    let cluster = TestCluster::ensure_up(&["zk", "hdfs", "yarn"])?;
+    let rm = cluster.rm_web().to_string();
+    let tmp = tempfile::tempdir()?;
+    let bundle = stripped_bundle("wordcount", tmp.path());
+    let user = unique("yslast");
+    let base = unique("sluice-am-last-attempt-test");
+    // Nothing listens on port 1: the election cannot start, the attempt fails.
+    let args: Vec<String> = conf_args(&cluster, &base)
+        .into_iter()
+        .map(|a| match a.split_once('=') {
+            Some(("high-availability.zookeeper.quorum", _)) => {
+                "high-availability.zookeeper.quorum=127.0.0.1:1".to_string()
+            }
+            Some(("high-availability.zookeeper.client.session-timeout", _)) => {
+                "high-availability.zookeeper.client.session-timeout=2s".to_string()
+            }
+            Some(("yarn.application-attempts", _)) => "yarn.application-attempts=1".to_string(),
+            _ => a,
+        })
+        .collect();
+    let out = client_command(&cluster, &bin("yarn-submit"), &user)
+        .args(["-d", "-p", "2"])
+        .args(&args)
+        .arg(&bundle)
+        .arg("--")
+        .args(["--generate", "1000", "--output"])
+        .arg(tmp.path().join("out"))
+        .output()?;
+    let (stdout, stderr) = output_text(&out);
+    assert!(out.status.success(), "yarn-submit -d: {stdout}{stderr}");
+    let id = application_id(&stdout);
+    let staging = format!("/user/{user}/.sluice/{id}");
+    let end = wait_for_app_end(&rm, &id, Duration::from_secs(120)).await?;
+    assert_eq!(end["finalStatus"], "FAILED", "{end:#}");
+    let attempts = get_json(&format!("{rm}/ws/v1/cluster/apps/{id}/appattempts")).await?;
+    let attempts = attempts["appAttempts"]["appAttempt"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(attempts, 1, "one attempt of {id}");
+    let hdfs = hdfs(&cluster);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hdfs.get_file_info(&staging).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "{staging} is still there 20 s after the last attempt failed: {end:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
 }

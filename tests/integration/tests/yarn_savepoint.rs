@@ -9,32 +9,17 @@
 //! -p sluice-examples -p sluice-am -p sluice-worker`.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice_examples::wordcount::expected_updates;
 use sluice_integration_tests::{TestCluster, unique};
+use sluice_testcluster::yarn::{
+    app_report, application_id, client_command, get_json, output_text, wait_for_app_end,
+    wait_for_checkpointed_job,
+};
 use sluice_testkit::{assert_same, committed_lines, release_bin as bin, stripped_bundle};
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-/// A client binary (`yarn-submit`, `sluice`) with the cluster's configuration, as `user`.
-fn client(cluster: &TestCluster, name: &str, user: &str) -> Command {
-    let mut cmd = Command::new(bin(name));
-    cmd.env_remove("YARN_CONF_DIR")
-        .env_remove("HADOOP_HOME")
-        .env_remove("SLUICE_CONF_DIR")
-        .env("HADOOP_CONF_DIR", cluster.conf_dir())
-        .env("HADOOP_USER_NAME", user)
-        .current_dir(std::env::temp_dir());
-    cmd
-}
 
 /// Configuration of every submission: containers small enough for the test cluster's two
 /// 2 GiB NodeManagers, frequent checkpoints on HDFS, quick failure detection and restarts.
@@ -66,72 +51,6 @@ fn job_args(n: u64, rate: u64, output: &Path) -> Vec<String> {
         output.to_str().expect("a UTF-8 path").to_string(),
     ]
     .to_vec()
-}
-
-fn application_id(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("Application "))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| panic!("no `Application <id>` line in {stdout}"))
-}
-
-async fn get_json(url: &str) -> anyhow::Result<Value> {
-    Ok(reqwest::get(url)
-        .await?
-        .error_for_status()?
-        .json::<Value>()
-        .await?)
-}
-
-async fn app_report(rm: &str, id: &str) -> anyhow::Result<Value> {
-    Ok(get_json(&format!("{rm}/ws/v1/cluster/apps/{id}")).await?["app"].clone())
-}
-
-async fn wait_for_end(rm: &str, id: &str, timeout: Duration) -> anyhow::Result<Value> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let r = app_report(rm, id).await?;
-        if matches!(r["state"].as_str(), Some("FINISHED" | "FAILED" | "KILLED")) {
-            return Ok(r);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "{id} did not end: {r:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until the master's REST API lists a RUNNING job with at least one completed
-/// checkpoint; returns the master's address and the job id.
-async fn wait_for_checkpointed_job(
-    rm: &str,
-    id: &str,
-    timeout: Duration,
-) -> anyhow::Result<(String, String)> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let r = app_report(rm, id).await?;
-        anyhow::ensure!(
-            !matches!(r["state"].as_str(), Some("FINISHED" | "FAILED" | "KILLED")),
-            "the application ended before its job ran: {r:#}"
-        );
-        if let Some(addr) = r["amRPCAddress"].as_str().filter(|a| !a.ends_with(":0"))
-            && let Ok(v) = get_json(&format!("http://{addr}/v1/jobs/overview")).await
-            && let Some(jid) = v["jobs"].as_array().and_then(|j| {
-                j.iter()
-                    .find(|j| j["state"] == "RUNNING")
-                    .and_then(|j| j["jid"].as_str())
-            })
-            && let Ok(c) = get_json(&format!("http://{addr}/v1/jobs/{jid}/checkpoints")).await
-            && c["counts"]["completed"].as_u64().unwrap_or(0) >= 1
-        {
-            return Ok((addr.to_string(), jid.to_string()));
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "timed out waiting for a checkpointed RUNNING job of {id}: {r:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Pids and command lines of this application's worker container processes.
@@ -175,14 +94,14 @@ async fn stop_with_savepoint_then_resume_at_parallelism_2_is_exact() -> anyhow::
     let args = job_args(n, 4000, &output);
 
     let started = Instant::now();
-    let out = client(&cluster, "yarn-submit", &user)
+    let out = client_command(&cluster, &bin("yarn-submit"), &user)
         .args(["-d", "-p", "4"])
         .args(conf_args(&checkpoints))
         .arg(&bundle)
         .arg("--")
         .args(&args)
         .output()?;
-    let (stdout, stderr) = text(&out);
+    let (stdout, stderr) = output_text(&out);
     assert!(out.status.success(), "yarn-submit -d: {stdout}{stderr}");
     let id = application_id(&stdout);
     let (_, jid) = wait_for_checkpointed_job(&rm, &id, Duration::from_secs(120)).await?;
@@ -192,7 +111,7 @@ async fn stop_with_savepoint_then_resume_at_parallelism_2_is_exact() -> anyhow::
     );
 
     let stop_started = Instant::now();
-    let out = client(&cluster, "sluice", &user)
+    let out = client_command(&cluster, &bin("sluice"), &user)
         .args([
             "stop",
             "--yarn-app",
@@ -202,7 +121,7 @@ async fn stop_with_savepoint_then_resume_at_parallelism_2_is_exact() -> anyhow::
             &jid,
         ])
         .output()?;
-    let (stdout, stderr) = text(&out);
+    let (stdout, stderr) = output_text(&out);
     assert!(out.status.success(), "sluice stop: {stdout}{stderr}");
     let savepoint = stdout
         .lines()
@@ -217,7 +136,7 @@ async fn stop_with_savepoint_then_resume_at_parallelism_2_is_exact() -> anyhow::
         "figure: sluice stop --yarn-app took {:.2} s; savepoint {savepoint}",
         stop_started.elapsed().as_secs_f64()
     );
-    let end = wait_for_end(&rm, &id, Duration::from_secs(60)).await?;
+    let end = wait_for_app_end(&rm, &id, Duration::from_secs(60)).await?;
     assert_eq!(end["state"], "FINISHED", "{end:#}");
     assert_eq!(end["finalStatus"], "SUCCEEDED", "{end:#}");
     let first_run = committed_lines(&output).len();
@@ -227,14 +146,14 @@ async fn stop_with_savepoint_then_resume_at_parallelism_2_is_exact() -> anyhow::
     );
 
     let resumed = Instant::now();
-    let out = client(&cluster, "yarn-submit", &user)
+    let out = client_command(&cluster, &bin("yarn-submit"), &user)
         .args(["-p", "2", "-s", &savepoint])
         .args(conf_args(&checkpoints))
         .arg(&bundle)
         .arg("--")
         .args(&args)
         .output()?;
-    let (stdout, stderr) = text(&out);
+    let (stdout, stderr) = output_text(&out);
     assert!(
         out.status.success(),
         "yarn-submit -s {savepoint}: {stdout}{stderr}"
@@ -266,21 +185,21 @@ async fn time_from_a_killed_worker_container_to_running_again() -> anyhow::Resul
         unique("sluice-kill-test")
     );
     let output = tmp.path().join("out");
-    let out = client(&cluster, "yarn-submit", &user)
+    let out = client_command(&cluster, &bin("yarn-submit"), &user)
         .args(["-d", "-p", "4"])
         .args(conf_args(&checkpoints))
         .arg(&bundle)
         .arg("--")
         .args(job_args(200_000, 2000, &output))
         .output()?;
-    let (stdout, stderr) = text(&out);
+    let (stdout, stderr) = output_text(&out);
     assert!(out.status.success(), "yarn-submit -d: {stdout}{stderr}");
     let id = application_id(&stdout);
     let result = measure_recovery(&rm, &id).await;
-    let out = client(&cluster, "yarn-submit", &user)
+    let out = client_command(&cluster, &bin("yarn-submit"), &user)
         .args(["--kill", &id])
         .output()?;
-    assert!(out.status.success(), "--kill {id}: {:?}", text(&out));
+    assert!(out.status.success(), "--kill {id}: {:?}", output_text(&out));
     let r = result?;
     eprintln!(
         "figure: kill -9 of a worker container's process to: job RUNNING again {} ms; \
@@ -389,19 +308,19 @@ async fn the_dashboard_works_through_the_yarn_web_proxy() -> anyhow::Result<()> 
     let user = unique("ysproxy");
     let base = unique("sluice-proxy-test");
     let checkpoints = format!("{}/{base}/checkpoints", cluster.hdfs_url());
-    let out = client(&cluster, "yarn-submit", &user)
+    let out = client_command(&cluster, &bin("yarn-submit"), &user)
         .args(["-d", "-p", "2"])
         .args(conf_args(&checkpoints))
         .arg(&bundle)
         .arg("--")
         .args(job_args(2_000_000, 2000, &tmp.path().join("out")))
         .output()?;
-    let (stdout, stderr) = text(&out);
+    let (stdout, stderr) = output_text(&out);
     assert!(out.status.success(), "yarn-submit -d: {stdout}{stderr}");
     let id = application_id(&stdout);
     let result = through_proxy(&rm, &id, &format!("hdfs:///{base}/savepoints")).await;
     if result.is_err() {
-        let _ = client(&cluster, "yarn-submit", &user)
+        let _ = client_command(&cluster, &bin("yarn-submit"), &user)
             .args(["--kill", &id])
             .output();
     }
@@ -470,7 +389,7 @@ async fn through_proxy(rm: &str, id: &str, savepoints: &str) -> anyhow::Result<(
         .send()
         .await?;
     assert_eq!(cancel.status(), 202, "PATCH cancel at {direct}");
-    let end = wait_for_end(rm, id, Duration::from_secs(60)).await?;
+    let end = wait_for_app_end(rm, id, Duration::from_secs(60)).await?;
     assert_eq!(end["state"], "FINISHED", "{end:#}");
     Ok(())
 }

@@ -3,9 +3,9 @@
 //! binaries, the configuration and the site files on HDFS with their sizes, the RM accepts it
 //! as a `Sluice` application, `--status`/`--list` show it and `--kill` kills it and removes
 //! the staging directory. With the real master (`sluice-am --yarn`), WordCount runs to the end
-//! attached and `sluice list --yarn-app` reaches it. Also measures how long a submission takes
-//! to reach RUNNING compared with a trivial application submitted straight through the RM REST
-//! API.
+//! attached, `sluice list --yarn-app` reaches it and the containers' logs are aggregated to
+//! HDFS. Also measures how long a submission takes to reach RUNNING compared with a trivial
+//! application submitted straight through the RM REST API.
 //!
 //! Needs the workspace's binaries: `cargo build --release -p sluice-yarn-submit -p sluice-cli
 //! -p sluice-examples -p sluice-am -p sluice-worker`.
@@ -19,17 +19,14 @@ use hdfs_native::{Client, ClientBuilder};
 use serde_json::{Value, json};
 use sluice_examples::wordcount::expected_updates;
 use sluice_integration_tests::{TestCluster, unique};
+use sluice_testcluster::yarn::{
+    app_report, application_id, client_command, output_text, wait_for_app,
+};
 use sluice_testkit::{committed_lines, release_bin as bin, stripped_bundle};
 
 /// `yarn-submit` with the cluster's configuration (unless `env` overrides it) as `user`.
 fn yarn_submit(cluster: &TestCluster, user: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut cmd = Command::new(bin("yarn-submit"));
-    cmd.env_remove("YARN_CONF_DIR")
-        .env_remove("HADOOP_HOME")
-        .env_remove("SLUICE_CONF_DIR")
-        .env("HADOOP_CONF_DIR", cluster.conf_dir())
-        .env("HADOOP_USER_NAME", user)
-        .current_dir(std::env::temp_dir());
+    let mut cmd = client_command(cluster, &bin("yarn-submit"), user);
     for (k, v) in env {
         if v.is_empty() {
             cmd.env_remove(k);
@@ -42,21 +39,12 @@ fn yarn_submit(cluster: &TestCluster, user: &str, env: &[(&str, &str)], args: &[
 
 /// `sluice list --yarn-app <id>`.
 fn sluice_yarn_app(cluster: &TestCluster, user: &str, id: &str) -> Output {
-    let out = Command::new(bin("sluice"))
+    let out = client_command(cluster, &bin("sluice"), user)
         .args(["list", "--yarn-app", id])
-        .env("HADOOP_CONF_DIR", cluster.conf_dir())
-        .env("HADOOP_USER_NAME", user)
         .output()
         .expect("sluice runs");
-    assert!(!out.status.success(), "{:?}", text(&out));
+    assert!(!out.status.success(), "{:?}", output_text(&out));
     out
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
 }
 
 fn hdfs(cluster: &TestCluster) -> Client {
@@ -82,37 +70,8 @@ async fn list(hdfs: &Client, dir: &str) -> Vec<(String, u64)> {
     }
 }
 
-async fn app_report(rm: &str, id: &str) -> Value {
-    let v: Value = reqwest::get(format!("{rm}/ws/v1/cluster/apps/{id}"))
-        .await
-        .and_then(|r| r.error_for_status())
-        .expect("the application report")
-        .json()
-        .await
-        .expect("JSON");
-    v["app"].clone()
-}
-
-/// Polls the report every 50 ms until `done` holds for it; returns it and when that was.
-async fn wait_app(rm: &str, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let app = app_report(rm, id).await;
-        if done(&app) {
-            return app;
-        }
-        assert!(start.elapsed() < timeout, "timed out; last report {app:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn application_id(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("Application "))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| panic!("no `Application <id>` line in {stdout}"))
-}
+/// How often the application report is polled.
+const POLL: Duration = Duration::from_millis(50);
 
 /// A directory of binaries for yarn-submit: the real `sluice-worker` and, as `sluice-am`, a
 /// script running `am` (the contract's AM is replaced where a test needs a known behaviour).
@@ -192,7 +151,7 @@ async fn bad_input_is_refused_before_anything_is_uploaded() -> anyhow::Result<()
     for (what, env, args, expected) in cases {
         let started = Instant::now();
         let out = yarn_submit(&cluster, &user, &env, &args);
-        let (stdout, stderr) = text(&out);
+        let (stdout, stderr) = output_text(&out);
         assert!(!out.status.success(), "{what}: succeeded: {stdout}{stderr}");
         for e in &expected {
             assert!(stderr.contains(e.as_str()), "{what}: no `{e}` in: {stderr}");
@@ -242,7 +201,7 @@ async fn detached_submission_is_staged_accepted_and_killed() -> anyhow::Result<(
             "100",
         ],
     );
-    let (stdout, stderr) = text(&out);
+    let (stdout, stderr) = output_text(&out);
     assert!(
         out.status.success(),
         "yarn-submit -d failed: {stdout}{stderr}"
@@ -292,7 +251,7 @@ async fn detached_submission_is_staged_accepted_and_killed() -> anyhow::Result<(
     assert!(yaml.contains("parallelism.default: 3\n"), "{yaml}");
     assert!(yaml.contains("pipeline.name: wc-on-yarn\n"), "{yaml}");
 
-    let app = app_report(rm, &id).await;
+    let app = app_report(rm, &id).await.expect("the application report");
     assert_eq!(app["applicationType"], "Sluice", "{app:#}");
     assert_eq!(app["name"], "wc-on-yarn", "{app:#}");
     assert_eq!(app["user"], user.as_str(), "{app:#}");
@@ -301,38 +260,41 @@ async fn detached_submission_is_staged_accepted_and_killed() -> anyhow::Result<(
         "{app:#}"
     );
 
-    let (status, _) = text(&yarn_submit(&cluster, &user, &[], &["--status", &id]));
+    let (status, _) = output_text(&yarn_submit(&cluster, &user, &[], &["--status", &id]));
     assert!(
         status.contains(&format!("Application-Id : {id}")),
         "{status}"
     );
     assert!(status.contains("Application-Type : Sluice"), "{status}");
-    let (listed, _) = text(&yarn_submit(&cluster, &user, &[], &["--list"]));
+    let (listed, _) = output_text(&yarn_submit(&cluster, &user, &[], &["--list"]));
     assert!(listed.contains(&id), "--list: {listed}");
 
     // `sluice <verb> --yarn-app` finds the master through the RM; this one never registers.
-    let (_, stderr) = text(&sluice_yarn_app(&cluster, &user, &id));
+    let (_, stderr) = output_text(&sluice_yarn_app(&cluster, &user, &id));
     assert!(stderr.contains("has not registered yet"), "{stderr}");
 
     let out = yarn_submit(&cluster, &user, &[], &["--kill", &id]);
-    let (stdout, stderr) = text(&out);
+    let (stdout, stderr) = output_text(&out);
     assert!(out.status.success(), "--kill: {stdout}{stderr}");
-    let (_, stderr) = text(&sluice_yarn_app(&cluster, &user, &id));
+    let (_, stderr) = output_text(&sluice_yarn_app(&cluster, &user, &id));
     assert!(stderr.contains("has ended (KILLED"), "{stderr}");
     assert!(stdout.contains("KILLED"), "{stdout}");
-    assert_eq!(app_report(rm, &id).await["state"], "KILLED");
+    assert_eq!(
+        app_report(rm, &id).await.expect("the application report")["state"],
+        "KILLED"
+    );
     assert!(
         list(&hdfs, &staging).await.is_empty(),
         "the staging directory {staging} is still there"
     );
-    let (listed, _) = text(&yarn_submit(&cluster, &user, &[], &["--list", "--all"]));
+    let (listed, _) = output_text(&yarn_submit(&cluster, &user, &[], &["--list", "--all"]));
     assert!(
         listed
             .lines()
             .any(|l| l.contains(&id) && l.contains("KILLED")),
         "--list --all: {listed}"
     );
-    let (listed, _) = text(&yarn_submit(&cluster, &user, &[], &["--list"]));
+    let (listed, _) = output_text(&yarn_submit(&cluster, &user, &[], &["--list"]));
     assert!(
         !listed.contains(&id),
         "a killed application is not active: {listed}"
@@ -376,7 +338,9 @@ async fn time_to_running_compared_with_a_trivial_application() -> anyhow::Result
         .send()
         .await?;
     assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
-    let app = wait_app(rm, &id, Duration::from_secs(120), registered).await;
+    let app = wait_for_app(rm, &id, Duration::from_secs(120), POLL, registered)
+        .await
+        .expect("the application registers");
     assert_eq!(app["finalStatus"], "SUCCEEDED", "{app:#}");
     let trivial = started.elapsed();
 
@@ -392,13 +356,15 @@ async fn time_to_running_compared_with_a_trivial_application() -> anyhow::Result
         &["-d", bundle.to_str().unwrap()],
     );
     let submitted = started.elapsed();
-    let (stdout, stderr) = text(&out);
+    let (stdout, stderr) = output_text(&out);
     assert!(
         out.status.success(),
         "yarn-submit -d failed: {stdout}{stderr}"
     );
     let id = application_id(&stdout);
-    let app = wait_app(rm, &id, Duration::from_secs(120), registered).await;
+    let app = wait_for_app(rm, &id, Duration::from_secs(120), POLL, registered)
+        .await
+        .expect("the application registers");
     assert_eq!(app["finalStatus"], "SUCCEEDED", "{app:#}");
     let via_submit = started.elapsed();
     let staged: u64 = [bundle.clone(), bin("sluice-worker")]
@@ -415,7 +381,7 @@ async fn time_to_running_compared_with_a_trivial_application() -> anyhow::Result
     );
     // The smoke AM does not remove the staging directory; --kill of an ended application does.
     let out = yarn_submit(&cluster, &user, &[], &["--kill", &id]);
-    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(out.status.success(), "{:?}", output_text(&out));
     assert!(
         list(&hdfs(&cluster), &format!("/user/{user}/.sluice/{id}"))
             .await
@@ -438,11 +404,7 @@ async fn wordcount_runs_on_yarn_attached() -> anyhow::Result<()> {
     let user = unique("yswc");
     let output = tmp.path().join("out");
     let started = Instant::now();
-    let mut child = Command::new(bin("yarn-submit"))
-        .env("HADOOP_CONF_DIR", cluster.conf_dir())
-        .env("HADOOP_USER_NAME", &user)
-        .env_remove("YARN_CONF_DIR")
-        .env_remove("SLUICE_CONF_DIR")
+    let mut child = client_command(&cluster, &bin("yarn-submit"), &user)
         // Two workers with two slots each; containers small enough for the test cluster's
         // two 2 GiB NodeManagers (the memory is not enforced there).
         .args(["-p", "4", "-D", "dfs.blocksize=128m"])
@@ -466,8 +428,11 @@ async fn wordcount_runs_on_yarn_attached() -> anyhow::Result<()> {
     let mut lines = Vec::new();
     let status = loop {
         while let Ok((line, at)) = rx.try_recv() {
-            if let Some(id) = line.strip_prefix("Application ") {
-                app_id = Some(id.trim().to_string());
+            // `Application <id>` first; `Application <id> finished (...)` at the end.
+            if app_id.is_none()
+                && let Some(id) = line.strip_prefix("Application ")
+            {
+                app_id = id.split_whitespace().next().map(str::to_string);
             }
             if let Some(jid) = line.strip_prefix("Job has been submitted with JobID ") {
                 job.get_or_insert(at);
@@ -477,7 +442,7 @@ async fn wordcount_runs_on_yarn_attached() -> anyhow::Result<()> {
         }
         if running.is_none()
             && let Some(id) = &app_id
-            && app_report(&rm, id).await["state"] == "RUNNING"
+            && app_report(&rm, id).await.expect("the application report")["state"] == "RUNNING"
         {
             running = Some(started.elapsed());
         }
@@ -488,7 +453,7 @@ async fn wordcount_runs_on_yarn_attached() -> anyhow::Result<()> {
                 .args(["list", "-a", "--yarn-app", id])
                 .env("HADOOP_CONF_DIR", cluster.conf_dir())
                 .output()?;
-            let (stdout, stderr) = text(&out);
+            let (stdout, stderr) = output_text(&out);
             assert!(out.status.success(), "sluice list --yarn-app: {stderr}");
             assert!(stdout.contains(jid.as_str()), "{stdout}");
             listed = Some(stdout);
@@ -527,7 +492,64 @@ async fn wordcount_runs_on_yarn_attached() -> anyhow::Result<()> {
             .is_empty(),
         "the staging directory of {id} is still there"
     );
+    // Log aggregation: once the application ended, the NodeManagers upload its containers'
+    // logs to the remote app-log dir on HDFS (what `yarn logs -applicationId` reads); the
+    // ApplicationMaster's and the workers' lines are there.
+    // (In the TFile a log's first line follows the file's name and length.)
+    let logs = aggregated_logs(&hdfs(&cluster), &user, &id, |logs| {
+        logs.contains("sluice-am: registered with the ResourceManager")
+            && logs
+                .lines()
+                .any(|l| l.contains("sluice-worker container_") && l.contains(" registered with "))
+    })
+    .await;
+    for file in ["jobmanager.err", "taskmanager.out"] {
+        assert!(logs.contains(file), "{file} of {id} is aggregated: {logs}");
+    }
     Ok(())
+}
+
+/// The aggregated logs of application `id` (every NodeManager's file under the remote app-log
+/// dir `/tmp/logs/<user>/`, uncompressed TFiles, read as text), polled until `complete` holds
+/// for them (the NodeManagers upload after the application ended); panics after 90 s.
+async fn aggregated_logs(
+    hdfs: &Client,
+    user: &str,
+    id: &str,
+    complete: impl Fn(&str) -> bool,
+) -> String {
+    let root = format!("/tmp/logs/{user}");
+    let start = Instant::now();
+    loop {
+        let mut text = String::new();
+        let mut files = Vec::new();
+        if let Ok(entries) = hdfs.list_status(&root, true).await {
+            for f in entries {
+                // The NodeManager writes `<node>.tmp` and renames it when complete.
+                if !f.isdir && f.path.contains(&format!("/{id}/")) && !f.path.ends_with(".tmp") {
+                    files.push(f.path);
+                }
+            }
+        }
+        for path in &files {
+            if let Ok(mut r) = hdfs.read(path).await {
+                let len = r.file_length();
+                if let Ok(bytes) = r.read_bytes(len).await {
+                    text.push_str(&String::from_utf8_lossy(&bytes));
+                    text.push('\n');
+                }
+            }
+        }
+        if !files.is_empty() && complete(&text) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the aggregated logs of {id} under {root} lack the expected lines after 90 s; files \
+             {files:?}: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// The size of `path` after `objcopy --strip-debug`, as `yarn-submit` ships binaries.

@@ -182,6 +182,8 @@ fn follow_the_leader(settings: Settings, ha: &HaConfig) -> ExitCode {
     }
     let mut lookup: Option<LeaderLookup> = None;
     let mut announced_wait = false;
+    // The newest leadership epoch seen, kept across masters: a deposed master is refused.
+    let fence = sluice_worker::control::EpochFence::new(0);
     loop {
         let l = match &lookup {
             Some(l) => l,
@@ -215,10 +217,11 @@ fn follow_the_leader(settings: Settings, ha: &HaConfig) -> ExitCode {
                 continue;
             }
         };
+        fence.observe(info.epoch);
         let mut s = settings.clone();
         s.master_addr = info.address;
         s.master = info.address.to_string();
-        let daemon = match Daemon::register(s, UNPACK) {
+        let daemon = match Daemon::register_fenced(s, UNPACK, fence.clone()) {
             Ok(d) => d,
             Err(e) => {
                 if !announced_wait {

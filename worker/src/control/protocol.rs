@@ -20,7 +20,7 @@ use crate::metrics::MetricsSnapshot;
 use crate::task::TaskCommand;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The protocol version a registration frame (an encoded [`ToMaster::RegisterWorker`] or
 /// [`ToMaster::RegisterJobProcess`]) announces, read without decoding the rest of it, so a
@@ -94,9 +94,19 @@ pub enum ToMaster {
         attempt: u64,
         metrics: Vec<(String, MetricsSnapshot)>,
     },
+    /// The worker refused message `what` because it carried leadership epoch `epoch`, older
+    /// than `highest`, the newest epoch the worker has seen: the master was deposed.
+    StaleEpoch {
+        what: String,
+        epoch: i64,
+        highest: i64,
+    },
 }
 
-/// From the master to a worker daemon or job process.
+/// From the master to a worker daemon or job process. Every message that deploys, starts or
+/// kills a process, triggers or ends a checkpoint, or cancels carries the sender's leadership
+/// `epoch` (0 without high availability); a worker refuses one older than the newest epoch it
+/// has seen (see [`super::fence`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToWorker {
     Registered,
@@ -112,10 +122,12 @@ pub enum ToWorker {
         args: Vec<String>,
         /// `key=value` configuration handed to the job process.
         config: Vec<String>,
+        epoch: i64,
     },
     /// Daemons: stop this job's process.
     KillJob {
         job_id: String,
+        epoch: i64,
     },
     /// Job processes: run these subtasks as `attempt`. `placement[task][subtask]` is the
     /// data address of the process that runs each subtask of the job.
@@ -124,28 +136,70 @@ pub enum ToWorker {
         placement: Vec<Vec<SocketAddr>>,
         /// A checkpoint or savepoint to restore from, and whether unclaimed state may be dropped.
         restore: Option<(String, bool)>,
+        epoch: i64,
     },
     /// Job processes: a command for the subtasks of `attempt` (only sources with `sources_only`).
     Command {
         attempt: u64,
         sources_only: bool,
         command: TaskCommand,
+        epoch: i64,
     },
     /// Job processes: checkpoint `id` is pending; its state goes to the directory `dir_url`.
     BeginCheckpoint {
         id: u64,
         dir_url: String,
         inline_threshold: usize,
+        epoch: i64,
     },
     EndCheckpoint {
         id: u64,
+        epoch: i64,
     },
     /// Job processes: stop every subtask of `attempt`.
     CancelAttempt {
         attempt: u64,
+        epoch: i64,
     },
     /// The job ended (job processes) or the cluster stops (daemons): exit.
     Shutdown,
+}
+
+impl ToWorker {
+    /// The leadership epoch of a message that must come from the current leader; `None` for
+    /// the others (registration answers, heartbeats, shutdown).
+    pub fn epoch(&self) -> Option<i64> {
+        match self {
+            ToWorker::LaunchJob { epoch, .. }
+            | ToWorker::KillJob { epoch, .. }
+            | ToWorker::Deploy { epoch, .. }
+            | ToWorker::Command { epoch, .. }
+            | ToWorker::BeginCheckpoint { epoch, .. }
+            | ToWorker::EndCheckpoint { epoch, .. }
+            | ToWorker::CancelAttempt { epoch, .. } => Some(*epoch),
+            ToWorker::Registered
+            | ToWorker::Refused { .. }
+            | ToWorker::Heartbeat
+            | ToWorker::Shutdown => None,
+        }
+    }
+
+    /// The message's variant, without its (possibly large) contents.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ToWorker::Registered => "Registered",
+            ToWorker::Refused { .. } => "Refused",
+            ToWorker::Heartbeat => "Heartbeat",
+            ToWorker::LaunchJob { .. } => "LaunchJob",
+            ToWorker::KillJob { .. } => "KillJob",
+            ToWorker::Deploy { .. } => "Deploy",
+            ToWorker::Command { .. } => "Command",
+            ToWorker::BeginCheckpoint { .. } => "BeginCheckpoint",
+            ToWorker::EndCheckpoint { .. } => "EndCheckpoint",
+            ToWorker::CancelAttempt { .. } => "CancelAttempt",
+            ToWorker::Shutdown => "Shutdown",
+        }
+    }
 }
 
 /// A task error as it crosses the wire, keeping what the master's restart decisions need.

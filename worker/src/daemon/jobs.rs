@@ -14,7 +14,8 @@ use parking_lot::Mutex;
 
 use super::settings::check_name;
 use super::unpack::Unpack;
-use crate::control::{Conn, ToMaster};
+use crate::control::fence::EPOCH_ENV;
+use crate::control::{Conn, EpochFence, ToMaster};
 
 /// How often a watcher looks whether its job process has exited.
 const POLL: Duration = Duration::from_millis(50);
@@ -39,6 +40,8 @@ pub(crate) struct JobEnv {
     pub work_dir: PathBuf,
     pub log_dir: PathBuf,
     pub unpack: Unpack,
+    /// The worker's newest leadership epoch, handed to each job process it starts.
+    pub fence: Arc<EpochFence>,
 }
 
 /// The running job processes, shared by the control loop, their watchers and the signal
@@ -176,6 +179,7 @@ impl Jobs {
             .env(env::DYNAMIC_PROPERTIES, config.join("\n"))
             .env(env::BUNDLE_DIR, &unpacked)
             .env(env::EXIT_ON_STDIN_EOF, "1")
+            .env(EPOCH_ENV, env.fence.highest().to_string())
             .stdin(Stdio::piped())
             .stdout(out)
             .stderr(err)

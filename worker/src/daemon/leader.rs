@@ -1,27 +1,23 @@
 //! Finding the leading master through ZooKeeper (`high-availability.type: zookeeper`): the
 //! leader publishes a [`LeaderInfo`] at `<root>/<cluster-id>/leader/connection_info`.
 //!
-//! The ZooKeeper client is async; it runs on a small runtime of its own and the calls here
-//! block. Cancellation: none of the calls can be cancelled. Connection loss: a read fails
-//! once the client gives up (see the methods); the daemon then opens a new session.
+//! The calls block on the session's own runtime (see [`super::zk`]). Cancellation: none of the
+//! calls can be cancelled. Connection loss: a read fails once the client gives up (see the
+//! methods); the daemon then opens a new session.
 
 use std::time::Duration;
 
+use sluice_core::Result;
 use sluice_core::config::HaConfig;
-use sluice_core::{Result, SluiceError};
-use zookeeper_client as zk;
+use zookeeper_client as zkc;
 
+use super::zk::{Zk, zk_err};
 use crate::control::protocol::LeaderInfo;
 
 /// A ZooKeeper session used to look up the leader.
 pub struct LeaderLookup {
-    client: zk::Client,
+    zk: Zk,
     path: String,
-    rt: tokio::runtime::Runtime,
-}
-
-fn zk_err(what: &str, e: impl std::fmt::Display) -> SluiceError {
-    SluiceError::Job(format!("ZooKeeper: {what}: {e}"))
 }
 
 impl LeaderLookup {
@@ -29,57 +25,40 @@ impl LeaderLookup {
     /// within the session timeout.
     pub fn connect(ha: &HaConfig) -> Result<LeaderLookup> {
         let quorum = ha.zk_quorum.clone().unwrap_or_default();
-        let timeout = ha.zk_session_timeout;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                SluiceError::Internal(format!("cannot start the ZooKeeper runtime: {e}"))
-            })?;
-        let client = rt
-            .block_on(async {
-                tokio::time::timeout(
-                    timeout,
-                    zk::Client::connector()
-                        .with_session_timeout(timeout)
-                        .with_connection_timeout(timeout.min(Duration::from_secs(15)))
-                        .connect(&quorum),
-                )
-                .await
-            })
-            .map_err(|_| zk_err(&format!("connecting to {quorum}"), "no answer"))?
-            .map_err(|e| zk_err(&format!("connecting to {quorum}"), e))?;
         Ok(LeaderLookup {
-            client,
+            zk: Zk::connect(&quorum, ha.zk_session_timeout)?,
             path: format!("{}/leader/connection_info", ha.zk_base()),
-            rt,
         })
     }
 
     /// The published leader, if any.
+    ///
+    /// Connection loss: fails once the client gives up reconnecting.
     pub fn current(&self) -> Result<Option<LeaderInfo>> {
-        match self.rt.block_on(self.client.get_data(&self.path)) {
-            Ok((data, _)) => Ok(decode(&self.path, &data)),
-            Err(zk::Error::NoNode) => Ok(None),
-            Err(e) => Err(zk_err(&format!("reading {}", self.path), e)),
-        }
+        Ok(self
+            .zk
+            .get(&self.path)?
+            .and_then(|data| decode(&self.path, &data)))
     }
 
     /// Waits up to `timeout` for a leader other than `not` (by epoch) to be published;
     /// `Ok(None)` when none was within the time. Watches the node, so a new leader is seen
     /// as soon as it publishes.
+    ///
+    /// Cancellation: none (the wait ends at `timeout`). Connection loss: fails once the
+    /// client gives up reconnecting.
     pub fn wait_for_new(&self, not: Option<i64>, timeout: Duration) -> Result<Option<LeaderInfo>> {
         let path = self.path.clone();
-        self.rt.block_on(async {
+        let client = self.zk.client().clone();
+        self.zk.block_on(async {
             let deadline = tokio::time::Instant::now() + timeout;
             loop {
-                let (stat, watcher) = self
-                    .client
+                let (stat, watcher) = client
                     .check_and_watch_stat(&path)
                     .await
                     .map_err(|e| zk_err(&format!("watching {path}"), e))?;
                 if stat.is_some() {
-                    match self.client.get_data(&path).await {
+                    match client.get_data(&path).await {
                         Ok((data, _)) => {
                             if let Some(info) = decode(&path, &data)
                                 && Some(info.epoch) != not
@@ -87,7 +66,7 @@ impl LeaderLookup {
                                 return Ok(Some(info));
                             }
                         }
-                        Err(zk::Error::NoNode) => {}
+                        Err(zkc::Error::NoNode) => {}
                         Err(e) => return Err(zk_err(&format!("reading {path}"), e)),
                     }
                 }

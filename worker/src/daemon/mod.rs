@@ -6,6 +6,7 @@ pub mod leader;
 pub mod settings;
 mod signals;
 pub mod unpack;
+pub mod zk;
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use crossbeam_channel::RecvTimeoutError;
 use sluice_core::{Result, SluiceError};
 
-use crate::control::{Conn, ConnReader, PROTOCOL_VERSION, ToMaster, ToWorker};
+use crate::control::{Conn, ConnReader, EpochFence, PROTOCOL_VERSION, ToMaster, ToWorker};
 use jobs::{JobEnv, Jobs};
 
 pub use jobs::{describe, env};
@@ -27,6 +28,7 @@ pub struct Daemon {
     conn: Conn,
     reader: ConnReader,
     jobs: Arc<Jobs>,
+    fence: Arc<EpochFence>,
 }
 
 /// Why [`Daemon::serve`] returned. Either way no job process of the daemon is left running.
@@ -59,6 +61,17 @@ impl Daemon {
     /// reason), or closes the connection or stays silent for `heartbeat.timeout` before it
     /// answers. `unpack` turns the bundles of later launches into programs.
     pub fn register(settings: Settings, unpack: Unpack) -> Result<Daemon> {
+        Self::register_fenced(settings, unpack, EpochFence::new(0))
+    }
+
+    /// [`Daemon::register`] with the worker's `fence`: the newest leadership epoch it has
+    /// seen, kept across masters. Messages of an older epoch are refused (see
+    /// [`Daemon::serve`]); the daemon's job processes start with the fence's epoch.
+    pub fn register_fenced(
+        settings: Settings,
+        unpack: Unpack,
+        fence: Arc<EpochFence>,
+    ) -> Result<Daemon> {
         let addr = settings.master_addr;
         let stream = TcpStream::connect_timeout(&addr, settings.heartbeat_timeout)
             .map_err(|e| SluiceError::io(format!("the master at {addr}"), e))?;
@@ -91,7 +104,7 @@ impl Daemon {
                 Some(other) => {
                     return Err(SluiceError::Internal(format!(
                         "the master at {addr} answered the registration with {}",
-                        name(&other)
+                        other.name()
                     )));
                 }
                 None => {
@@ -111,6 +124,7 @@ impl Daemon {
                 work_dir: settings.work_dir.clone(),
                 log_dir: settings.log_dir.clone(),
                 unpack,
+                fence: fence.clone(),
             },
             conn.clone(),
         );
@@ -119,6 +133,7 @@ impl Daemon {
             conn,
             reader,
             jobs,
+            fence,
         })
     }
 
@@ -137,10 +152,17 @@ impl Daemon {
         }
     }
 
+    /// The worker's fence: the newest leadership epoch it has seen.
+    pub fn fence(&self) -> &Arc<EpochFence> {
+        &self.fence
+    }
+
     /// Heartbeats and carries out the master's messages until the master sends `Shutdown` or
-    /// is lost: it closes the connection, the connection breaks, or it sends nothing for
-    /// `heartbeat.timeout`. Before returning, kills every job process and removes the work
-    /// directory.
+    /// is lost: it closes the connection, the connection breaks, it sends nothing for
+    /// `heartbeat.timeout`, or it turns out deposed: a message of it carries a leadership
+    /// epoch older than the newest this worker has seen (the message is refused, the master
+    /// told so, and the daemon leaves it for the current leader). Before returning, kills
+    /// every job process and removes the work directory.
     pub fn serve(mut self) -> Stopped {
         let (stop_heartbeats, stopped) = crossbeam_channel::bounded::<()>(0);
         let conn = self.conn.clone();
@@ -178,6 +200,12 @@ impl Daemon {
                 Ok(None) => return Err("it closed the connection".into()),
                 Err(e) => return Err(e.to_string()),
             };
+            let who = format!("sluice-worker {}", self.settings.worker_id);
+            if let Err(refusal) = self.fence.admit(&msg, self.conn.peer(), &who) {
+                eprintln!("{}", refusal.log);
+                let _ = self.conn.send(&refusal.reply);
+                return Err(format!("it is deposed ({})", refusal.log));
+            }
             match msg {
                 ToWorker::Heartbeat | ToWorker::Registered => {}
                 ToWorker::LaunchJob {
@@ -185,8 +213,9 @@ impl Daemon {
                     bundle,
                     args,
                     config,
+                    ..
                 } => self.jobs.launch(&job_id, bundle, &args, &config),
-                ToWorker::KillJob { job_id } => {
+                ToWorker::KillJob { job_id, .. } => {
                     self.jobs.kill(&job_id);
                 }
                 ToWorker::Shutdown => return Ok(()),
@@ -196,26 +225,9 @@ impl Daemon {
                 other => eprintln!(
                     "sluice-worker {}: ignoring {} (a message for job processes)",
                     self.settings.worker_id,
-                    name(&other)
+                    other.name()
                 ),
             }
         }
-    }
-}
-
-/// The message's variant, without its (possibly large) contents.
-fn name(msg: &ToWorker) -> &'static str {
-    match msg {
-        ToWorker::Registered => "Registered",
-        ToWorker::Refused { .. } => "Refused",
-        ToWorker::Heartbeat => "Heartbeat",
-        ToWorker::LaunchJob { .. } => "LaunchJob",
-        ToWorker::KillJob { .. } => "KillJob",
-        ToWorker::Deploy { .. } => "Deploy",
-        ToWorker::Command { .. } => "Command",
-        ToWorker::BeginCheckpoint { .. } => "BeginCheckpoint",
-        ToWorker::EndCheckpoint { .. } => "EndCheckpoint",
-        ToWorker::CancelAttempt { .. } => "CancelAttempt",
-        ToWorker::Shutdown => "Shutdown",
     }
 }

@@ -8,17 +8,17 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use sluice_core::{Result, SluiceError};
 
-use super::{ChannelId, NetReceiver, NetSender, cancelled};
+use super::{ChannelId, NetReceiver, NetSender, cancelled, codec};
 use crate::data::{Data, Event};
 use crate::exchange::{BATCH_SIZE, CANCEL_POLL, send_event};
 
 /// Encode buffer to start with: a full batch of small records, so it rarely has to grow.
 const INITIAL_ENCODE_BUFFER: usize = BATCH_SIZE * 128;
 
-fn serialization(ch: &ChannelId, e: bincode::Error) -> SluiceError {
+fn serialization(ch: &ChannelId, message: String) -> SluiceError {
     SluiceError::Serialization {
         what: format!("an event on {ch}"),
-        message: e.to_string(),
+        message,
     }
 }
 
@@ -78,7 +78,7 @@ fn forward_out<T: Data>(
         };
         let end = matches!(ev, Event::EndOfInput);
         buf.clear();
-        bincode::serialize_into(&mut buf, &ev).map_err(|e| serialization(&ch, e))?;
+        codec::encode(&ev, &mut buf).map_err(|e| serialization(&ch, e))?;
         // The records are no longer needed once encoded; free them before waiting.
         drop(ev);
         tx.send(&buf, cancel)?;
@@ -131,9 +131,9 @@ fn forward_in<T: Data>(
         let Some(frame) = rx.recv_timeout(CANCEL_POLL)? else {
             continue;
         };
-        let ev: Event<T> = bincode::deserialize(&frame).map_err(|e| serialization(&ch, e))?;
+        let ev: Event<T> = codec::decode(&frame).map_err(|e| serialization(&ch, e))?;
         bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
-        drop(frame);
+        rx.recycle(frame);
         let end = matches!(ev, Event::EndOfInput);
         send_event(&tx, ev, cancel)?;
         if end {

@@ -16,6 +16,16 @@ use super::plane::Shared;
 use super::{ChannelId, INITIAL_CREDITS, cancelled, channel_error};
 use crate::exchange::CANCEL_POLL;
 
+/// Credits a receiver returns in one frame while its queue still holds frames: half the
+/// window, so the sender keeps frames in flight while credit frames (a system call here, a
+/// wakeup of the sender's reader there) are halved. A receiver that empties its queue returns
+/// what it owes at once, so a sender never waits on credits a waiting receiver holds back.
+const CREDIT_BATCH: u32 = if INITIAL_CREDITS >= 2 {
+    INITIAL_CREDITS / 2
+} else {
+    1
+};
+
 /// Why a channel cannot go on: the kind of the error to raise and its message.
 pub(super) type Closed = (ErrorKind, String);
 
@@ -64,6 +74,8 @@ pub(super) struct InState {
     pub(super) granted: bool,
     /// Data frames the sender may still send: credits granted minus frames received.
     pub(super) outstanding: u32,
+    /// Frames taken out whose credits have not been returned yet (see [`CREDIT_BATCH`]).
+    pub(super) owed: u32,
     pub(super) sender_closed: bool,
     pub(super) failed: Option<Closed>,
     pub(super) max_queued: usize,
@@ -196,12 +208,18 @@ impl NetReceiver {
         let mut timed_out = false;
         loop {
             if let Some(frame) = st.queue.pop_front() {
-                st.outstanding += 1;
+                st.owed += 1;
+                if st.owed < CREDIT_BATCH && !st.queue.is_empty() {
+                    return Ok(Some(frame));
+                }
+                let credits = std::mem::take(&mut st.owed);
+                st.outstanding += credits;
                 let conn = st.conn.clone();
                 drop(st);
                 if let Some(conn) = conn {
                     // A failed write fails the connection, which the next call reports.
-                    let _ignored = conn.write(Kind::Credit, &self.ch, &frame::credit_payload(1));
+                    let _ignored =
+                        conn.write(Kind::Credit, &self.ch, &frame::credit_payload(credits));
                 }
                 return Ok(Some(frame));
             }
@@ -220,6 +238,15 @@ impl NetReceiver {
                 return Ok(None);
             }
             timed_out = self.chan.cv.wait_until(&mut st, deadline).timed_out();
+        }
+    }
+
+    /// Hands back a payload [`NetReceiver::recv_timeout`] returned, once it is decoded, so
+    /// the connection reads a later frame into it instead of allocating.
+    pub fn recycle(&self, payload: Vec<u8>) {
+        let conn = self.chan.state.lock().conn.clone();
+        if let Some(conn) = conn {
+            conn.recycle(payload);
         }
     }
 

@@ -24,7 +24,15 @@ pub(super) struct Conn {
     failure: Mutex<Option<String>>,
     /// The channels this worker sends on over the connection, which credits go to.
     pub(super) senders: Mutex<HashMap<ChannelId, Arc<OutChannel>>>,
+    /// Payload vectors of frames already consumed, for the reader to fill again.
+    spare: Mutex<Vec<Vec<u8>>>,
 }
+
+/// Spare payload vectors a connection keeps: enough for a channel's frames in flight.
+const SPARE_BUFFERS: usize = 4;
+/// A payload vector above this size is freed rather than kept, so one huge record does not
+/// pin its memory for the life of the connection.
+const SPARE_MAX_BYTES: usize = 4 << 20;
 
 struct Writer {
     stream: TcpStream,
@@ -43,6 +51,7 @@ impl Conn {
             socket: stream,
             failure: Mutex::new(None),
             senders: Mutex::new(HashMap::new()),
+            spare: Mutex::new(Vec::new()),
         })
     }
 
@@ -56,6 +65,21 @@ impl Conn {
         let reason = self.failure.lock().get_or_insert(reason).clone();
         let _ignored = self.socket.shutdown(Shutdown::Both);
         reason
+    }
+
+    /// A vector for the reader to read the next payload into.
+    pub(super) fn buffer(&self) -> Vec<u8> {
+        self.spare.lock().pop().unwrap_or_default()
+    }
+
+    /// Hands a consumed payload back for the reader to reuse.
+    pub(super) fn recycle(&self, payload: Vec<u8>) {
+        if payload.capacity() <= SPARE_MAX_BYTES {
+            let mut spare = self.spare.lock();
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(payload);
+            }
+        }
     }
 
     pub(super) fn write(&self, kind: Kind, ch: &ChannelId, payload: &[u8]) -> Result<(), String> {

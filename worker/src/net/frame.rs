@@ -31,7 +31,7 @@ pub enum Kind {
     Hello = 0,
     /// Sender to receiver: the sender opened the channel and waits for credits.
     Open = 1,
-    /// Sender to receiver: one encoded event; spends one credit.
+    /// Sender to receiver: one event as [`super::codec`] encodes it; spends one credit.
     Data = 2,
     /// Receiver to sender: payload u32, the number of further data frames the sender may send.
     Credit = 3,
@@ -128,10 +128,16 @@ pub fn write_frame<W: Write>(
     Ok(())
 }
 
-/// Reads one frame; a clean end of stream before it is `UnexpectedEof`. The header comes from
-/// the buffer; the payload takes what is buffered and reads the rest straight into its own
-/// vector, so a big frame is not copied through the buffer.
+/// Reads one frame; a clean end of stream before it is `UnexpectedEof`.
 pub fn read_frame<R: Read>(r: &mut BufReader<R>) -> io::Result<Frame> {
+    read_frame_into(r, Vec::new())
+}
+
+/// [`read_frame`] into `buf`, a payload vector handed back for reuse: a data frame then costs
+/// no allocation, and no zeroing when it is no longer than the frame `buf` held before. The
+/// header comes from the reader's buffer; the payload takes what is buffered and reads the
+/// rest straight into `buf`, so a big frame is not copied through the buffer.
+pub fn read_frame_into<R: Read>(r: &mut BufReader<R>, buf: Vec<u8>) -> io::Result<Frame> {
     let mut h = [0u8; HEADER_LEN];
     r.read_exact(&mut h)?;
     let len = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes")) as usize;
@@ -141,17 +147,15 @@ pub fn read_frame<R: Read>(r: &mut BufReader<R>) -> io::Result<Frame> {
     let kind = Kind::from_u8(h[4])?;
     let ch = channel_id(&h[5..]);
     let n = len - 1 - CHANNEL_ID_LEN;
-    let mut payload = Vec::with_capacity(n);
+    let mut payload = buf;
+    // Overwritten below; only bytes beyond the vector's previous length are zeroed.
+    payload.resize(n, 0);
     let buffered = r.buffer();
     let k = buffered.len().min(n);
-    payload.extend_from_slice(&buffered[..k]);
+    payload[..k].copy_from_slice(&buffered[..k]);
     r.consume(k);
     if k < n {
-        // Reading into spare capacity (rather than a zeroed vector) spares a pass over it.
-        r.get_mut().take((n - k) as u64).read_to_end(&mut payload)?;
-        if payload.len() != n {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
+        r.get_mut().read_exact(&mut payload[k..])?;
     }
     Ok(Frame { kind, ch, payload })
 }
@@ -202,10 +206,11 @@ mod tests {
             (f.kind, f.ch, parse_credit(&f.payload).unwrap()),
             (Kind::Credit, ch, 4)
         );
-        let f = read_frame(&mut r).unwrap();
+        // A reused vector longer than the frame keeps none of its old bytes.
+        let f = read_frame_into(&mut r, vec![1u8; 300_000]).unwrap();
         assert_eq!((f.kind, f.ch), (Kind::Data, ch));
         assert_eq!(f.payload, big);
-        let f = read_frame(&mut r).unwrap();
+        let f = read_frame_into(&mut r, f.payload).unwrap();
         assert_eq!((f.kind, f.payload.len()), (Kind::Close, 0));
         let eof = read_frame(&mut r).unwrap_err();
         assert_eq!(eof.kind(), io::ErrorKind::UnexpectedEof);

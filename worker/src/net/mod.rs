@@ -11,13 +11,16 @@
 //! directions. Each channel starts with an open frame. The receiver grants
 //! [`INITIAL_CREDITS`] once the open arrived and the channel is registered locally, whichever
 //! came last; every data frame spends one credit, and every frame the consumer takes out
-//! returns one. The connection's reader therefore never waits on a channel (a data frame
-//! always fits its queue), and no queue holds more than the credits granted. A lost connection
-//! fails every channel on it; channels are not reconnected, a restarted job opens new ones
-//! under a new attempt.
+//! returns one (in credit frames of half the window, or at once when its queue runs empty).
+//! The connection's reader therefore never waits on a channel (a data frame always fits its
+//! queue), and no queue holds more than the credits granted. A lost connection fails every
+//! channel on it; channels are not reconnected, a restarted job opens new ones under a new
+//! attempt. Events are encoded by [`codec`]: a compact layout for batches of strings and byte
+//! vectors, bincode for everything else.
 
 mod bridge;
 mod channel;
+pub mod codec;
 mod conn;
 pub mod frame;
 mod peers;

@@ -295,12 +295,16 @@ impl Shared {
         peer: SocketAddr,
     ) {
         let ended = loop {
-            let f = match frame::read_frame(&mut reader) {
+            let f = match frame::read_frame_into(&mut reader, conn.buffer()) {
                 Ok(f) => f,
                 Err(e) => break e,
             };
             let handled = match f.kind {
-                Kind::Credit | Kind::Release => on_sender_frame(&conn, f),
+                Kind::Credit | Kind::Release => {
+                    let handled = on_sender_frame(&conn, &f);
+                    conn.recycle(f.payload);
+                    handled
+                }
                 _ => self.on_incoming(&conn, f),
             };
             if let Err(e) = handled {
@@ -344,7 +348,7 @@ impl Shared {
 }
 
 /// A credit or release for a channel this worker sends on.
-fn on_sender_frame(conn: &Conn, f: Frame) -> io::Result<()> {
+fn on_sender_frame(conn: &Conn, f: &Frame) -> io::Result<()> {
     let Some(c) = conn.senders.lock().get(&f.ch).cloned() else {
         // Credits and releases for channels already dropped here.
         return Ok(());

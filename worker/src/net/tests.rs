@@ -94,6 +94,7 @@ fn ordered_delivery_over_multiplexed_channels() {
                     }
                     Event::Barrier(b) => assert_eq!(b.checkpoint_id * 1024 + 1024, next),
                     Event::EndOfInput => break,
+                    Event::Idle(i) => panic!("an idle status ({i}) nobody sent"),
                 }
             }
             assert_eq!((next, marks), (BATCHES * 1024, BATCHES.div_ceil(50)));

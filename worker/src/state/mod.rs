@@ -5,6 +5,7 @@
 
 mod heap;
 mod rocks;
+pub mod testing;
 mod timers;
 
 use std::collections::BTreeMap;
@@ -19,7 +20,7 @@ use sluice_core::{KeyGroupRange, Result, SluiceError};
 use crate::context::OperatorContext;
 use crate::data::{Barrier, BarrierKind, Data};
 use crate::key::Key;
-use crate::snapshot::{EntryIter, KeyedSnapshot};
+use crate::snapshot::{EntryIter, KeyedSnapshot, SavepointFormat};
 
 pub use rocks::RocksInstance;
 pub(crate) use rocks::scan_native;
@@ -33,6 +34,16 @@ pub(crate) trait StateTable {
     fn snapshot_into(&self, table_id: u16, groups: &mut BTreeMap<u16, Vec<u8>>) -> Result<()>;
     /// Loads one entry of a snapshot; decoding errors name the state.
     fn restore_entry(&self, key_group: u16, key: &[u8], value: &[u8]) -> Result<()>;
+    /// Checks that an entry of a snapshot decodes as this state's types, without loading it
+    /// (for tables the store bulk-loads, see [`StateTable::bulk_id`]).
+    fn check_entry(&self, _key: &[u8], _value: &[u8]) -> Result<()> {
+        Ok(())
+    }
+    /// The state id of a table kept in RocksDB under `[key group][id][key]`, whose restored
+    /// entries the store writes into SST files and ingests; `None` for heap-held tables.
+    fn bulk_id(&self) -> Option<u16> {
+        None
+    }
 }
 
 pub(crate) enum Backend {
@@ -134,12 +145,33 @@ impl KeyedStateStore {
         if let Some(r) = &self.restored
             && let Some(old_id) = r.tables.iter().position(|t| *t == name)
         {
-            for (&kg, blob) in &r.groups {
-                if !self.range.contains(kg) {
-                    continue;
-                }
-                for (t, k, v) in EntryIter::new(blob) {
-                    if t as usize == old_id {
+            let range = self.range;
+            // Key groups ascending, each in key order when taken from RocksDB: the order of
+            // the database's keys, so bulk loading writes sorted SST files.
+            let entries = r
+                .groups
+                .iter()
+                .filter(move |(kg, _)| range.contains(**kg))
+                .flat_map(|(&kg, blob)| {
+                    EntryIter::new(blob)
+                        .filter(move |(t, _, _)| *t as usize == old_id)
+                        .map(move |(_, k, v)| (kg, k, v))
+                });
+            match (self.rocks(), table.bulk_id()) {
+                (Some(db), Some(state_id)) => db.bulk_load(|put| {
+                    let mut raw = Vec::with_capacity(64);
+                    for (kg, k, v) in entries {
+                        table.check_entry(k, v)?;
+                        raw.clear();
+                        raw.extend_from_slice(&kg.to_be_bytes());
+                        raw.extend_from_slice(&state_id.to_be_bytes());
+                        raw.extend_from_slice(k);
+                        put(&raw, v)?;
+                    }
+                    Ok(())
+                })?,
+                _ => {
+                    for (kg, k, v) in entries {
                         table.restore_entry(kg, k, v)?;
                     }
                 }
@@ -238,17 +270,21 @@ impl KeyedStateStore {
 
     /// The keyed state at `barrier`: on RocksDB a checkpoint is a native RocksDB checkpoint
     /// (plus heap-held state in `groups`), its SST files shared between checkpoints with
-    /// `state.backend.incremental`; savepoints (as in Flink: a savepoint must restore into any
-    /// backend), small full checkpoints and everything else are canonical.
+    /// `state.backend.incremental`; so is a native savepoint, whose files are all its own.
+    /// Canonical savepoints (as in Flink: they restore into any backend), small full
+    /// checkpoints and everything on the heap are canonical.
     pub fn snapshot_at(&self, barrier: &Barrier) -> Result<KeyedSnapshot> {
         let Backend::Rocks(db) = &self.backend else {
             return self.snapshot();
         };
-        if barrier.kind != BarrierKind::Checkpoint
-            || (!self.incremental && db.estimated_size() < NATIVE_FULL_MIN_BYTES)
-        {
+        let native = match barrier.kind.savepoint_format() {
+            None => self.incremental || db.estimated_size() >= NATIVE_FULL_MIN_BYTES,
+            Some(format) => format == SavepointFormat::Native,
+        };
+        if !native {
             return self.snapshot();
         }
+        let savepoint = barrier.kind != BarrierKind::Checkpoint;
         let mut groups = BTreeMap::new();
         for (id, t) in self.tables.iter().enumerate() {
             t.snapshot_into(id as u16, &mut groups)?;
@@ -260,6 +296,7 @@ impl KeyedStateStore {
             self.range,
             tables.clone(),
             self.incremental,
+            savepoint,
         )?;
         Ok(KeyedSnapshot {
             tables,

@@ -93,6 +93,7 @@ impl RocksInstance {
         range: KeyGroupRange,
         tables: Vec<String>,
         incremental: bool,
+        savepoint: bool,
     ) -> Result<NativeState> {
         let mut target = self.dir.clone().into_os_string();
         target.push(format!(".chk-{checkpoint_id}-{}", unique()));
@@ -107,7 +108,8 @@ impl RocksInstance {
             range,
             tables,
             inherited: self.inherited.clone(),
-            incremental,
+            incremental: incremental && !savepoint,
+            savepoint,
         })
     }
 
@@ -146,6 +148,75 @@ impl RocksInstance {
     fn write_batch(&self, batch: WriteBatch) -> Result<()> {
         self.db()
             .write_opt(batch, &self.write)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Loads entries, given in ascending key order, straight into SST files that RocksDB then
+    /// ingests: no memtable inserts, flushes or compactions (which made restoring a canonical
+    /// savepoint into RocksDB about ten times a file copy). An entry whose key is not above the
+    /// previous one (a snapshot taken on the heap backend is unordered) is written normally.
+    pub(super) fn bulk_load(
+        &self,
+        fill: impl FnOnce(&mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()>,
+    ) -> Result<()> {
+        let opts = db_options(8 << 20);
+        let mut files = BulkFiles(Vec::new());
+        let mut writer: Option<rocksdb::SstFileWriter<'_>> = None;
+        let mut last: Vec<u8> = Vec::new();
+        let mut batch = WriteBatch::default();
+        let sst_err = |path: &Path, e: rocksdb::Error| SluiceError::State {
+            uid: self.uid.clone(),
+            state: "rocksdb".into(),
+            message: format!("bulk-loading {}: {e}", path.display()),
+        };
+        let mut put = |key: &[u8], value: &[u8]| -> Result<()> {
+            // Keys are never empty (they start with the key group): `last` is empty until
+            // the first entry went into a file.
+            if !last.is_empty() && key <= last.as_slice() {
+                batch.put(key, value);
+                if batch.len() >= 4096 {
+                    self.write_batch(std::mem::take(&mut batch))?;
+                }
+                return Ok(());
+            }
+            let full = writer
+                .as_ref()
+                .is_some_and(|w| w.file_size() >= BULK_FILE_BYTES);
+            if writer.is_none() || full {
+                if let Some(mut w) = writer.take() {
+                    let path = files.0.last().expect("an open file has a path");
+                    w.finish().map_err(|e| sst_err(path, e))?;
+                }
+                let mut path = self.dir.clone().into_os_string();
+                path.push(format!(".bulk-{}.sst", unique()));
+                let path = PathBuf::from(path);
+                let w = rocksdb::SstFileWriter::create(&opts);
+                files.0.push(path.clone());
+                w.open(&path).map_err(|e| sst_err(&path, e))?;
+                writer = Some(w);
+            }
+            let w = writer.as_mut().expect("opened above");
+            w.put(key, value)
+                .map_err(|e| sst_err(files.0.last().expect("open"), e))?;
+            last.clear();
+            last.extend_from_slice(key);
+            Ok(())
+        };
+        fill(&mut put)?;
+        if let Some(mut w) = writer.take() {
+            let path = files.0.last().expect("an open file has a path");
+            w.finish().map_err(|e| sst_err(path, e))?;
+        }
+        if !batch.is_empty() {
+            self.write_batch(batch)?;
+        }
+        if files.0.is_empty() {
+            return Ok(());
+        }
+        let mut ingest = rocksdb::IngestExternalFileOptions::default();
+        ingest.set_move_files(true);
+        self.db()
+            .ingest_external_file_opts(&ingest, files.0.clone())
             .map_err(|e| self.err(e))
     }
 
@@ -270,6 +341,21 @@ fn db_options(write_buffer_bytes: usize) -> Options {
     opts.set_memtable_whole_key_filtering(true);
     opts.set_level_compaction_dynamic_level_bytes(true);
     opts
+}
+
+/// Bulk-loaded SST files are cut at this size, so later compactions work on pieces.
+const BULK_FILE_BYTES: u64 = 256 << 20;
+
+/// SST files written for a bulk load; deleted when dropped (after ingestion moved them, that
+/// finds nothing).
+struct BulkFiles(Vec<PathBuf>);
+
+impl Drop for BulkFiles {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ignored = std::fs::remove_file(f);
+        }
+    }
 }
 
 /// Hard-links SST files (immutable) from `from` into `to` and copies the rest (RocksDB
@@ -595,11 +681,20 @@ impl<K: Key, V: Data> StateTable for RocksValue<K, V> {
     }
 
     fn restore_entry(&self, kg: u16, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_entry(key, value)?;
+        self.db.put(&self.codec.raw_key(kg, key), value)
+    }
+
+    fn check_entry(&self, key: &[u8], value: &[u8]) -> Result<()> {
         // Decode once so a type change fails here, naming the state, not on first access.
         let (mut k, mut v) = (key, value);
         let _: K = decode(&mut k, &self.codec.uid, &self.codec.name)?;
         let _: V = decode(&mut v, &self.codec.uid, &self.codec.name)?;
-        self.db.put(&self.codec.raw_key(kg, key), value)
+        Ok(())
+    }
+
+    fn bulk_id(&self) -> Option<u16> {
+        Some(self.codec.id)
     }
 }
 
@@ -682,11 +777,20 @@ impl<K: Key, UK: Key, UV: Data> StateTable for RocksMap<K, UK, UV> {
     }
 
     fn restore_entry(&self, kg: u16, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_entry(key, value)?;
+        self.db.put(&self.codec.raw_key(kg, key), value)
+    }
+
+    fn check_entry(&self, key: &[u8], value: &[u8]) -> Result<()> {
         let (mut k, mut v) = (key, value);
         let _: K = decode(&mut k, &self.codec.uid, &self.codec.name)?;
         let _: UK = decode(&mut k, &self.codec.uid, &self.codec.name)?;
         let _: UV = decode(&mut v, &self.codec.uid, &self.codec.name)?;
-        self.db.put(&self.codec.raw_key(kg, key), value)
+        Ok(())
+    }
+
+    fn bulk_id(&self) -> Option<u16> {
+        Some(self.codec.id)
     }
 }
 
@@ -747,9 +851,18 @@ impl<K: Key, V: Data> StateTable for RocksList<K, V> {
     }
 
     fn restore_entry(&self, kg: u16, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_entry(key, value)?;
+        self.db.put(&self.codec.raw_key(kg, key), value)
+    }
+
+    fn check_entry(&self, key: &[u8], value: &[u8]) -> Result<()> {
         let (mut k, mut v) = (key, value);
         let _: K = decode(&mut k, &self.codec.uid, &self.codec.name)?;
         let _: Vec<V> = decode(&mut v, &self.codec.uid, &self.codec.name)?;
-        self.db.put(&self.codec.raw_key(kg, key), value)
+        Ok(())
+    }
+
+    fn bulk_id(&self) -> Option<u16> {
+        Some(self.codec.id)
     }
 }

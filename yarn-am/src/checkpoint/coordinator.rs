@@ -15,6 +15,7 @@ use sluice_hdfs_backend::snapshot::{
 use super::registry::CheckpointRegistry;
 use super::settings::CheckpointSettings;
 use super::stats::{CheckpointStats, CheckpointStatus};
+use sluice_worker::snapshot::SavepointFormat;
 
 /// (task index, subtask index).
 pub type TaskId = (usize, usize);
@@ -252,6 +253,13 @@ impl CheckpointCoordinator {
         Ok((id, dir))
     }
 
+    /// Records the format of savepoint `id` in its history entry.
+    pub fn set_savepoint_format(&mut self, id: u64, format: SavepointFormat) {
+        if let Some(h) = self.history.iter_mut().find(|h| h.id == id) {
+            h.savepoint_format = Some(format);
+        }
+    }
+
     /// The directory of a pending checkpoint, for the tasks that write its state.
     pub fn target_of(&self, id: u64) -> Option<SnapshotDir> {
         self.pending.get(&id).map(|p| p.dir.clone())
@@ -309,6 +317,14 @@ impl CheckpointCoordinator {
             max_parallelism: self.max_parallelism,
             operators,
         };
+        if let Some(r) = &self.registry
+            && let Err(e) = r.check_leading()
+        {
+            let reason = format!("checkpoint {id} not completed: {e}");
+            let _cleanup = p.dir.discard();
+            self.fail(id, p.kind, p.started, &reason);
+            return Err(SluiceError::Job(reason));
+        }
         if let Err(e) = p.dir.write_metadata(&meta) {
             let reason = format!("writing {}/_metadata failed: {e}", p.dir.url());
             let _cleanup = p.dir.discard();
@@ -465,11 +481,13 @@ impl CheckpointCoordinator {
             external_path: path,
             failure_message: failure,
             alignments: Vec::new(),
+            savepoint_format: None,
         };
         if let Some(h) = self.history.iter_mut().find(|h| h.id == id) {
             let alignments = std::mem::take(&mut h.alignments);
             *h = CheckpointStats {
                 alignments,
+                savepoint_format: h.savepoint_format,
                 ..entry
             };
         } else {

@@ -15,4 +15,11 @@ pub trait CheckpointRegistry: Send + Sync {
     /// keeps the newest `retained` pointers. Fails when this master no longer leads: the
     /// checkpoint then does not complete (and its directory is discarded).
     fn add(&self, id: u64, location: &str, retained: usize) -> Result<()>;
+
+    /// `Err` when this master may not complete a checkpoint now (it does not lead, or its
+    /// ZooKeeper connection is suspended); checked before a checkpoint's `_metadata` is
+    /// written.
+    fn check_leading(&self) -> Result<()> {
+        Ok(())
+    }
 }

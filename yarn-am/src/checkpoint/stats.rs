@@ -1,6 +1,7 @@
 //! One entry of the checkpoint history, with the field names of Flink's REST API.
 
 use serde::{Deserialize, Serialize};
+use sluice_worker::snapshot::SavepointFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -27,6 +28,9 @@ pub struct CheckpointStats {
     /// Barrier alignment of each acknowledged subtask: `(task, subtask, milliseconds)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alignments: Vec<(usize, usize, u64)>,
+    /// A savepoint's format (`savepointFormat` in Flink's history); `None` for checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savepoint_format: Option<SavepointFormat>,
 }
 
 impl CheckpointStats {

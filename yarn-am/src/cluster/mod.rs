@@ -97,6 +97,8 @@ struct JobEntry {
     /// How often each worker's process was started, to stop relaunching a process that
     /// keeps dying.
     launches: HashMap<String, u32>,
+    /// The leadership epoch its launches carry.
+    epoch: i64,
 }
 
 #[derive(Default)]
@@ -184,6 +186,26 @@ impl Cluster {
             Some(ha) => ha.leadership.check(what),
             None => Ok(()),
         }
+    }
+
+    /// The leadership epoch every fenced message to workers carries: the leader's latch
+    /// sequence with HA, 0 without.
+    pub(crate) fn epoch(&self) -> i64 {
+        self.ha().map_or(0, |ha| ha.leadership.epoch())
+    }
+
+    /// A worker refused `what` from this master as carrying a stale epoch: a newer leader
+    /// exists, so this master is deposed (with HA, leadership is lost: `on_lost` runs).
+    fn stale_epoch(&self, by: &str, what: &str, epoch: i64, highest: i64) -> String {
+        let reason = format!(
+            "{by} refused {what}: this master's leadership epoch {epoch} is older than epoch \
+             {highest}, which the worker has seen"
+        );
+        eprintln!("sluice-am: {reason}");
+        if let Some(ha) = self.ha() {
+            ha.leadership.depose(&reason);
+        }
+        reason
     }
 
     /// The control-plane address workers connect to.

@@ -162,6 +162,7 @@ impl Executor for RemoteExecutor {
             attempt,
             placement,
             restore: self.restore.clone(),
+            epoch: self.cluster.epoch(),
         };
         for (worker, conn) in &conns {
             if let Err(e) = conn.send(&msg) {
@@ -197,6 +198,7 @@ impl Executor for RemoteExecutor {
             id,
             dir_url: dir.url().to_string(),
             inline_threshold,
+            epoch: self.cluster.epoch(),
         };
         for c in self.processes() {
             let _ = c.send(&msg);
@@ -205,18 +207,24 @@ impl Executor for RemoteExecutor {
 
     fn end_checkpoint(&self, id: u64) {
         for c in self.processes() {
-            let _ = c.send(&ToWorker::EndCheckpoint { id });
+            let _ = c.send(&ToWorker::EndCheckpoint {
+                id,
+                epoch: self.cluster.epoch(),
+            });
         }
     }
 
     fn checkpoint_registry(&self) -> Option<Arc<dyn crate::checkpoint::CheckpointRegistry>> {
         let ha = self.cluster.ha()?;
-        Some(Arc::new(crate::ha::checkpoints::ZkCheckpointRegistry::new(
-            ha.leadership.zk().clone(),
-            ha.leadership.config(),
-            ha.leadership.latch(),
-            &self.job_id,
-        )))
+        Some(Arc::new(
+            crate::ha::checkpoints::ZkCheckpointRegistry::new(
+                ha.leadership.zk().clone(),
+                ha.leadership.config(),
+                ha.leadership.latch(),
+                &self.job_id,
+            )
+            .with_guard(ha.leadership.guard().clone()),
+        ))
     }
 
     fn shutdown(&mut self) {
@@ -231,6 +239,7 @@ impl Executor for RemoteExecutor {
         for d in daemons {
             let _ = d.send(&ToWorker::KillJob {
                 job_id: self.job_id.clone(),
+                epoch: self.cluster.epoch(),
             });
         }
         // The job ended (finished, cancelled or failed): a new leader must not recover it.
@@ -296,6 +305,7 @@ impl Attempt for RemoteAttempt {
             attempt: self.attempt,
             sources_only: false,
             command: cmd.clone(),
+            epoch: self.cluster.epoch(),
         });
     }
 
@@ -304,12 +314,14 @@ impl Attempt for RemoteAttempt {
             attempt: self.attempt,
             sources_only: true,
             command: cmd.clone(),
+            epoch: self.cluster.epoch(),
         });
     }
 
     fn cancel(&self) {
         self.send(&ToWorker::CancelAttempt {
             attempt: self.attempt,
+            epoch: self.cluster.epoch(),
         });
     }
 

@@ -198,6 +198,11 @@ fn serve_worker(
     slots: usize,
     host: String,
 ) {
+    // A master that does not lead (now) starts no job process; the worker looks for the
+    // leader again.
+    if let Err(e) = cluster.check_leader(&format!("register worker {worker_id}")) {
+        return refuse(&conn, e.to_string());
+    }
     let launches: Vec<super::submit::Launch> = {
         let mut st = cluster.state.lock();
         if st.workers.contains_key(&worker_id) {
@@ -247,6 +252,13 @@ fn serve_worker(
                     &format!("its process exited ({reason})"),
                 );
                 relaunch(cluster, &conn, &job_id, &worker_id);
+            }
+            Ok(Some(ToMaster::StaleEpoch {
+                what,
+                epoch,
+                highest,
+            })) => {
+                break cluster.stale_epoch(&format!("worker {worker_id}"), &what, epoch, highest);
             }
             Ok(Some(other)) => eprintln!("worker {worker_id} sent an unexpected {other:?}"),
             Ok(None) => break "its connection closed".to_string(),
@@ -362,6 +374,18 @@ fn serve_process(
                     job.metrics.insert(worker_id.clone(), metrics);
                     job.publish_metrics();
                 }
+            }
+            ToMaster::StaleEpoch {
+                what,
+                epoch,
+                highest,
+            } => {
+                break cluster.stale_epoch(
+                    &format!("the process of job {job_id} on {worker_id}"),
+                    &what,
+                    epoch,
+                    highest,
+                );
             }
             other => eprintln!("the process of job {job_id} on {worker_id} sent {other:?}"),
         }

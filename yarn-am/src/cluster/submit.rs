@@ -37,6 +37,7 @@ pub(super) struct Launch {
     bundle: Arc<StoredBundle>,
     args: Vec<String>,
     config: Vec<String>,
+    epoch: i64,
 }
 
 impl Launch {
@@ -47,6 +48,7 @@ impl Launch {
             bundle: self.bundle.read()?,
             args: self.args.clone(),
             config: self.config.clone(),
+            epoch: self.epoch,
         })
     }
 }
@@ -58,6 +60,7 @@ impl JobEntry {
             bundle: self.bundle.clone(),
             args: self.args.clone(),
             config: self.config_lines.clone(),
+            epoch: self.epoch,
         }
     }
 }
@@ -268,6 +271,7 @@ impl Cluster {
                 metrics: HashMap::new(),
                 registry: registry.clone(),
                 launches: HashMap::new(),
+                epoch: self.epoch(),
             };
             let launch = entry.launch(&job_id);
             st.jobs.insert(job_id.clone(), entry);

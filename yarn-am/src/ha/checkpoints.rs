@@ -43,6 +43,7 @@ pub struct ZkCheckpointRegistry {
     latch: String,
     counter: String,
     dir: String,
+    guard: Option<super::LeaderGuard>,
 }
 
 impl ZkCheckpointRegistry {
@@ -53,7 +54,15 @@ impl ZkCheckpointRegistry {
             latch: latch.to_string(),
             counter: counter_path(ha, job_id),
             dir: pointers_dir(ha, job_id),
+            guard: None,
         }
+    }
+
+    /// Also checks `guard` before a checkpoint completes, so a leader that gave up (or is
+    /// suspended) stops at once, before it even writes a checkpoint's `_metadata`.
+    pub fn with_guard(mut self, guard: super::LeaderGuard) -> Self {
+        self.guard = Some(guard);
+        self
     }
 
     fn fenced(&self, what: &str, e: zkc::MultiWriteError) -> SluiceError {
@@ -81,6 +90,13 @@ fn persistent() -> zkc::CreateOptions<'static> {
 }
 
 impl CheckpointRegistry for ZkCheckpointRegistry {
+    fn check_leading(&self) -> Result<()> {
+        match &self.guard {
+            Some(g) => g.check(&format!("complete a checkpoint of job {}", self.job_id)),
+            None => Ok(()),
+        }
+    }
+
     /// Cancellation: none. Connection loss: fails (no id is taken); the checkpoint is not
     /// started.
     fn next_id(&self, at_least: u64) -> Result<u64> {

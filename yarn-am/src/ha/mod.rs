@@ -10,10 +10,15 @@
 //! - `checkpoint-counter/<job-id>` and `checkpoints/<job-id>/chk-<id>`: checkpoint ids and
 //!   completed-checkpoint pointers, written only by the leader; see [`checkpoints`].
 //!
-//! Leadership is bound to the ZooKeeper session: when the connection is lost the leader
-//! suspends (no deployment, no checkpoint completes); when it is not back within the session
-//! timeout, or the session expired, leadership is lost for good and the `on_lost` callback
-//! runs (the master process exits; a standby takes over).
+//! Leadership is bound to the ZooKeeper session and to the leader's latch node. It is lost for
+//! good, and the `on_lost` callback runs (the master process exits; a standby takes over),
+//! when the session expires or is closed, when the latch node disappears (deleted by someone
+//! else) or a lower latch node appears, when a worker refuses the leader's epoch as stale, or
+//! when the connection to ZooKeeper is lost (SUSPENDED) and
+//! `high-availability.zookeeper.client.tolerate-suspended-connections` is false. With it
+//! true (the default), a lost connection only suspends the leader (no deployment, no
+//! checkpoint completes) until the connection is back, and leadership is lost when it is not
+//! back within the session timeout.
 
 pub mod checkpoints;
 pub mod store;
@@ -22,6 +27,8 @@ pub mod zk;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use sluice_core::config::HaConfig;
 use sluice_core::{Result, SluiceError};
@@ -48,18 +55,7 @@ pub fn jobs_dir(ha: &HaConfig) -> String {
 
 const LATCH_PREFIX: &str = "latch-";
 
-/// Runs blocking `f` here, or on a helper thread when this thread drives a tokio runtime
-/// (blocking calls may not run there).
-pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return f();
-    }
-    std::thread::scope(|s| {
-        s.spawn(f)
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
-}
+pub(crate) use sluice_worker::daemon::zk::off_runtime;
 
 /// How often a standby probes the leader's control port, and how many refused connections in
 /// a row mean its process is gone.
@@ -96,16 +92,81 @@ async fn leader_refuses(client: &zkc::Client, info_path: &str, leader_seq: Optio
     }
 }
 
-/// This master's leadership: held from [`Leadership::elect`] until the session is lost.
+type OnLost = Box<dyn FnOnce(String) + Send>;
+
+/// Whether a leader may act, shared by everything that checks it; cheap to clone.
+#[derive(Clone)]
+pub struct LeaderGuard {
+    inner: Arc<GuardState>,
+}
+
+struct GuardState {
+    epoch: i64,
+    /// False while the connection to ZooKeeper is lost (suspended), and for good once
+    /// leadership is lost.
+    active: AtomicBool,
+    lost: AtomicBool,
+    on_lost: Mutex<Option<OnLost>>,
+}
+
+impl LeaderGuard {
+    fn new(epoch: i64, on_lost: OnLost) -> LeaderGuard {
+        LeaderGuard {
+            inner: Arc::new(GuardState {
+                epoch,
+                active: AtomicBool::new(true),
+                lost: AtomicBool::new(false),
+                on_lost: Mutex::new(Some(on_lost)),
+            }),
+        }
+    }
+
+    /// The leadership epoch guarded.
+    pub fn epoch(&self) -> i64 {
+        self.inner.epoch
+    }
+
+    /// Whether this master may act as leader now: it leads and its ZooKeeper connection is up.
+    pub fn is_active(&self) -> bool {
+        self.inner.active.load(Ordering::SeqCst) && !self.inner.lost.load(Ordering::SeqCst)
+    }
+
+    /// `Err` naming `what` when this master may not act as leader now.
+    pub fn check(&self, what: &str) -> Result<()> {
+        if self.is_active() {
+            Ok(())
+        } else {
+            Err(SluiceError::Job(format!(
+                "not the leading master (epoch {}; ZooKeeper connection suspended or \
+                 leadership lost): refusing to {what}",
+                self.inner.epoch
+            )))
+        }
+    }
+
+    fn set_connected(&self, up: bool) {
+        self.inner.active.store(up, Ordering::SeqCst);
+    }
+
+    /// Leadership is lost for good: nothing is done as leader any more, and the `on_lost`
+    /// callback runs (once, whoever calls first) with `reason`.
+    pub fn depose(&self, reason: &str) {
+        self.inner.active.store(false, Ordering::SeqCst);
+        self.inner.lost.store(true, Ordering::SeqCst);
+        let on_lost = self.inner.on_lost.lock().take();
+        if let Some(f) = on_lost {
+            f(reason.to_string());
+        }
+    }
+}
+
+/// This master's leadership: held from [`Leadership::elect`] until it is lost.
 pub struct Leadership {
     zk: Arc<Zk>,
     ha: HaConfig,
     epoch: i64,
     latch: String,
-    /// False while the connection to ZooKeeper is lost (suspended), and for good once the
-    /// session is gone.
-    active: Arc<AtomicBool>,
-    lost: Arc<AtomicBool>,
+    guard: LeaderGuard,
 }
 
 fn sequence_of(name: &str) -> Option<i64> {
@@ -114,9 +175,9 @@ fn sequence_of(name: &str) -> Option<i64> {
 
 impl Leadership {
     /// Joins the election and blocks until this master leads; `contender` is stored in the
-    /// latch node (for people looking at ZooKeeper). After that, `on_lost` runs once (on the
-    /// ZooKeeper runtime) when leadership is lost: the session expired or was closed, or the
-    /// connection stayed lost for the session timeout.
+    /// latch node (for people looking at ZooKeeper). After that, `on_lost` runs once when
+    /// leadership is lost (see the module's documentation for when): on the ZooKeeper runtime,
+    /// or on the thread that learnt of a stale epoch.
     ///
     /// Cancellation: none; the call returns only as leader or with an error. Connection loss
     /// while waiting: the wait goes on as long as the session survives; an expired session is
@@ -204,16 +265,15 @@ impl Leadership {
             waited.map_err(|e| zk::zk_err(&format!("watching {pred}"), e))?;
         }
         eprintln!("sluice-am: leading with epoch {epoch}");
-        let active = Arc::new(AtomicBool::new(true));
-        let lost = Arc::new(AtomicBool::new(false));
-        spawn_session_monitor(&zk, active.clone(), lost.clone(), on_lost);
+        let guard = LeaderGuard::new(epoch, Box::new(on_lost));
+        spawn_session_monitor(&zk, guard.clone(), ha.tolerate_suspended_connections);
+        spawn_latch_monitor(&zk, guard.clone(), dir, latch.clone(), epoch);
         Ok(Leadership {
             zk,
             ha: ha.clone(),
             epoch,
             latch,
-            active,
-            lost,
+            guard,
         })
     }
 
@@ -235,22 +295,25 @@ impl Leadership {
         &self.zk
     }
 
+    /// The shared check of this leadership, for whatever must stop acting once it is lost.
+    pub fn guard(&self) -> &LeaderGuard {
+        &self.guard
+    }
+
     /// Whether this master may act as leader now: it leads and its ZooKeeper connection is up.
     pub fn is_active(&self) -> bool {
-        self.active.load(Ordering::SeqCst) && !self.lost.load(Ordering::SeqCst)
+        self.guard.is_active()
     }
 
     /// `Err` naming `what` when this master may not act as leader now.
     pub fn check(&self, what: &str) -> Result<()> {
-        if self.is_active() {
-            Ok(())
-        } else {
-            Err(SluiceError::Job(format!(
-                "not the leading master (epoch {}; ZooKeeper connection suspended or lost): \
-                 refusing to {what}",
-                self.epoch
-            )))
-        }
+        self.guard.check(what)
+    }
+
+    /// Leadership is lost for good (e.g. a worker refused this master's epoch as stale):
+    /// `on_lost` runs with `reason`.
+    pub fn depose(&self, reason: &str) {
+        self.guard.depose(reason)
     }
 
     /// Gives leadership up at once (on SIGTERM): deletes `connection_info` and this master's
@@ -260,8 +323,9 @@ impl Leadership {
     /// Cancellation: none. Connection loss: the deletes fail and are reported; the nodes then
     /// go when the session expires.
     pub fn resign(&self) {
-        self.active.store(false, Ordering::SeqCst);
-        self.lost.store(true, Ordering::SeqCst);
+        // Not `depose`: the caller decides what happens next (it exits).
+        self.guard.inner.active.store(false, Ordering::SeqCst);
+        self.guard.inner.lost.store(true, Ordering::SeqCst);
         for path in [connection_info_path(&self.ha), self.latch.clone()] {
             if let Err(e) = self.zk.delete(&path) {
                 eprintln!("sluice-am: resigning: {e}");
@@ -297,14 +361,11 @@ impl Leadership {
     }
 }
 
-/// Watches the session: a lost connection suspends leadership; reconnecting resumes it; an
-/// expired or closed session, or a connection lost for the session timeout, loses it.
-fn spawn_session_monitor(
-    zk: &Zk,
-    active: Arc<AtomicBool>,
-    lost: Arc<AtomicBool>,
-    on_lost: impl FnOnce(String) + Send + 'static,
-) {
+/// Watches the session. A lost connection (SUSPENDED) gives leadership up at once unless
+/// `tolerate` (`high-availability.zookeeper.client.tolerate-suspended-connections`); with it,
+/// it suspends leadership, reconnecting resumes it, and a connection lost for the session
+/// timeout loses it. An expired or closed session always loses it.
+fn spawn_session_monitor(zk: &Zk, guard: LeaderGuard, tolerate: bool) {
     let mut watcher = zk.client().state_watcher();
     let timeout: Duration = zk.client().session_timeout();
     zk.runtime().spawn(async move {
@@ -312,11 +373,18 @@ fn spawn_session_monitor(
             let state = watcher.peek_state();
             match state {
                 zkc::SessionState::SyncConnected | zkc::SessionState::ConnectedReadOnly => {
-                    active.store(true, Ordering::SeqCst);
+                    guard.set_connected(true);
                     watcher.changed().await;
                 }
+                zkc::SessionState::Disconnected if !tolerate => {
+                    guard.set_connected(false);
+                    break format!(
+                        "the ZooKeeper connection was lost (suspended) and {} is false",
+                        sluice_core::config::keys::HA_ZK_TOLERATE_SUSPENDED
+                    );
+                }
                 zkc::SessionState::Disconnected => {
-                    active.store(false, Ordering::SeqCst);
+                    guard.set_connected(false);
                     eprintln!("sluice-am: ZooKeeper connection lost; leadership suspended");
                     match tokio::time::timeout(timeout, watcher.changed()).await {
                         Ok(s) => {
@@ -339,9 +407,58 @@ fn spawn_session_monitor(
                 other => break format!("the ZooKeeper session ended ({other:?})"),
             }
         };
-        active.store(false, Ordering::SeqCst);
-        lost.store(true, Ordering::SeqCst);
-        on_lost(reason);
+        guard.depose(&reason);
+    });
+}
+
+/// How long the latch monitor waits before it looks again after a failed read (the session
+/// monitor deals with the connection itself).
+const LATCH_RETRY: Duration = Duration::from_millis(200);
+
+/// Watches this leader's own latch node and its siblings: when the node disappears (deleted
+/// by someone else) or a lower one appears, another contender may lead, so leadership is lost.
+fn spawn_latch_monitor(zk: &Zk, guard: LeaderGuard, dir: String, latch: String, epoch: i64) {
+    let client = zk.client().clone();
+    zk.runtime().spawn(async move {
+        let reason = loop {
+            if guard.inner.lost.load(Ordering::SeqCst) {
+                return;
+            }
+            if !guard.is_active() {
+                // Suspended: nothing can be read until the connection is back.
+                tokio::time::sleep(LATCH_RETRY).await;
+                continue;
+            }
+            let (children, watcher) = match client.list_and_watch_children(&dir).await {
+                Ok(r) => r,
+                Err(zkc::Error::SessionExpired | zkc::Error::ClientClosed) => return,
+                Err(_) => {
+                    tokio::time::sleep(LATCH_RETRY).await;
+                    continue;
+                }
+            };
+            let mine = latch.rsplit('/').next().unwrap_or_default();
+            if !children.iter().any(|c| c == mine) {
+                break format!("its latch node {latch} was deleted");
+            }
+            if let Some(lower) = children
+                .iter()
+                .filter_map(|c| sequence_of(c).map(|s| (s, c)))
+                .filter(|(s, _)| *s < epoch)
+                .min()
+            {
+                break format!("a lower latch node {dir}/{} appeared", lower.1);
+            }
+            let ev = watcher.changed().await;
+            if matches!(
+                ev.session_state,
+                zkc::SessionState::Expired | zkc::SessionState::Closed
+            ) {
+                return;
+            }
+        };
+        eprintln!("sluice-am: {reason}; giving up leadership");
+        guard.depose(&reason);
     });
 }
 
@@ -349,4 +466,33 @@ fn spawn_session_monitor(
 pub struct Ha {
     pub leadership: Leadership,
     pub store: JobStore,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guard_suspends_and_resumes_and_is_lost_once() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let seen = calls.clone();
+        let g = LeaderGuard::new(4, Box::new(move |r| seen.lock().push(r)));
+        assert!(g.check("deploy").is_ok());
+        g.set_connected(false);
+        let e = g.check("deploy").expect_err("suspended").to_string();
+        assert!(
+            e.contains("epoch 4") && e.contains("refusing to deploy"),
+            "{e}"
+        );
+        g.set_connected(true);
+        assert!(
+            g.is_active(),
+            "a suspension ends when the connection is back"
+        );
+        g.depose("first");
+        g.depose("second");
+        g.set_connected(true);
+        assert!(!g.is_active(), "lost leadership does not come back");
+        assert_eq!(*calls.lock(), vec!["first".to_string()]);
+    }
 }

@@ -37,8 +37,12 @@ struct Header {
     config_lines: Vec<String>,
 }
 
+/// Runs with a job's id before the job leaves the store; an error keeps it stored.
+pub type RemoveHook = Box<dyn Fn(&str) -> Result<()> + Send + Sync>;
+
 pub struct JobStore {
     zk: Arc<Zk>,
+    before_remove: std::sync::OnceLock<RemoveHook>,
     zk_dir: String,
     storage: Arc<dyn Storage>,
     /// `<storageDir>/<cluster-id>/jobs`, as a path of `storage`.
@@ -66,6 +70,7 @@ impl JobStore {
         );
         Ok(JobStore {
             zk,
+            before_remove: std::sync::OnceLock::new(),
             zk_dir: jobs_dir(ha),
             storage,
             dir,
@@ -106,11 +111,21 @@ impl JobStore {
             .put(&format!("{}/{}", self.zk_dir, job.job_id), url.as_bytes())
     }
 
+    /// Sets (once) what runs before a job is removed: the YARN ApplicationMaster records the
+    /// application's result there, so that an attempt started after the removal finds the
+    /// result instead of submitting the job again.
+    pub fn before_remove(&self, hook: RemoveHook) {
+        let _ = self.before_remove.set(hook);
+    }
+
     /// Forgets the job: the ZooKeeper pointer first, then the file.
     ///
     /// Cancellation: none. Connection loss: fails and leaves the job stored; a later leader
     /// would recover it (and, as it ended, the recovered job ends again).
     pub fn remove(&self, job_id: &str) -> Result<()> {
+        if let Some(hook) = self.before_remove.get() {
+            hook(job_id)?;
+        }
         self.zk.delete(&format!("{}/{job_id}", self.zk_dir))?;
         let file = self.file(job_id);
         self.storage

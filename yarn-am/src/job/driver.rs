@@ -307,7 +307,7 @@ impl Driver {
                             self.set_status(JobStatus::Cancelling);
                             attempt.cancel();
                         }
-                        Ok(Request::Savepoint { target, stop: stop_drain, reply }) => {
+                        Ok(Request::Savepoint { target, stop: stop_drain, format, reply }) => {
                             if finished > 0 {
                                 let _ = reply.send(Err(SluiceError::Job(format!(
                                     "job {} has tasks that already finished; it cannot take a savepoint",
@@ -316,8 +316,8 @@ impl Driver {
                                 continue;
                             }
                             let kind = match stop_drain {
-                                None => BarrierKind::Savepoint,
-                                Some(drain) => BarrierKind::StopWithSavepoint { drain },
+                                None => BarrierKind::Savepoint { format },
+                                Some(drain) => BarrierKind::StopWithSavepoint { drain, format },
                             };
                             let id = self.trigger(attempt, coord, SnapshotKind::Savepoint, target.as_deref(), kind, Some(reply), waiting);
                             if stop_drain.is_some() {
@@ -352,6 +352,9 @@ impl Driver {
     ) -> Option<u64> {
         let started = match coord.begin(kind, target, Instant::now()) {
             Ok((id, dir)) => {
+                if let Some(format) = barrier_kind.savepoint_format() {
+                    coord.set_savepoint_format(id, format);
+                }
                 self.executor
                     .begin_checkpoint(id, dir, coord.settings().inline_threshold);
                 if let Some(r) = reply {

@@ -14,6 +14,7 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use sluice_core::{Config, JobPlan, Result, SluiceError};
 use sluice_worker::metrics::{MetricsSnapshot, OperatorMetrics};
+pub use sluice_worker::snapshot::SavepointFormat;
 
 use crate::JobStatus;
 use crate::checkpoint::{CheckpointStats, Counts};
@@ -32,6 +33,7 @@ pub(crate) enum Request {
     Savepoint {
         target: Option<String>,
         stop: Option<bool>,
+        format: SavepointFormat,
         reply: Sender<Result<String>>,
     },
     /// A checkpoint now, outside the periodic schedule.
@@ -125,9 +127,19 @@ impl JobHandle {
 
     /// Takes a savepoint while the job keeps running; returns its location.
     pub fn trigger_savepoint(&self, target_dir: Option<&str>) -> Result<String> {
+        self.trigger_savepoint_as(target_dir, SavepointFormat::Canonical)
+    }
+
+    /// [`Self::trigger_savepoint`] in the given format (Flink's `--type`).
+    pub fn trigger_savepoint_as(
+        &self,
+        target_dir: Option<&str>,
+        format: SavepointFormat,
+    ) -> Result<String> {
         self.ask(|reply| Request::Savepoint {
             target: target_dir.map(str::to_string),
             stop: None,
+            format,
             reply,
         })
     }
@@ -135,9 +147,20 @@ impl JobHandle {
     /// Takes a savepoint and ends the job after it (`drain`: fire all event-time timers
     /// first); returns its location.
     pub fn stop_with_savepoint(&self, target_dir: Option<&str>, drain: bool) -> Result<String> {
+        self.stop_with_savepoint_as(target_dir, drain, SavepointFormat::Canonical)
+    }
+
+    /// [`Self::stop_with_savepoint`] in the given format (Flink's `--type`).
+    pub fn stop_with_savepoint_as(
+        &self,
+        target_dir: Option<&str>,
+        drain: bool,
+        format: SavepointFormat,
+    ) -> Result<String> {
         self.ask(|reply| Request::Savepoint {
             target: target_dir.map(str::to_string),
             stop: Some(drain),
+            format,
             reply,
         })
     }

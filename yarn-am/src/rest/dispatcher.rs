@@ -12,7 +12,7 @@ use sluice_core::config::StateBackendKind;
 use sluice_core::{Config, JobPlan};
 
 use crate::cluster::Cluster;
-use crate::job::{JobHandle, new_job_id};
+use crate::job::{JobHandle, SavepointFormat, new_job_id};
 
 /// One job, running or ended.
 pub struct JobEntry {
@@ -40,10 +40,12 @@ pub enum OperationKind {
     Savepoint {
         target: Option<String>,
         cancel_job: bool,
+        format: SavepointFormat,
     },
     Stop {
         target: Option<String>,
         drain: bool,
+        format: SavepointFormat,
     },
     Checkpoint,
 }
@@ -128,8 +130,12 @@ impl Dispatcher {
         let run = move || {
             let h = &entry.handle;
             let result = match kind {
-                OperationKind::Savepoint { target, cancel_job } => {
-                    let r = h.trigger_savepoint(target.as_deref());
+                OperationKind::Savepoint {
+                    target,
+                    cancel_job,
+                    format,
+                } => {
+                    let r = h.trigger_savepoint_as(target.as_deref(), format);
                     // Flink's cancel-with-savepoint: the savepoint first, the cancel only if
                     // it succeeded, so a failed savepoint never loses the job's state.
                     if cancel_job && r.is_ok() {
@@ -137,9 +143,11 @@ impl Dispatcher {
                     }
                     r
                 }
-                OperationKind::Stop { target, drain } => {
-                    h.stop_with_savepoint(target.as_deref(), drain)
-                }
+                OperationKind::Stop {
+                    target,
+                    drain,
+                    format,
+                } => h.stop_with_savepoint_as(target.as_deref(), drain, format),
                 OperationKind::Checkpoint => h.trigger_checkpoint(),
             };
             let state = match result {

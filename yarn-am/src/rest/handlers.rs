@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::dispatcher::{Dispatcher, JobEntry, OperationKind};
 use super::json;
+use crate::job::SavepointFormat;
 
 type Shared = State<Arc<Dispatcher>>;
 
@@ -366,6 +367,9 @@ struct SavepointRequest {
     target: Option<String>,
     #[serde(rename = "cancel-job", default)]
     cancel_job: bool,
+    /// Flink's `formatType`: `CANONICAL` (the default) or `NATIVE`.
+    #[serde(rename = "formatType", default)]
+    format: Option<SavepointFormat>,
 }
 
 #[derive(Deserialize, Default)]
@@ -374,6 +378,8 @@ struct StopRequest {
     target: Option<String>,
     #[serde(default)]
     drain: bool,
+    #[serde(rename = "formatType", default)]
+    format: Option<SavepointFormat>,
 }
 
 /// Flink rejects savepoint requests without a target when no default is configured, at
@@ -400,6 +406,7 @@ async fn savepoint(State(d): Shared, Path(id): Path<String>, raw: Bytes) -> ApiR
         OperationKind::Savepoint {
             target,
             cancel_job: req.cancel_job,
+            format: req.format.unwrap_or_default(),
         },
     );
     accepted(json!({ "request-id": trigger }))
@@ -414,6 +421,7 @@ async fn stop(State(d): Shared, Path(id): Path<String>, raw: Bytes) -> ApiResult
         OperationKind::Stop {
             target,
             drain: req.drain,
+            format: req.format.unwrap_or_default(),
         },
     );
     accepted(json!({ "request-id": trigger }))

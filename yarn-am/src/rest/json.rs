@@ -221,7 +221,11 @@ fn checkpoint(c: &CheckpointStats, discarded: bool) -> Value {
         "id": c.id,
         "status": c.status,
         "is_savepoint": c.is_savepoint,
-        "savepointFormat": if c.is_savepoint { json!("CANONICAL") } else { Value::Null },
+        "savepointFormat": if c.is_savepoint {
+            json!(c.savepoint_format.unwrap_or_default().as_str())
+        } else {
+            Value::Null
+        },
         "trigger_timestamp": c.trigger_timestamp,
         "latest_ack_timestamp": c.latest_ack_timestamp,
         "checkpointed_size": c.state_size,

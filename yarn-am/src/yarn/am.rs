@@ -20,6 +20,7 @@ use super::conf::HadoopConf;
 use super::credentials::{AMRM_TOKEN_KIND, Credentials, TOKEN_FILE_ENV};
 use super::ha::AppResult;
 use super::proto::yarn::{FinalApplicationStatusProto, RegisterApplicationMasterResponseProto};
+use super::result::ResultRecorder;
 use super::staging::Staging;
 use super::workers::{CONF_FILE, PoolState, WORKER_BINARY, WorkerPool, WorkerSpec};
 use super::{Result, YarnError};
@@ -96,8 +97,18 @@ impl AmEnv {
 
 /// Runs the ApplicationMaster to its end. `Ok` once it unregistered (whatever the job's
 /// outcome, which the ResourceManager now knows); `Err` when it could not register or
-/// unregister, and YARN will count the attempt as failed.
+/// unregister, and YARN will count the attempt as failed; on the application's last attempt
+/// the staging directory is deleted first, as no attempt follows to delete it.
 pub fn run(config_file: Option<&Path>, overrides: &[String]) -> Result<()> {
+    let result = run_attempt(config_file, overrides);
+    if let Err(e) = &result {
+        eprintln!("sluice-am: the attempt failed: {e}");
+        super::staging::delete_after_last_attempt(config_file, overrides);
+    }
+    result
+}
+
+fn run_attempt(config_file: Option<&Path>, overrides: &[String]) -> Result<()> {
     let env = AmEnv::from_env()?;
     let mut config =
         crate::rest::conf::load(config_file, overrides).map_err(|e| YarnError::Config {
@@ -118,6 +129,11 @@ pub fn run(config_file: Option<&Path>, overrides: &[String]) -> Result<()> {
     } else {
         None
     };
+    // The result is recorded before the job leaves the HA job store (see `super::result`).
+    let recorder = Arc::new(ResultRecorder::default());
+    if let Some(ha) = &ha {
+        recorder.install(ha, &config);
+    }
     // Bundles go into the container's working directory, which the NodeManager removes
     // when the container ends, also after a `kill -9` (a temporary directory would stay).
     if config.cluster.upload_dir.is_none()
@@ -174,6 +190,7 @@ pub fn run(config_file: Option<&Path>, overrides: &[String]) -> Result<()> {
         rest_port,
         rest_url,
         ha,
+        recorder,
         // Workers look the leader up under the same cluster id.
         worker_dynamic: cluster_id
             .map(|id| vec![format!("{}={id}", sluice_core::config::keys::HA_CLUSTER_ID)])
@@ -192,6 +209,8 @@ struct Am {
     rest_url: String,
     /// This attempt's leadership and the HA job store (`high-availability.type: zookeeper`).
     ha: Option<Arc<Ha>>,
+    /// Which job the application follows, for the result recorded as it leaves the store.
+    recorder: Arc<ResultRecorder>,
     /// `key=value` settings added to every worker's command line.
     worker_dynamic: Vec<String>,
 }
@@ -244,13 +263,15 @@ impl Am {
         }
         eprintln!("sluice-am: unregistering: {status:?} {diagnostics}");
         rm.finish(status, &diagnostics, &url).await?;
-        if let Some(ha) = &self.ha {
-            super::ha::clean_up(ha, &self.config);
-        }
+        // The NodeManager stops this container soon after the unregistration: the staging
+        // directory first, as the HA state can also be removed by `yarn-submit --kill`.
         if let Ok(staging) = staging
             && let Err(e) = staging.delete().await
         {
             eprintln!("sluice-am: {e}");
+        }
+        if let Some(ha) = &self.ha {
+            super::ha::clean_up(ha, &self.config);
         }
         Ok(())
     }
@@ -266,8 +287,12 @@ impl Am {
         use FinalApplicationStatusProto::*;
         let (client, parallelism) = match self.start_job() {
             Ok(s) => s,
-            Err(diagnostics) => return (AppFailed, diagnostics),
+            Err(diagnostics) => {
+                self.recorder.follow_nothing();
+                return (AppFailed, diagnostics);
+            }
         };
+        self.recorder.follow(client.handle());
         if let Some(ha) = &self.ha {
             self.publish(ha);
         }
@@ -348,6 +373,11 @@ impl Am {
         status: FinalApplicationStatusProto,
         diagnostics: String,
     ) -> (FinalApplicationStatusProto, String) {
+        // Recorded as the cancelled job leaves the HA job store, instead of "cancelled".
+        self.recorder.set_verdict(AppResult {
+            status: status as i32,
+            diagnostics: diagnostics.clone(),
+        });
         client.cancel();
         let deadline = std::time::Instant::now() + CANCEL_WAIT;
         while !client.is_finished() && std::time::Instant::now() < deadline {

@@ -9,9 +9,10 @@
 //! (`<root>/<application id>/...`) and the HA storage directory of the application.
 //!
 //! Besides what the standalone master keeps (see [`crate::ha`]), the ApplicationMaster writes
-//! `<base>/application-result` (JSON) once the job ended and before it unregisters: an attempt
-//! started after the job ended but before the application was unregistered finds it and
-//! unregisters with that outcome instead of running the job again. After unregistering, the
+//! `<base>/application-result` (JSON) as the job ends, before the job leaves the HA job store
+//! (see [`super::result`]), and again with the final outcome before it unregisters: an
+//! attempt started after the job ended but before the application was unregistered finds it
+//! and unregisters with that outcome instead of running the job again. After unregistering, the
 //! application's ZooKeeper nodes and HA storage directory are removed.
 
 use std::sync::Arc;
@@ -139,6 +140,9 @@ fn delete_tree(zk: &Zk, path: &str) -> sluice_core::Result<()> {
 /// `high-availability.storageDir`. Called after the application unregistered, so no later
 /// attempt needs them. Failures are reported, not returned: the application already ended.
 pub fn clean_up(ha: &Ha, config: &Config) {
+    // Gives leadership up first: deleting its own latch node below would otherwise count as
+    // leadership lost, which ends the process.
+    ha.leadership.resign();
     let base = config.ha.zk_base();
     if let Err(e) = delete_tree(ha.leadership.zk(), &base) {
         eprintln!("sluice-am: removing the HA nodes under {base}: {e}");

@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod ha;
 pub mod ids;
 pub mod nm;
+pub mod result;
 pub mod rpc;
 pub mod sasl;
 pub mod staging;

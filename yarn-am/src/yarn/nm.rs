@@ -22,10 +22,15 @@ pub fn node_addr(node: Option<&NodeIdProto>) -> String {
         .unwrap_or_default()
 }
 
-/// NMTokens by NodeManager address; a NodeManager is contacted with the latest one.
+/// NMTokens by NodeManager address; a NodeManager is contacted with the latest one, over
+/// one connection kept per NodeManager.
 #[derive(Default)]
 pub struct NmClient {
     tokens: HashMap<String, Token>,
+    /// Opened with the NodeManager's token of the time: dropped when a new token for it
+    /// arrives, and after any failure but the server's exception (then the connection is in
+    /// an unknown state).
+    conns: HashMap<String, Connection>,
 }
 
 impl NmClient {
@@ -33,8 +38,12 @@ impl NmClient {
     pub fn add_tokens(&mut self, tokens: &[NmTokenProto]) {
         for t in tokens {
             if let Some(token) = &t.token {
-                self.tokens
-                    .insert(node_addr(t.node_id.as_ref()), Token::from(token.clone()));
+                let addr = node_addr(t.node_id.as_ref());
+                let token = Token::from(token.clone());
+                if self.tokens.get(&addr) != Some(&token) {
+                    self.conns.remove(&addr);
+                    self.tokens.insert(addr, token);
+                }
             }
         }
     }
@@ -48,24 +57,57 @@ impl NmClient {
         Connection::connect(&addr, PROTOCOL, token).await
     }
 
+    /// Calls `method` over the NodeManager's kept connection, or a new one. A kept
+    /// connection may have been closed by the NodeManager while idle (Hadoop servers close
+    /// idle connections), so a failure on one is retried once on a new connection; the
+    /// NodeManager answers a repeated start of a started container with an exception.
+    async fn call<Q: prost::Message, R: prost::Message + Default>(
+        &mut self,
+        container: &ContainerProto,
+        method: &str,
+        request: &Q,
+    ) -> Result<R> {
+        let addr = node_addr(container.node_id.as_ref());
+        if let Some(mut conn) = self.conns.remove(&addr) {
+            match conn.call(method, request).await {
+                Ok(r) => {
+                    self.conns.insert(addr, conn);
+                    return Ok(r);
+                }
+                Err(e @ YarnError::Remote { .. }) => {
+                    self.conns.insert(addr, conn);
+                    return Err(e);
+                }
+                // The connection is unusable; the NodeManager may have closed it while idle.
+                Err(_) => {}
+            }
+        }
+        let mut conn = self.connect(container).await?;
+        let result = conn.call(method, request).await;
+        if matches!(result, Ok(_) | Err(YarnError::Remote { .. })) {
+            self.conns.insert(addr, conn);
+        }
+        result
+    }
+
     /// Starts `container` with `launch` on its NodeManager.
     ///
-    /// Uses a connection of its own, closed on return; cancelling drops it (the container
-    /// may then have started or not). A lost connection is reported, not retried: the
-    /// caller counts it as a failed launch.
+    /// Uses the NodeManager's kept connection (see [`Self::call`]); cancelling drops it (the
+    /// container may then have started or not). A connection lost on a new connection is
+    /// reported, not retried: the caller counts it as a failed launch.
     pub async fn start(
-        &self,
+        &mut self,
         container: &ContainerProto,
         launch: ContainerLaunchContextProto,
     ) -> Result<()> {
-        let mut conn = self.connect(container).await?;
         let req = StartContainersRequestProto {
             start_container_request: vec![StartContainerRequestProto {
                 container_launch_context: Some(launch),
                 container_token: container.container_token.clone(),
             }],
         };
-        let resp: StartContainersResponseProto = conn.call("startContainers", &req).await?;
+        let resp: StartContainersResponseProto =
+            self.call(container, "startContainers", &req).await?;
         match resp.failed_requests.first() {
             Some(f) => Err(failure(container, "start", f)),
             None => Ok(()),
@@ -73,12 +115,12 @@ impl NmClient {
     }
 
     /// Stops `container` on its NodeManager. Connection handling as for [`Self::start`].
-    pub async fn stop(&self, container: &ContainerProto) -> Result<()> {
-        let mut conn = self.connect(container).await?;
+    pub async fn stop(&mut self, container: &ContainerProto) -> Result<()> {
         let req = StopContainersRequestProto {
             container_id: container.id.iter().cloned().collect(),
         };
-        let resp: StopContainersResponseProto = conn.call("stopContainers", &req).await?;
+        let resp: StopContainersResponseProto =
+            self.call(container, "stopContainers", &req).await?;
         match resp.failed_requests.first() {
             Some(f) => Err(failure(container, "stop", f)),
             None => Ok(()),

@@ -129,9 +129,90 @@ impl Staging {
     }
 }
 
+/// Flink's key for the application's attempts, and YARN's cap on them (both default 2).
+const ATTEMPTS_KEY: &str = "yarn.application-attempts";
+const RM_MAX_ATTEMPTS_KEY: &str = "yarn.resourcemanager.am.max-attempts";
+const DEFAULT_ATTEMPTS: u32 = 2;
+
+/// Whether the attempt of `container_id` is the application's last one: YARN starts no
+/// other after it fails, so nothing else would delete the staging directory.
+pub fn is_last_attempt(container_id: &str, attempts: Option<&str>, rm_max: Option<&str>) -> bool {
+    let count = |v: Option<&str>| {
+        v.and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(DEFAULT_ATTEMPTS)
+    };
+    let max = count(attempts).min(count(rm_max));
+    super::ids::parse_container_id(container_id)
+        .and_then(|c| c.app_attempt_id)
+        .is_some_and(|a| a.attempt_id() >= max as i32)
+}
+
+/// Deletes the staging directory when this failing attempt is the application's last (see
+/// [`is_last_attempt`]). Best effort: what cannot be read or deleted is reported; `yarn-submit
+/// --kill <application-id>` removes what stays.
+pub fn delete_after_last_attempt(config_file: Option<&Path>, overrides: &[String]) {
+    use super::am::{CONTAINER_ID_ENV, STAGING_DIR_ENV};
+    let (Ok(container), Ok(url)) = (
+        std::env::var(CONTAINER_ID_ENV),
+        std::env::var(STAGING_DIR_ENV),
+    ) else {
+        return;
+    };
+    let attempts = crate::rest::conf::load(config_file, overrides)
+        .ok()
+        .and_then(|c| c.get_raw(ATTEMPTS_KEY).map(str::to_string));
+    let Ok(hadoop) = super::conf::HadoopConf::from_env() else {
+        return;
+    };
+    if !is_last_attempt(
+        &container,
+        attempts.as_deref(),
+        hadoop.get(RM_MAX_ATTEMPTS_KEY),
+    ) {
+        return;
+    }
+    let deleted = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| YarnError::io("starting a runtime to delete the staging directory", e))
+        .and_then(|rt| {
+            rt.block_on(async {
+                let staging = Staging::open(&url, &hadoop.dir).await?;
+                tokio::time::timeout(std::time::Duration::from_secs(30), staging.delete())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(YarnError::Hdfs {
+                            path: url.clone(),
+                            message: "deleting the staging directory timed out".into(),
+                        })
+                    })
+            })
+        });
+    match deleted {
+        Ok(()) => eprintln!("sluice-am: the last attempt failed; deleted {url}"),
+        Err(e) => eprintln!("sluice-am: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_attempt_is_the_smaller_of_the_two_limits() {
+        let first = "container_e03_1700000000000_0042_01_000001";
+        let second = "container_e03_1700000000000_0042_02_000001";
+        assert!(!is_last_attempt(first, None, None));
+        assert!(is_last_attempt(second, None, None), "2 attempts by default");
+        assert!(is_last_attempt(first, Some("1"), None));
+        assert!(!is_last_attempt(second, Some("3"), Some("4")));
+        assert!(
+            is_last_attempt(second, Some("5"), Some("2")),
+            "YARN caps the attempts"
+        );
+        assert!(!is_last_attempt("nonsense", Some("1"), None));
+    }
 
     #[test]
     fn staging_urls_split() {

@@ -48,6 +48,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         } else {
             println!("Killed application {id}: {} ({}).", r.state, r.final_status);
         }
+        if let Some(base) = &k.removed.zk_base {
+            println!("Removed its high-availability nodes {base} from ZooKeeper.");
+        }
+        if let Some(dir) = &k.removed.ha_dir {
+            println!("Removed its high-availability directory {dir}.");
+        }
         return Ok(());
     }
     let Some(bundle) = args.bundle.clone() else {

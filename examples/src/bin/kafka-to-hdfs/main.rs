@@ -23,40 +23,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::Result;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
-use sluice::StreamEnv;
-use sluice_kafka::{JsonValues, KafkaSourceBuilder, KafkaStreamEnvExt};
+use sluice_examples::kafka_events::{KafkaArgs, UserEvent, user_totals};
 
 mod hour_files;
 
 #[derive(Parser)]
 #[command(about = "Running totals of JSON events from Kafka into exactly-once CSV files per hour")]
 struct Args {
-    /// Kafka bootstrap servers.
-    #[arg(long, value_name = "HOST:PORT")]
-    bootstrap: String,
-    /// The topic to read (`;`-separated for several).
-    #[arg(long)]
-    topic: String,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Directory of the hourly directories: `hdfs://namenode/dir` or `file:///dir`.
     #[arg(long, value_name = "URL")]
     output: String,
-    /// Where partitions without checkpointed offsets start.
-    #[arg(long, default_value = "earliest-offset")]
-    startup_mode: String,
-    /// Consumer group the offsets are committed to on checkpoints (monitoring only).
-    #[arg(long)]
-    group: Option<String>,
-    /// Stop at the end of the partitions as of the start.
-    #[arg(long)]
-    bounded: bool,
-    /// Skip and count malformed events instead of failing.
-    #[arg(long)]
-    ignore_parse_errors: bool,
-    #[arg(short = 'p', long)]
-    parallelism: Option<usize>,
-    /// Configuration overrides with Flink's key names, e.g. -D state.backend.type=rocksdb.
-    #[arg(short = 'D', value_name = "KEY=VALUE")]
-    config: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -66,57 +44,30 @@ struct Event {
     amount: i64,
     /// Event time, ms since the epoch.
     ts: i64,
-    /// The user's total including this event (not in the input).
-    #[serde(default)]
-    total: i64,
+}
+
+impl UserEvent for Event {
+    fn user(&self) -> &String {
+        &self.user
+    }
+    fn amount(&self) -> i64 {
+        self.amount
+    }
 }
 
 fn main() -> Result<()> {
     let args = Args::parse_from(sluice::job_args());
-    let env = StreamEnv::from_config_file(None, &args.config)?;
-    if let Some(p) = args.parallelism {
-        env.set_parallelism(p);
-    }
-    let ignore = if args.ignore_parse_errors {
-        "true"
-    } else {
-        "false"
-    };
-    let mut options = vec![
-        ("topic", args.topic.as_str()),
-        ("properties.bootstrap.servers", args.bootstrap.as_str()),
-        ("scan.startup.mode", args.startup_mode.as_str()),
-        ("format.ignore-parse-errors", ignore),
-    ];
-    if args.bounded {
-        options.push(("scan.bounded.mode", "latest-offset"));
-    }
-    if let Some(g) = &args.group {
-        options.push(("properties.group.id", g.as_str()));
-    }
-    let source = KafkaSourceBuilder::from_options(options)?;
+    let env = args.kafka.env()?;
     let sink = hour_files::HourFiles::new(&args.output)?;
-    env.kafka_source("events", source, JsonValues::<Event>::new())
-        .uid("kafka-events")
-        .map(|e: Event| Event {
-            total: e.amount,
-            ..e
-        })
-        .uid("events")
-        .key_by_field(|e: &Event| &e.user)
-        .reduce(|acc: Event, e: Event| Event {
-            total: acc.total + e.amount,
-            ..e
-        })
-        .uid("totals")
-        .map(|e: Event| {
+    user_totals::<Event>(&env, &args.kafka)?
+        .map(|(e, total): (Event, i64)| {
             let line = format!(
                 "{},{},{},{},{}\n",
                 e.id,
                 hour_files::csv_field(&e.user),
                 e.amount,
                 e.ts,
-                e.total
+                total
             );
             (hour_files::hour_dir(e.ts), line)
         })
