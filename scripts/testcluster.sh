@@ -161,6 +161,12 @@ write_conf() {
         prop yarn.resourcemanager.nodemanagers.heartbeat-interval-ms 500
         # A killed NodeManager is LOST after 10 s instead of 10 min.
         prop yarn.nm.liveness-monitor.expiry-interval-ms 10000
+        # The AMRMToken master key rolls every 125 s instead of every day, so tests see an AM
+        # take the rolled token. The RM requires the interval to exceed twice the activation
+        # delay, 1.5 × the AM expiry (40 s → 60 s). The AM expiry stays above the AM's longest
+        # pause between heartbeats: up to 30 s while it cancels a failing job.
+        prop yarn.am.liveness-monitor.expiry-interval-ms 40000
+        prop yarn.resourcemanager.am-rm-tokens.master-key-rolling-interval-secs 125
         prop yarn.timeline-service.enabled false
         prop yarn.webapp.ui2.enable false
         # The shaded minicluster jar has no capacity-scheduler.xml: one queue, spelled out here.

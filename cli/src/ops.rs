@@ -235,7 +235,7 @@ pub fn checkpoints(a: JobArgs) -> Result<()> {
                 h["id"].to_string(),
                 h["checkpoint_type"].as_str().unwrap_or("?").to_string(),
                 h["status"].as_str().unwrap_or("?").to_string(),
-                format_size(h["state_size"].as_u64().unwrap_or(0)),
+                sluice_core::size::human(h["state_size"].as_u64().unwrap_or(0)),
                 format!("{} ms", h["end_to_end_duration"].as_u64().unwrap_or(0)),
                 path.to_string(),
             ]
@@ -264,21 +264,6 @@ pub fn checkpoints(a: JobArgs) -> Result<()> {
         println!("{}", cells.join("  "));
     }
     Ok(())
-}
-
-fn format_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
 
 /// `dd.MM.yyyy HH:mm:ss` (Flink's `list` format), in UTC.
@@ -331,13 +316,6 @@ mod tests {
         // The start time of the job in the captured `flink list` output.
         assert_eq!(format_time(1_795_633_605_734), "25.11.2026 19:06:45");
         assert_eq!(format_time(0), "01.01.1970 00:00:00");
-    }
-
-    #[test]
-    fn formats_sizes() {
-        assert_eq!(format_size(512), "512 B");
-        assert_eq!(format_size(2048), "2.0 KiB");
-        assert_eq!(format_size(3 << 20), "3.0 MiB");
     }
 
     #[test]

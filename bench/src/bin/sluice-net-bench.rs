@@ -1,5 +1,5 @@
-//! `sluice-net-bench`: throughput of a remote exchange (batches of 100-byte string records
-//! through bridge, data plane, loopback TCP, data plane and bridge into a child process)
+//! `sluice-net-bench`: throughput of a remote exchange (batches of 100-byte records, `String`
+//! and/or `Bytes`, through bridge, data plane, loopback TCP, data plane and bridge into a child process)
 //! against raw loopback TCP moving the same bytes in writes and reads of the same size,
 //! measured in the same run. Prints MB/s and records/s of both, their ratio, and the CPU time
 //! each took (both processes together). A third figure, the same records encoded and decoded
@@ -7,6 +7,11 @@
 //! alone allows on the machine, so the data plane's own cost can be told apart from it.
 //!
 //!   sluice-net-bench [--records 10000000] [--record-bytes 100] [--channels 1] [--rounds 3]
+//!                    [--record-type string|bytes]
+//!
+//! Without `--record-type` both record types are measured, each against raw TCP in its own
+//! rounds. `String` records cost an allocation and a copy each on decode; `Bytes` records are
+//! slices of the received frame.
 //!
 //! The receiving side is this binary again, started as a child process (`--receiver`) and
 //! driven over its standard input and output.
@@ -25,10 +30,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use clap::Parser;
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
 use crossbeam_channel::bounded;
 use sluice_bench::process_cpu_time;
-use sluice_worker::data::{Batch, Event};
+use sluice_worker::data::{Batch, Data, Event};
 use sluice_worker::exchange::{BATCH_SIZE, CHANNEL_CAPACITY, send_event};
 use sluice_worker::net::frame::HEADER_LEN;
 use sluice_worker::net::{ChannelId, DataPlane, bridge_in, bridge_out, codec};
@@ -38,7 +44,7 @@ struct Args {
     /// Records to move per measurement (rounded up to full batches per channel).
     #[arg(long, default_value_t = 10_000_000)]
     records: u64,
-    /// Bytes per record (an ASCII string of this length).
+    /// Bytes per record (ASCII text of this length).
     #[arg(long, default_value_t = 100)]
     record_bytes: usize,
     /// Remote channels sharing the connection, each with its own producer and consumer.
@@ -47,9 +53,65 @@ struct Args {
     /// Measurements of each kind; the best of each is compared.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
+    /// The record type to measure; both, one after the other, if not given.
+    #[arg(long, value_enum)]
+    record_type: Option<RecordType>,
     /// Internal: run as the receiving side.
     #[arg(long, hide = true)]
     receiver: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RecordType {
+    String,
+    Bytes,
+}
+
+/// What the benchmark needs of a record type beyond what the exchange needs.
+trait Record: Data {
+    const NAME: &'static str;
+    fn from_text(text: &str) -> Self;
+    /// A new batch of the template's records, as an upstream operator would produce it.
+    fn fresh(template: &Batch<Self>) -> Batch<Self>;
+    fn size(&self) -> usize;
+}
+
+impl Record for String {
+    const NAME: &'static str = "string";
+    fn from_text(text: &str) -> Self {
+        text.to_string()
+    }
+    fn fresh(template: &Batch<Self>) -> Batch<Self> {
+        Batch::from_vec(template.data.clone())
+    }
+    fn size(&self) -> usize {
+        self.len()
+    }
+}
+
+impl Record for Bytes {
+    const NAME: &'static str = "bytes";
+    fn from_text(text: &str) -> Self {
+        Bytes::copy_from_slice(text.as_bytes())
+    }
+    /// One buffer per batch with the records sliced out of it, like a source that received
+    /// them in one read: cloning the template's records would only bump reference counts.
+    fn fresh(template: &Batch<Self>) -> Batch<Self> {
+        let all: Bytes = template.data.concat().into();
+        let mut at = 0;
+        let data = template
+            .data
+            .iter()
+            .map(|r| {
+                at += r.len();
+                all.slice(at - r.len()..at)
+            })
+            .collect();
+        Batch::from_vec(data)
+    }
+    fn size(&self) -> usize {
+        self.len()
+    }
 }
 
 fn main() -> Result<()> {
@@ -72,12 +134,12 @@ struct Shape {
 }
 
 impl Shape {
-    fn of(args: &Args) -> Result<Shape> {
+    fn of<R: Record>(args: &Args) -> Result<Shape> {
         let per_channel = args.records.div_ceil(u64::from(args.channels));
         let batches_per_channel = per_channel.div_ceil(BATCH_SIZE as u64);
         let records = batches_per_channel * BATCH_SIZE as u64 * u64::from(args.channels);
-        let frame = HEADER_LEN + encoded_len(&Event::Batch(batch(args)))?;
-        let end = HEADER_LEN + encoded_len(&Event::<String>::EndOfInput)?;
+        let frame = HEADER_LEN + encoded_len(&Event::Batch(batch::<R>(args)))?;
+        let end = HEADER_LEN + encoded_len(&Event::<R>::EndOfInput)?;
         let wire_bytes =
             u64::from(args.channels) * (batches_per_channel * frame as u64 + end as u64);
         Ok(Shape {
@@ -90,17 +152,17 @@ impl Shape {
 }
 
 /// Bytes of an event's frame payload, as the data plane's codec writes it.
-fn encoded_len(ev: &Event<String>) -> Result<usize> {
+fn encoded_len<R: Record>(ev: &Event<R>) -> Result<usize> {
     let mut buf = Vec::new();
     codec::encode(ev, &mut buf).map_err(|e| anyhow!(e))?;
     Ok(buf.len())
 }
 
-fn batch(args: &Args) -> Batch<String> {
-    let record: String = (0..args.record_bytes)
+fn batch<R: Record>(args: &Args) -> Batch<R> {
+    let text: String = (0..args.record_bytes)
         .map(|i| (b'a' + (i % 26) as u8) as char)
         .collect();
-    Batch::from_vec(vec![record; BATCH_SIZE])
+    Batch::from_vec((0..BATCH_SIZE).map(|_| R::from_text(&text)).collect())
 }
 
 fn channel(attempt: u64, producer: u32) -> ChannelId {
@@ -145,14 +207,8 @@ impl Peer {
 }
 
 fn driver(args: &Args) -> Result<()> {
-    let shape = Shape::of(args)?;
     let mut child = Command::new(std::env::current_exe()?)
-        .args([
-            "--receiver",
-            "--record-bytes",
-            &args.record_bytes.to_string(),
-        ])
-        .args(["--records", &args.records.to_string()])
+        .arg("--receiver")
         .args(["--channels", &args.channels.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -168,59 +224,109 @@ fn driver(args: &Args) -> Result<()> {
     let plane_addr: SocketAddr = words.next().context("plane address")?.parse()?;
     let raw_addr: SocketAddr = words.next().context("raw address")?.parse()?;
     let plane = DataPlane::bind("127.0.0.1:0".parse()?)?;
-    println!(
-        "{} records of {} bytes over {} channel(s), {:.1} MB on the wire per run, {} bytes per frame",
-        shape.records,
-        args.record_bytes,
-        args.channels,
-        shape.wire_bytes as f64 / 1e6,
-        shape.frame_bytes
-    );
-    let mut best_raw = Run::default();
-    let mut best_plane = Run::default();
-    let mut best_codec = Run::default();
-    for round in 1..=args.rounds {
-        let raw = raw_send(&mut peer, raw_addr, &shape)?;
-        let net = plane_send(
-            &mut peer,
-            &plane,
-            plane_addr,
-            args,
-            &shape,
-            u64::from(round),
-        )?;
-        let codec = codec_only(args, &shape)?;
-        println!(
-            "round {round}: raw TCP {}, data plane {}, codec only {}",
-            raw.brief(),
-            net.brief(),
-            codec.brief()
-        );
-        best_raw = best_raw.best(raw);
-        best_plane = best_plane.best(net);
-        best_codec = best_codec.best(codec);
+    let mut bench = Bench {
+        args,
+        peer: &mut peer,
+        plane: &plane,
+        plane_addr,
+        raw_addr,
+        attempt: 0,
+    };
+    let types = match args.record_type {
+        Some(t) => vec![t],
+        None => vec![RecordType::String, RecordType::Bytes],
+    };
+    let mut summary = Vec::new();
+    for t in types {
+        summary.push(match t {
+            RecordType::String => bench.measure::<String>()?,
+            RecordType::Bytes => bench.measure::<Bytes>()?,
+        });
     }
     peer.command("quit")?;
     peer.child.wait()?;
-    let line = |what: &str, r: &Run| {
-        let s = r.wall.as_secs_f64();
-        println!(
-            "{what:<11} {:>9.1} MB/s  {:>6.2} M records/s  {:>5.2} CPU-s",
-            shape.wire_bytes as f64 / s / 1e6,
-            shape.records as f64 / s / 1e6,
-            r.cpu.as_secs_f64()
-        );
-    };
-    line("raw TCP", &best_raw);
-    line("data plane", &best_plane);
-    line("codec only", &best_codec);
-    let ratio = |base: &Run| 100.0 * base.wall.as_secs_f64() / best_plane.wall.as_secs_f64();
-    println!(
-        "data plane: {:.1} % of raw TCP, {:.1} % of codec only",
-        ratio(&best_raw),
-        ratio(&best_codec)
-    );
+    if summary.len() > 1 {
+        println!();
+        for line in summary {
+            println!("{line}");
+        }
+    }
     Ok(())
+}
+
+/// The two processes' ends of the measurements.
+struct Bench<'a> {
+    args: &'a Args,
+    peer: &'a mut Peer,
+    plane: &'a DataPlane,
+    plane_addr: SocketAddr,
+    raw_addr: SocketAddr,
+    /// Each data plane run uses channels of a new attempt.
+    attempt: u64,
+}
+
+impl Bench<'_> {
+    /// Rounds of raw TCP, data plane and codec only for records of type `R`; prints the best
+    /// of each and returns the data plane's share of raw TCP as one line.
+    fn measure<R: Record>(&mut self) -> Result<String> {
+        let args = self.args;
+        let shape = Shape::of::<R>(args)?;
+        println!(
+            "{} {} records of {} bytes over {} channel(s), {:.1} MB on the wire per run, {} bytes per frame",
+            shape.records,
+            R::NAME,
+            args.record_bytes,
+            args.channels,
+            shape.wire_bytes as f64 / 1e6,
+            shape.frame_bytes
+        );
+        let mut best_raw = Run::default();
+        let mut best_plane = Run::default();
+        let mut best_codec = Run::default();
+        for round in 1..=args.rounds {
+            let raw = raw_send(self.peer, self.raw_addr, &shape)?;
+            self.attempt += 1;
+            let net = plane_send::<R>(
+                self.peer,
+                self.plane,
+                self.plane_addr,
+                args,
+                &shape,
+                self.attempt,
+            )?;
+            let codec = codec_only::<R>(args, &shape)?;
+            println!(
+                "round {round}: raw TCP {}, data plane {}, codec only {}",
+                raw.brief(),
+                net.brief(),
+                codec.brief()
+            );
+            best_raw = best_raw.best(raw);
+            best_plane = best_plane.best(net);
+            best_codec = best_codec.best(codec);
+        }
+        let line = |what: &str, r: &Run| {
+            let s = r.wall.as_secs_f64();
+            println!(
+                "{what:<11} {:>9.1} MB/s  {:>6.2} M records/s  {:>5.2} CPU-s",
+                shape.wire_bytes as f64 / s / 1e6,
+                shape.records as f64 / s / 1e6,
+                r.cpu.as_secs_f64()
+            );
+        };
+        line("raw TCP", &best_raw);
+        line("data plane", &best_plane);
+        line("codec only", &best_codec);
+        let ratio = |base: &Run| 100.0 * base.wall.as_secs_f64() / best_plane.wall.as_secs_f64();
+        let summary = format!(
+            "{} records: data plane {:.1} % of raw TCP, {:.1} % of codec only",
+            R::NAME,
+            ratio(&best_raw),
+            ratio(&best_codec)
+        );
+        println!("{summary}");
+        Ok(summary)
+    }
 }
 
 /// One measurement: wall time and the CPU time of both processes meanwhile.
@@ -263,7 +369,7 @@ fn parse_done(reply: &str) -> Result<(String, Duration)> {
 
 /// Writes the workload's bytes over a plain socket in frame-sized writes.
 fn raw_send(peer: &mut Peer, to: SocketAddr, shape: &Shape) -> Result<Run> {
-    peer.command(&format!("raw {}", shape.wire_bytes))?;
+    peer.command(&format!("raw {} {}", shape.wire_bytes, shape.frame_bytes))?;
     let mut s = TcpStream::connect(to)?;
     s.set_nodelay(true)?;
     let chunk = vec![7u8; shape.frame_bytes];
@@ -290,7 +396,7 @@ fn raw_send(peer: &mut Peer, to: SocketAddr, shape: &Shape) -> Result<Run> {
 }
 
 /// Moves the workload through producers, bridges and the data plane into the child.
-fn plane_send(
+fn plane_send<R: Record>(
     peer: &mut Peer,
     plane: &DataPlane,
     to: SocketAddr,
@@ -298,9 +404,9 @@ fn plane_send(
     shape: &Shape,
     attempt: u64,
 ) -> Result<Run> {
-    peer.command(&format!("plane {attempt}"))?;
+    peer.command(&format!("plane {attempt} {}", R::NAME))?;
     let cancel = Arc::new(AtomicBool::new(false));
-    let template = batch(args);
+    let template = batch::<R>(args);
     let mut threads: Vec<JoinHandle<sluice_core::Result<()>>> = Vec::new();
     let mut starts = Vec::new();
     for p in 0..args.channels {
@@ -314,9 +420,7 @@ fn plane_send(
         threads.push(producer.spawn(move || {
             let _ = go_rx.recv();
             for _ in 0..batches {
-                // A fresh batch each time, as an upstream operator would produce it.
-                let data = template.data.clone();
-                send_event(&tx, Event::Batch(Batch::from_vec(data)), &c)?;
+                send_event(&tx, Event::Batch(R::fresh(&template)), &c)?;
             }
             send_event(&tx, Event::EndOfInput, &c)
         })?);
@@ -350,17 +454,17 @@ fn plane_send(
 /// The records of a run through the bridges' codec with bounded channels in this
 /// process, no network: producer, encoder, decoder and consumer threads, the encoded frame
 /// copied once where the data plane writes it to a socket.
-fn codec_only(args: &Args, shape: &Shape) -> Result<Run> {
+fn codec_only<R: Record>(args: &Args, shape: &Shape) -> Result<Run> {
     let batches = shape.batches_per_channel * u64::from(args.channels);
-    let template = batch(args);
-    let (tx, rx) = bounded::<Event<String>>(CHANNEL_CAPACITY);
+    let template = batch::<R>(args);
+    let (tx, rx) = bounded::<Event<R>>(CHANNEL_CAPACITY);
     let (frame_tx, frame_rx) = bounded::<Vec<u8>>(CHANNEL_CAPACITY);
-    let (out_tx, out_rx) = bounded::<Event<String>>(CHANNEL_CAPACITY);
+    let (out_tx, out_rx) = bounded::<Event<R>>(CHANNEL_CAPACITY);
     let cpu = process_cpu_time();
     let t = Instant::now();
     let producer = std::thread::spawn(move || {
         for _ in 0..batches {
-            tx.send(Event::Batch(Batch::from_vec(template.data.clone())))?;
+            tx.send(Event::Batch(R::fresh(&template)))?;
         }
         tx.send(Event::EndOfInput)
     });
@@ -375,15 +479,17 @@ fn codec_only(args: &Args, shape: &Shape) -> Result<Run> {
         Ok(())
     });
     let decoder = std::thread::spawn(move || -> Result<()> {
+        // As the bridge decodes: the frame itself, so `Bytes` records are slices of it.
         for frame in frame_rx {
-            out_tx.send(codec::decode::<String>(&frame).map_err(|e| anyhow!(e))?)?;
+            let (ev, _spare) = codec::decode_frame::<R>(frame).map_err(|e| anyhow!(e))?;
+            out_tx.send(ev)?;
         }
         Ok(())
     });
     let mut records = 0u64;
     for ev in out_rx {
         match ev {
-            Event::Batch(b) => records += b.data.iter().filter(|r| !r.is_empty()).count() as u64,
+            Event::Batch(b) => records += b.data.iter().filter(|r| r.size() > 0).count() as u64,
             Event::EndOfInput => break,
             _ => {}
         }
@@ -408,25 +514,29 @@ fn codec_only(args: &Args, shape: &Shape) -> Result<Run> {
 fn receiver(args: &Args) -> Result<()> {
     let plane = DataPlane::bind("127.0.0.1:0".parse()?)?;
     let raw = TcpListener::bind("127.0.0.1:0")?;
-    let shape = Shape::of(args)?;
     println!("ready {} {}", plane.local_addr(), raw.local_addr()?);
     for line in std::io::stdin().lock().lines() {
         let line = line?;
         let mut words = line.split_whitespace();
-        match (words.next(), words.next()) {
-            (Some("raw"), Some(n)) => {
+        match (words.next(), words.next(), words.next()) {
+            (Some("raw"), Some(n), Some(read_size)) => {
                 let cpu = process_cpu_time();
-                let got = raw_receive(&raw, n.parse()?, shape.frame_bytes)?;
+                let got = raw_receive(&raw, n.parse()?, read_size.parse()?)?;
                 let cpu = (process_cpu_time() - cpu).as_secs_f64();
                 println!("done {got} {cpu}");
             }
-            (Some("plane"), Some(attempt)) => {
+            (Some("plane"), Some(attempt), Some(record_type)) => {
                 let cpu = process_cpu_time();
-                let (records, bytes) = plane_receive(&plane, args, attempt.parse()?)?;
+                let attempt = attempt.parse()?;
+                let (records, bytes) = match record_type {
+                    String::NAME => plane_receive::<String>(&plane, args, attempt)?,
+                    Bytes::NAME => plane_receive::<Bytes>(&plane, args, attempt)?,
+                    other => bail!("unknown record type {other}"),
+                };
                 let cpu = (process_cpu_time() - cpu).as_secs_f64();
                 println!("done {records} {bytes} {cpu}");
             }
-            (Some("quit"), _) => return Ok(()),
+            (Some("quit"), _, _) => return Ok(()),
             _ => bail!("unknown command {line:?}"),
         }
     }
@@ -445,12 +555,12 @@ fn raw_receive(listener: &TcpListener, bytes: u64, read_size: usize) -> Result<u
     Ok(got)
 }
 
-fn plane_receive(plane: &DataPlane, args: &Args, attempt: u64) -> Result<(u64, u64)> {
+fn plane_receive<R: Record>(plane: &DataPlane, args: &Args, attempt: u64) -> Result<(u64, u64)> {
     let cancel = Arc::new(AtomicBool::new(false));
     let mut bridges = Vec::new();
     let mut consumers = Vec::new();
     for p in 0..args.channels {
-        let (tx, rx) = bounded::<Event<String>>(CHANNEL_CAPACITY);
+        let (tx, rx) = bounded::<Event<R>>(CHANNEL_CAPACITY);
         bridges.push(bridge_in(
             plane.open_receiver(channel(attempt, p))?,
             tx,
@@ -463,7 +573,7 @@ fn plane_receive(plane: &DataPlane, args: &Args, attempt: u64) -> Result<(u64, u
                 match rx.recv()? {
                     Event::Batch(b) => {
                         records += b.len() as u64;
-                        bytes += b.data.iter().map(|r| r.len() as u64).sum::<u64>();
+                        bytes += b.data.iter().map(|r| r.size() as u64).sum::<u64>();
                     }
                     Event::EndOfInput => return Ok::<_, anyhow::Error>((records, bytes)),
                     _ => {}

@@ -5,7 +5,9 @@
 //! output is still exact, unless no lost container is tolerated, when the application fails
 //! naming it; a worker whose NodeManager is stopped is replaced on the other NodeManager and
 //! the output is still exact; a job binary that fails at start fails the application with its
-//! error in the diagnostics.
+//! error in the diagnostics. The test cluster's ResourceManager rolls its AMRMToken master key
+//! every 125 s: the AM takes the rolled token, and a worker killed after that is still
+//! replaced (the AM allocates with the new token) and the output is exact.
 
 use std::path::Path;
 use std::process::Command;
@@ -304,6 +306,31 @@ enum Scenario {
     WorkerKilledNoneTolerated,
     /// The NodeManager of a worker container (not the ApplicationMaster's) is stopped.
     NodeManagerStopped,
+    /// One worker container's process is killed once the AM took a rolled AMRMToken.
+    WorkerKilledAfterTokenRoll,
+}
+
+/// The longest wait for a roll: the test cluster's rolling interval (125 s) and a heartbeat,
+/// with slack.
+const TOKEN_ROLL_WAIT: Duration = Duration::from_secs(140);
+/// What the AM logs when an `allocate` answer carries a new AMRMToken.
+const TOKEN_ROLLED: &str = "the ResourceManager rolled the AMRMToken";
+
+/// Waits until the AM (`am_pid`, its stderr a file in the container's log dir) took a rolled
+/// AMRMToken; returns how long that took.
+async fn wait_for_token_roll(am_pid: u32) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(format!("/proc/{am_pid}/fd/2"))?;
+        if log.contains(TOKEN_ROLLED) {
+            return Ok(start.elapsed());
+        }
+        anyhow::ensure!(
+            start.elapsed() < TOKEN_ROLL_WAIT,
+            "the AM took no rolled AMRMToken in {TOKEN_ROLL_WAIT:?}: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Why a run could not test what it should; the test submits again.
@@ -358,12 +385,18 @@ async fn wordcount_run(scenario: Scenario) -> anyhow::Result<()> {
         yarn.cluster.hdfs_url(),
         unique("sluice-am-test")
     );
-    let n: u64 = if kill_a_worker { 60_000 } else { 20_000 };
+    // With the token roll, the input lasts ~180 s: up to 125 s until the roll, then the kill
+    // and the replacement.
+    let (n, rate): (u64, u64) = match scenario {
+        Scenario::Undisturbed => (20_000, 6000),
+        Scenario::WorkerKilledAfterTokenRoll => (540_000, 3000),
+        _ => (60_000, 6000),
+    };
     let args: Vec<String> = [
         "--generate",
         &n.to_string(),
         "--rate",
-        "6000",
+        &rate.to_string(),
         "--output",
         out.to_str().expect("a UTF-8 path"),
     ]
@@ -436,6 +469,18 @@ async fn wordcount_run(scenario: Scenario) -> anyhow::Result<()> {
         } else {
             workers[0].clone()
         };
+        if scenario == Scenario::WorkerKilledAfterTokenRoll {
+            let waited = wait_for_token_roll(am_pid).await?;
+            eprintln!(
+                "figure: the AM took a rolled AMRMToken {:.1} s after both workers ran",
+                waited.as_secs_f64()
+            );
+            let r = yarn.report(&app.id).await?;
+            anyhow::ensure!(
+                r["state"] == "RUNNING",
+                "the application runs on after the roll: {r:#}"
+            );
+        }
         anyhow::ensure!(
             cmd.contains("taskmanager.resource-id=container_"),
             "a worker container's process: {cmd}"
@@ -508,6 +553,16 @@ async fn wordcount_run(scenario: Scenario) -> anyhow::Result<()> {
             // Back for the other tests as soon as the replacement runs.
             drop(stopped);
         }
+        if scenario == Scenario::WorkerKilledAfterTokenRoll {
+            // The replacement was allocated over the connection authenticated with the rolled
+            // token; a rejected token would have failed heartbeats.
+            let am_log = std::fs::read_to_string(format!("/proc/{am_pid}/fd/2"))?;
+            let failed: Vec<&str> = am_log
+                .lines()
+                .filter(|l| l.starts_with("sluice-am: heartbeat ") && l.contains(" failed"))
+                .collect();
+            assert!(failed.is_empty(), "heartbeats failed: {failed:#?}");
+        }
     }
     let end = loop {
         peak = peak.max(rss_kib(am_pid).unwrap_or_default());
@@ -516,8 +571,8 @@ async fn wordcount_run(scenario: Scenario) -> anyhow::Result<()> {
             break r;
         }
         anyhow::ensure!(
-            app.submitted.elapsed() < Duration::from_secs(300),
-            "the application did not end in 300 s: {r:#}"
+            app.submitted.elapsed() < Duration::from_secs(420),
+            "the application did not end in 420 s: {r:#}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -569,6 +624,14 @@ async fn a_worker_whose_node_manager_stopped_is_replaced_and_the_output_stays_ex
         }
     }
     anyhow::bail!("no run placed a worker off the ApplicationMaster's NodeManager: {placements:#?}")
+}
+
+/// The AM keeps heartbeating with the rolled AMRMToken: a worker killed after the roll is
+/// replaced and the output is exact; no heartbeat failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_after_the_amrm_token_rolled_is_replaced_and_the_output_stays_exact()
+-> anyhow::Result<()> {
+    wordcount_run(Scenario::WorkerKilledAfterTokenRoll).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,9 +131,13 @@ fn forward_in<T: Data>(
         let Some(frame) = rx.recv_timeout(CANCEL_POLL)? else {
             continue;
         };
-        let ev: Event<T> = codec::decode(&frame).map_err(|e| serialization(&ch, e))?;
-        bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
-        rx.recycle(frame);
+        let len = frame.len() as u64;
+        let (ev, spare) = codec::decode_frame::<T>(frame).map_err(|e| serialization(&ch, e))?;
+        bytes.fetch_add(len, Ordering::Relaxed);
+        // A batch of `Bytes` records keeps the frame; the connection then reads into a new one.
+        if let Some(spare) = spare {
+            rx.recycle(spare);
+        }
         let end = matches!(ev, Event::EndOfInput);
         send_event(&tx, ev, cancel)?;
         if end {

@@ -7,9 +7,15 @@
 //! after them, so one validation pass covers the whole batch and each record is then one
 //! allocation and one copy. Both ends run the same job binary, so they agree on `T`; a tag that
 //! does not fit the channel's type is refused as corrupt rather than trusted.
+//!
+//! `Bytes` records use the same layout but are not copied on decode at all: the received frame
+//! becomes one `Bytes` and every record is a slice of it ([`decode_frame`]). The frame's memory
+//! then lives until the last of its records is dropped.
 
 use std::any::Any;
 use std::ops::Range;
+
+use bytes::Bytes;
 
 use crate::data::{Batch, Data, Event};
 
@@ -19,6 +25,8 @@ const TAG_SERDE: u8 = 0;
 const TAG_STRINGS: u8 = 1;
 /// Payload is a batch of `Vec<u8>` records in the compact layout.
 const TAG_BYTES: u8 = 2;
+/// Payload is a batch of `Bytes` records in the compact layout.
+const TAG_SHARED: u8 = 3;
 
 /// Compact layout after the tag: record count u32, whether timestamps follow u8, one u32 length
 /// per record, one i64 timestamp per record if they follow, then every record's bytes.
@@ -38,6 +46,10 @@ pub fn encode<T: Data>(ev: &Event<T>, buf: &mut Vec<u8>) -> Result<(), String> {
         if let Some(bytes) = data.downcast_ref::<Vec<Vec<u8>>>() {
             buf.push(TAG_BYTES);
             return encode_compact(bytes.iter().map(Vec::as_slice), &b.ts, buf);
+        }
+        if let Some(shared) = data.downcast_ref::<Vec<Bytes>>() {
+            buf.push(TAG_SHARED);
+            return encode_compact(shared.iter().map(Bytes::as_ref), &b.ts, buf);
         }
     }
     buf.push(TAG_SERDE);
@@ -71,7 +83,19 @@ where
     Ok(())
 }
 
-/// Decodes one event encoded by [`encode`] for the same `T`.
+/// Decodes one event encoded by [`encode`] for the same `T`, taking the received payload.
+/// Returns the payload back when nothing refers to it any more, so the caller can reuse it;
+/// a batch of `Bytes` keeps it (its records are slices of it) and returns `None`.
+pub fn decode_frame<T: Data>(payload: Vec<u8>) -> Result<(Event<T>, Option<Vec<u8>>), String> {
+    if payload.first() == Some(&TAG_SHARED) {
+        return Ok((decode_shared(Bytes::from(payload))?, None));
+    }
+    let ev = decode(&payload)?;
+    Ok((ev, Some(payload)))
+}
+
+/// Decodes one event encoded by [`encode`] for the same `T`. A batch of `Bytes` costs one copy
+/// of the whole payload here; [`decode_frame`] avoids even that.
 pub fn decode<T: Data>(payload: &[u8]) -> Result<Event<T>, String> {
     let (&tag, rest) = payload.split_first().ok_or("an empty frame")?;
     match tag {
@@ -92,8 +116,22 @@ pub fn decode<T: Data>(payload: &[u8]) -> Result<Event<T>, String> {
             let data = c.spans().map(|span| c.bytes[span].to_vec()).collect();
             batch_of::<Vec<u8>, T>(data, c.ts)
         }
+        TAG_SHARED => decode_shared(Bytes::copy_from_slice(payload)),
         t => Err(format!("unknown event tag {t}")),
     }
+}
+
+/// A batch of `Bytes` records sliced out of `payload` (tag included): no allocation or copy
+/// per record, each record holds a reference to `payload`.
+fn decode_shared<T: Data>(payload: Bytes) -> Result<Event<T>, String> {
+    let c = Compact::parse(&payload[1..])?;
+    // The records' bytes end the payload; spans are relative to where they start.
+    let base = payload.len() - c.bytes.len();
+    let data = c
+        .spans()
+        .map(|span| payload.slice(base + span.start..base + span.end))
+        .collect();
+    batch_of::<Bytes, T>(data, c.ts)
 }
 
 fn u32_at(b: &[u8]) -> u32 {
@@ -205,6 +243,98 @@ mod tests {
         let ev = Event::Batch(timed);
         let (tag, back) = round_trip(ev.clone());
         assert_eq!(tag, TAG_BYTES);
+        batch_eq(&ev, &back);
+    }
+
+    #[test]
+    fn bytes_batches_are_slices_of_the_frame() {
+        let mut timed = Batch::default();
+        timed.push(Bytes::from_static(b"first"), Some(1));
+        timed.push(Bytes::new(), Some(2));
+        timed.push(Bytes::from(vec![0u8, 255, 7]), Some(-3));
+        let ev = Event::Batch(timed);
+        let (tag, back) = round_trip(ev.clone());
+        assert_eq!(tag, TAG_SHARED);
+        batch_eq(&ev, &back);
+
+        let mut frame = Vec::new();
+        encode(&ev, &mut frame).unwrap();
+        let span = frame.as_ptr_range();
+        let (back, spare) = decode_frame::<Bytes>(frame).unwrap();
+        assert!(spare.is_none(), "the frame is kept by the records");
+        batch_eq(&ev, &back);
+        let Event::Batch(b) = back else {
+            panic!("not a batch")
+        };
+        for r in b.data.iter().filter(|r| !r.is_empty()) {
+            assert!(
+                span.contains(&r.as_ptr()),
+                "record {r:?} was copied out of the frame"
+            );
+        }
+        // Records outlive each other and the batch: each holds the frame on its own.
+        let first = b.data[0].clone();
+        drop(b);
+        assert_eq!(&first[..], b"first");
+
+        // Every other event hands the frame back for reuse.
+        let mut frame = Vec::new();
+        encode(&Event::<Bytes>::Watermark(8), &mut frame).unwrap();
+        let (back, spare) = decode_frame::<Bytes>(frame).unwrap();
+        assert!(matches!(back, Event::Watermark(8)));
+        assert!(spare.is_some());
+        let mut frame = Vec::new();
+        encode(
+            &Event::Batch(Batch::from_vec(vec!["s".to_string()])),
+            &mut frame,
+        )
+        .unwrap();
+        let (back, spare) = decode_frame::<String>(frame).unwrap();
+        batch_eq(&back, &Event::Batch(Batch::from_vec(vec!["s".to_string()])));
+        assert!(spare.is_some());
+    }
+
+    #[test]
+    fn refuses_corrupt_or_mistyped_bytes_batches() {
+        let ev = Event::Batch(Batch::from_vec(vec![
+            Bytes::from_static(b"ab"),
+            Bytes::from_static(b"cde"),
+        ]));
+        let mut buf = Vec::new();
+        encode(&ev, &mut buf).unwrap();
+        let lens = 1 + COMPACT_HEAD;
+        // Lengths that no longer add up to the bytes there are.
+        let mut bad = buf.clone();
+        bad[lens] = 4;
+        let err = decode_frame::<Bytes>(bad.clone()).unwrap_err();
+        assert!(err.contains("malformed"), "{err}");
+        assert!(decode::<Bytes>(&bad).is_err());
+        // Truncated, and a count far beyond the payload.
+        assert!(decode_frame::<Bytes>(buf[..buf.len() - 1].to_vec()).is_err());
+        assert!(decode_frame::<Bytes>(buf[..3].to_vec()).is_err());
+        let mut bad = buf.clone();
+        bad[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_frame::<Bytes>(bad).is_err());
+        // A bad timestamp flag.
+        let mut bad = buf.clone();
+        bad[5] = 2;
+        assert!(decode_frame::<Bytes>(bad).is_err());
+        // A batch of `Bytes` on a channel of another type, and the other way round.
+        let err = decode_frame::<Vec<u8>>(buf.clone()).unwrap_err();
+        assert!(err.contains("on a channel of"), "{err}");
+        let err = decode::<String>(&buf).unwrap_err();
+        assert!(err.contains("on a channel of"), "{err}");
+        let mut strings = Vec::new();
+        encode(
+            &Event::Batch(Batch::from_vec(vec!["x".to_string()])),
+            &mut strings,
+        )
+        .unwrap();
+        let err = decode_frame::<Bytes>(strings).unwrap_err();
+        assert!(err.contains("on a channel of"), "{err}");
+        assert!(decode_frame::<Bytes>(Vec::new()).is_err());
+        // Intact, it still decodes.
+        let (back, _) = decode_frame::<Bytes>(buf).unwrap();
         batch_eq(&ev, &back);
     }
 

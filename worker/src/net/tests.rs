@@ -121,6 +121,52 @@ fn ordered_delivery_over_multiplexed_channels() {
     );
 }
 
+/// `Bytes` records are slices of the frame they arrived in: records kept while later frames
+/// arrive must keep their own bytes (the frame is not reused for a later one).
+#[test]
+fn bytes_records_survive_later_frames() {
+    const BATCHES: u8 = 50;
+    let (a, b) = (plane(), plane());
+    let cancel = Arc::new(AtomicBool::new(false));
+    let ch = chan(1, 0, 0);
+    let (in_tx, in_rx) = bounded::<Event<bytes::Bytes>>(CHANNEL_CAPACITY);
+    let (out_tx, out_rx) = bounded::<Event<bytes::Bytes>>(CHANNEL_CAPACITY);
+    let receiver = b.open_receiver(ch).unwrap();
+    let out = bridge_out(
+        in_rx,
+        a.open_sender(b.local_addr(), ch).unwrap(),
+        cancel.clone(),
+    );
+    let inn = bridge_in(receiver, out_tx, cancel.clone());
+    let record = |i: u8, j: usize| bytes::Bytes::from(vec![i; j % 7]);
+    let c = cancel.clone();
+    let producer = thread::spawn(move || {
+        for i in 0..BATCHES {
+            let batch = (0..300).map(|j| record(i, j)).collect();
+            send_event(&in_tx, Event::Batch(Batch::from_vec(batch)), &c).unwrap();
+        }
+        send_event(&in_tx, Event::EndOfInput, &c).unwrap();
+    });
+    let kept = within(move || {
+        let mut kept = Vec::new();
+        loop {
+            match out_rx.recv_timeout(HANG).expect("consumer starved") {
+                Event::Batch(batch) => kept.push(batch.data),
+                Event::EndOfInput => return kept,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    producer.join().unwrap();
+    out.join().unwrap().unwrap();
+    inn.join().unwrap().unwrap();
+    assert_eq!(kept.len(), usize::from(BATCHES));
+    for (i, data) in kept.iter().enumerate() {
+        let want: Vec<_> = (0..300).map(|j| record(i as u8, j)).collect();
+        assert_eq!(data, &want, "batch {i}");
+    }
+}
+
 #[test]
 fn backpressure_blocks_sender_and_bounds_frames_in_flight() {
     const FRAMES: usize = 60;
