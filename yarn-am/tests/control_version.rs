@@ -164,7 +164,17 @@ fn the_master_refuses_peers_of_another_protocol_version_naming_both_versions() {
         "{reader_answer:?}\n{}",
         master.log()
     );
-    let log = master.log();
+    // The master logs the registration just after answering it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = master.log();
+        if log.contains("worker worker-same at 127.0.0.1 registered")
+            || std::time::Instant::now() > deadline
+        {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert!(
         log.contains("worker worker-same at 127.0.0.1 registered")
             && !log.contains("worker worker-new at 127.0.0.1 registered"),
