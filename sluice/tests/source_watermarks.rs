@@ -77,11 +77,16 @@ fn a_window_fires_on_the_watermark_of_a_running_source() {
 
 /// Subtask 0 emits `(key, ts)` records at ts 0..1000 and 1000..1100 with a watermark of 1500;
 /// subtask 1 emits nothing and says it is idle (a Kafka subtask without partitions) until
-/// `fired` is set, then emits one record at ts 1200 and ends.
+/// `fired` is set, then emits one record at ts 1200 and ends. Subtask 0 ends only once subtask
+/// 1 has ended and its channel has had time to drain: ending earlier, its final watermark could
+/// reach the window before subtask 1's return from idleness, and the window would rightly treat
+/// the record at 1200 as late.
 struct HalfIdleSource {
     subtask: usize,
     emitted: bool,
     fired: Arc<AtomicBool>,
+    /// When subtask 1 ended.
+    other_ended: Arc<std::sync::Mutex<Option<Instant>>>,
     started: Option<Instant>,
 }
 
@@ -113,8 +118,18 @@ impl Source for HalfIdleSource {
             }
             return Ok(SourcePoll::Idle(Duration::from_millis(10)));
         }
-        if fired || started.elapsed() > Duration::from_secs(20) {
+        if started.elapsed() > Duration::from_secs(20) {
             return Ok(SourcePoll::Finished);
+        }
+        if fired {
+            let mut other_ended = self.other_ended.lock().unwrap();
+            if self.subtask == 1 {
+                *other_ended = Some(Instant::now());
+                return Ok(SourcePoll::Finished);
+            }
+            if other_ended.is_some_and(|t| t.elapsed() > Duration::from_millis(300)) {
+                return Ok(SourcePoll::Finished);
+            }
         }
         Ok(SourcePoll::Idle(Duration::from_millis(10)))
     }
@@ -129,6 +144,7 @@ fn an_idle_source_subtask_does_not_hold_back_the_window() {
     let fired = Arc::new(AtomicBool::new(false));
     let fired_ = fired.clone();
     let source_fired = fired.clone();
+    let other_ended = Arc::new(std::sync::Mutex::new(None));
     let env = StreamEnv::new();
     env.set_parallelism(2);
     let (out, _sink) = env
@@ -136,6 +152,7 @@ fn an_idle_source_subtask_does_not_hold_back_the_window() {
             subtask: 0,
             emitted: false,
             fired: source_fired.clone(),
+            other_ended: other_ended.clone(),
             started: None,
         })
         .key_by(|r: &(String, i64)| r.0.clone())
