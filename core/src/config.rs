@@ -30,6 +30,8 @@ pub mod keys {
         "execution.checkpointing.max-concurrent-checkpoints";
     pub const CHECKPOINT_TOLERABLE_FAILED: &str =
         "execution.checkpointing.tolerable-failed-checkpoints";
+    pub const CHECKPOINTS_AFTER_TASKS_FINISH: &str =
+        "execution.checkpointing.checkpoints-after-tasks-finish";
     pub const CHECKPOINTS_DIR: &str = "state.checkpoints.dir";
     pub const SAVEPOINTS_DIR: &str = "state.savepoints.dir";
     pub const CHECKPOINTS_RETAINED: &str = "state.checkpoints.num-retained";
@@ -200,6 +202,10 @@ pub struct Config {
     pub checkpoint_min_pause: Duration,
     pub max_concurrent_checkpoints: usize,
     pub tolerable_failed_checkpoints: usize,
+    /// Sources at the end of a bounded input wait for a checkpoint covering all their output
+    /// before the job's tasks end (Flink's final checkpoint), so nothing published at the end
+    /// is replayed after a later failure.
+    pub checkpoints_after_tasks_finish: bool,
     pub checkpoints_dir: Option<String>,
     pub savepoints_dir: Option<String>,
     pub checkpoints_retained: usize,
@@ -227,6 +233,7 @@ impl Default for Config {
             checkpoint_min_pause: Duration::ZERO,
             max_concurrent_checkpoints: 1,
             tolerable_failed_checkpoints: 0,
+            checkpoints_after_tasks_finish: true,
             checkpoints_dir: None,
             savepoints_dir: None,
             checkpoints_retained: 1,
@@ -332,6 +339,10 @@ impl Config {
             CHECKPOINT_TOLERABLE_FAILED => {
                 self.tolerable_failed_checkpoints =
                     v.parse().map_err(|_| err("a non-negative integer"))?
+            }
+            CHECKPOINTS_AFTER_TASKS_FINISH => {
+                self.checkpoints_after_tasks_finish =
+                    parse_bool(v).ok_or_else(|| err("true or false"))?
             }
             CHECKPOINTS_DIR => self.checkpoints_dir = Some(v.to_string()),
             SAVEPOINTS_DIR => self.savepoints_dir = Some(v.to_string()),

@@ -189,6 +189,15 @@ pub(crate) fn run_job_process(resolved: ResolvedGraph, config: Config, master: &
                     subtask,
                     reason,
                 },
+                CheckpointEvent::SourceEnded {
+                    task,
+                    subtask,
+                    attempt,
+                } => ToMaster::SourceEnded {
+                    attempt,
+                    task,
+                    subtask,
+                },
             };
             if events_conn.send(&msg).is_err() {
                 break;
@@ -407,6 +416,7 @@ fn deploy_attempt(
         restore: states,
         reports: reports.clone(),
         registry: registry.clone(),
+        attempt,
         placement: Some(Placement {
             plane,
             attempt,

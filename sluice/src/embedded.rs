@@ -109,7 +109,7 @@ impl sluice_am::Executor for EmbeddedExecutor {
         Ok(Some(meta))
     }
 
-    fn deploy(&mut self, _attempt: u64) -> Result<Box<dyn sluice_am::Attempt>> {
+    fn deploy(&mut self, attempt: u64) -> Result<Box<dyn sluice_am::Attempt>> {
         let reports = self
             .reports
             .clone()
@@ -123,6 +123,7 @@ impl sluice_am::Executor for EmbeddedExecutor {
             restore: &self.states,
             reports,
             registry: self.registry.clone(),
+            attempt,
             placement: None,
         })?;
         Ok(Box::new(attempt))
@@ -249,6 +250,8 @@ pub(crate) struct DeployArgs<'a> {
     pub restore: &'a [Option<Vec<OperatorSnapshot>>],
     pub reports: Sender<TaskReport>,
     pub registry: MetricsRegistry,
+    /// The attempt's number: 0, then 1, ... after each restart.
+    pub attempt: u64,
     /// `None`: every subtask runs here.
     pub placement: Option<Placement<'a>>,
 }
@@ -263,12 +266,16 @@ pub(crate) fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
         restore,
         reports,
         registry,
+        attempt,
         placement,
     } = args;
     let plan = &resolved.plan;
     let max = plan.max_parallelism;
     let cancel = Arc::new(AtomicBool::new(false));
     let align = config.checkpoint_mode == sluice_core::config::CheckpointingMode::ExactlyOnce;
+    let final_checkpoint = config.checkpoints_after_tasks_finish
+        && config.checkpoint_interval.is_some()
+        && config.checkpoints_dir.is_some();
     registry.lock().clear();
 
     let mut outgoing: Vec<Vec<OutgoingEdge>> = (0..plan.nodes.len()).map(|_| Vec::new()).collect();
@@ -447,6 +454,8 @@ pub(crate) fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
                             next_processing_timer: timer.clone(),
                             snapshots: Rc::clone(&snapshots),
                             align_barriers: align,
+                            attempt,
+                            final_checkpoint,
                         };
                         let (head_node, head_info, head_m, head_restored) = &mut chain[0];
                         if is_source {

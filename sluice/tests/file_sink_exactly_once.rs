@@ -3,86 +3,21 @@
 //! savepoint and a restore at another parallelism, the visible parts hold every record exactly
 //! once and no in-progress part is left behind.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use sluice::Collector;
 use sluice::prelude::*;
 use sluice::{Batch, CheckpointStatus, JobStatus, Operator, OperatorContext, SluiceError};
-use sluice::{Collector, RollingPolicy};
 use sluice_testkit::assert_same;
 use sluice_worker::data::Barrier;
 use sluice_worker::snapshot::OperatorSnapshot;
 
-fn checkpointing(env: &StreamEnv, dir: &Path, interval: &str) {
-    env.set("execution.checkpointing.interval", interval)
-        .unwrap();
-    env.set("state.checkpoints.dir", dir.to_str().unwrap())
-        .unwrap();
-    env.set("restart-strategy.type", "fixed-delay").unwrap();
-    env.set("restart-strategy.fixed-delay.delay", "10 ms")
-        .unwrap();
-    short_checkpoint_timeout(env);
-}
-
-/// A checkpoint triggered just as a source finishes is never acknowledged, and a finished job
-/// waits for it until the checkpoint timeout (at most a minute): keep that wait short.
-fn short_checkpoint_timeout(env: &StreamEnv) {
-    env.set("execution.checkpointing.timeout", "5 s").unwrap();
-}
-
-/// Parts small enough to roll between checkpoints too.
-fn small_parts() -> RollingPolicy {
-    RollingPolicy {
-        max_part_size: 1000,
-        rollover_interval: Duration::from_secs(3600),
-    }
-}
-
-fn line(x: u64) -> String {
-    format!("record {x:06}")
-}
-
-fn expected_lines(count: u64) -> Vec<String> {
-    (0..count).map(line).collect()
-}
-
-/// What the sink's directory holds: visible parts by name with their contents, and the names
-/// of in-progress parts. Fails on any other file.
-struct DirContents {
-    visible: BTreeMap<String, String>,
-    in_progress: Vec<String>,
-}
-
-fn read_sink_dir(dir: &Path) -> DirContents {
-    let mut visible = BTreeMap::new();
-    let mut in_progress = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let name = entry.unwrap().file_name().to_string_lossy().to_string();
-        if name.starts_with(".part-") && name.ends_with(".inprogress") {
-            in_progress.push(name);
-        } else if name.starts_with("part-") {
-            let content = std::fs::read_to_string(dir.join(&name)).unwrap();
-            assert!(content.ends_with('\n'), "{name} ends mid-line");
-            visible.insert(name, content);
-        } else {
-            panic!("unexpected file {name} in the sink's directory");
-        }
-    }
-    DirContents {
-        visible,
-        in_progress,
-    }
-}
-
-fn lines_of(visible: &BTreeMap<String, String>) -> Vec<String> {
-    visible
-        .values()
-        .flat_map(|c| c.lines().map(String::from).collect::<Vec<_>>())
-        .collect()
-}
+mod sink_support;
+use sink_support::*;
 
 /// In-progress parts as a crashed process would leave them (its sink never closed): of
 /// subtask 1, and of subtask 5 (above any parallelism here, so subtask 0 removes it).

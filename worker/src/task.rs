@@ -25,6 +25,10 @@ pub enum TaskCommand {
     CheckpointComplete(u64),
     /// Sources only: the stop-with-savepoint `id` failed; go on processing.
     AbortStop(u64),
+    /// Sources that reached the end of their input: a checkpoint triggered after every source
+    /// of the job had reached its end completed, so it covers all their output; end the input
+    /// now (Flink's final checkpoint, FLIP-147).
+    EndInput,
 }
 
 /// Reports from one task to the master.
@@ -39,6 +43,13 @@ pub enum TaskReport {
         /// Milliseconds from the first to the last input delivering this barrier (0 for
         /// sources and single-input tasks): Flink's alignment duration.
         alignment_ms: u64,
+    },
+    /// A source subtask of attempt `attempt` reached the end of its input and waits for a
+    /// checkpoint to cover its output before it ends ([`TaskEnv::final_checkpoint`]).
+    SourceEnded {
+        task: usize,
+        subtask: usize,
+        attempt: u64,
     },
 }
 
@@ -57,6 +68,15 @@ pub struct TaskEnv {
     pub snapshots: SnapshotCollector,
     /// Exactly-once: block channels that delivered a barrier until all did.
     pub align_barriers: bool,
+    /// The attempt (0, 1, ... after each restart) this task belongs to.
+    pub attempt: u64,
+    /// With periodic checkpoints (`execution.checkpointing.checkpoints-after-tasks-finish`):
+    /// a source at the end of its input does not end the task at once. It sends a final max
+    /// watermark, reports [`TaskReport::SourceEnded`], and keeps taking part in checkpoints
+    /// until [`TaskCommand::EndInput`]: so no sink publishes anything at its end of input that
+    /// a completed checkpoint does not cover, and a failure after some subtasks ended never
+    /// replays output that was already published.
+    pub final_checkpoint: bool,
 }
 
 impl TaskEnv {
@@ -77,6 +97,17 @@ impl TaskEnv {
             });
         }
         Ok(())
+    }
+
+    fn report_source_ended(&self) {
+        if let Some(r) = &self.reports {
+            // A master that went away cancels us anyway.
+            let _ignored = r.send(TaskReport::SourceEnded {
+                task: self.task,
+                subtask: self.subtask,
+                attempt: self.attempt,
+            });
+        }
     }
 
     /// Fires processing-time timers that are due.
@@ -120,88 +151,163 @@ pub fn run_source_task<S: Source>(
     // Whether the output is marked idle (the source said it is: see `Source::is_idle`).
     let mut idle_out = false;
     let result = (|| -> Result<()> {
+        let mut task = SourceTask {
+            source: &mut source,
+            ctx: &mut ctx,
+            head: head.as_mut(),
+            env: &env,
+        };
         loop {
-            if env.cancelled() {
+            if task.env.cancelled() {
                 return Err(SluiceError::Cancelled {
-                    job: ctx.job_name.clone(),
+                    job: task.ctx.job_name.clone(),
                 });
             }
             if let Some(cmds) = &env.commands {
-                loop {
-                    match cmds.try_recv() {
-                        Ok(TaskCommand::TriggerCheckpoint(b)) => {
-                            head.flush()?;
-                            let snap = source.snapshot_state(&b, &mut ctx)?;
-                            env.snapshots.borrow_mut().push((ctx.uid.clone(), snap));
-                            if let BarrierKind::StopWithSavepoint { drain: true, .. } = b.kind {
-                                head.watermark(MAX_WATERMARK)?;
-                            }
-                            head.barrier(b)?;
-                            env.acknowledge(b, Duration::ZERO)?;
-                            if matches!(b.kind, BarrierKind::StopWithSavepoint { .. }) {
-                                // Nothing after the savepoint is emitted. The job ends once the
-                                // savepoint completed (so sinks commit what it covers) or goes
-                                // on if it failed.
-                                head.flush()?;
-                                match wait_for_stop(cmds, &env, b.checkpoint_id)? {
-                                    true => {
-                                        source.notify_checkpoint_complete(
-                                            b.checkpoint_id,
-                                            &mut ctx,
-                                        )?;
-                                        env.checkpoint_complete(b.checkpoint_id, head.as_mut())?;
-                                        head.finish()?;
-                                        return Ok(());
-                                    }
-                                    false => continue,
-                                }
-                            }
-                        }
-                        Ok(TaskCommand::CheckpointComplete(id)) => {
-                            source.notify_checkpoint_complete(id, &mut ctx)?;
-                            env.checkpoint_complete(id, head.as_mut())?;
-                        }
-                        Ok(TaskCommand::AbortStop(_)) => {}
-                        Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+                while let Ok(cmd) = cmds.try_recv() {
+                    if task.on_command(cmd, cmds, false)? == Next::End {
+                        return Ok(());
                     }
                 }
             }
-            env.fire_timers(head.as_mut())?;
-            let poll = source.poll_next(&mut out, BATCH_SIZE, &mut ctx)?;
-            let idle = source.is_idle();
+            env.fire_timers(&mut *task.head)?;
+            let poll = task.source.poll_next(&mut out, BATCH_SIZE, task.ctx)?;
+            let idle = task.source.is_idle();
             if idle_out && !idle {
                 // Active again: say so before the records, as Flink's sources do.
                 idle_out = false;
-                head.idle(false)?;
+                task.head.idle(false)?;
             }
             if !out.is_empty() {
                 let b = out.take();
-                ctx.metrics
+                task.ctx
+                    .metrics
                     .records_out
                     .fetch_add(b.len() as u64, Ordering::Relaxed);
-                head.batch(b)?;
+                task.head.batch(b)?;
             }
             if idle && !idle_out {
                 idle_out = true;
-                head.idle(true)?;
-                head.flush()?;
+                task.head.idle(true)?;
+                task.head.flush()?;
             }
             match poll {
                 SourcePoll::More => {}
                 SourcePoll::Idle(d) => {
-                    head.flush()?;
+                    task.head.flush()?;
                     std::thread::sleep(d.min(env.wait_budget()));
                 }
                 SourcePoll::Finished => {
-                    head.watermark(MAX_WATERMARK)?;
-                    head.finish()?;
-                    return Ok(());
+                    task.head.watermark(MAX_WATERMARK)?;
+                    return match &env.commands {
+                        Some(cmds) if env.final_checkpoint => task.wait_for_end_input(cmds),
+                        _ => task.head.finish(),
+                    };
                 }
             }
         }
     })();
     source.close(&mut ctx)?;
     result
+}
+
+/// Whether a source task goes on after a command.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Continue,
+    /// The task ended its output (`finish` was called): return.
+    End,
+}
+
+/// The parts of a running source task that commands act on.
+struct SourceTask<'a, S: Source> {
+    source: &'a mut S,
+    ctx: &'a mut OperatorContext,
+    head: &'a mut dyn Emit<S::Out>,
+    env: &'a TaskEnv,
+}
+
+impl<S: Source> SourceTask<'_, S> {
+    /// Carries out one command of the master. `ended`: the source reached the end of its
+    /// input, and its final max watermark is already out.
+    fn on_command(
+        &mut self,
+        cmd: TaskCommand,
+        cmds: &Receiver<TaskCommand>,
+        ended: bool,
+    ) -> Result<Next> {
+        match cmd {
+            TaskCommand::TriggerCheckpoint(b) => {
+                self.head.flush()?;
+                let snap = self.source.snapshot_state(&b, self.ctx)?;
+                self.env
+                    .snapshots
+                    .borrow_mut()
+                    .push((self.ctx.uid.clone(), snap));
+                if let BarrierKind::StopWithSavepoint { drain: true, .. } = b.kind
+                    && !ended
+                {
+                    self.head.watermark(MAX_WATERMARK)?;
+                }
+                self.head.barrier(b)?;
+                self.env.acknowledge(b, Duration::ZERO)?;
+                if !matches!(b.kind, BarrierKind::StopWithSavepoint { .. }) {
+                    return Ok(Next::Continue);
+                }
+                // Nothing after the savepoint is emitted. The job ends once the savepoint
+                // completed (so sinks commit what it covers) or goes on if it failed.
+                self.head.flush()?;
+                if !wait_for_stop(cmds, self.env, b.checkpoint_id)? {
+                    return Ok(Next::Continue);
+                }
+                self.source
+                    .notify_checkpoint_complete(b.checkpoint_id, self.ctx)?;
+                self.env
+                    .checkpoint_complete(b.checkpoint_id, &mut *self.head)?;
+                self.head.finish()?;
+                Ok(Next::End)
+            }
+            TaskCommand::CheckpointComplete(id) => {
+                self.source.notify_checkpoint_complete(id, self.ctx)?;
+                self.env.checkpoint_complete(id, &mut *self.head)?;
+                Ok(Next::Continue)
+            }
+            TaskCommand::AbortStop(_) => Ok(Next::Continue),
+            // Only for sources that reached their end; the master sends it to no other.
+            TaskCommand::EndInput if !ended => Ok(Next::Continue),
+            TaskCommand::EndInput => {
+                self.head.finish()?;
+                Ok(Next::End)
+            }
+        }
+    }
+
+    /// The source reached the end of its input: report it, then keep taking part in
+    /// checkpoints (at the end position) until the master says a checkpoint covering every
+    /// source's end completed, and end the input then.
+    fn wait_for_end_input(&mut self, cmds: &Receiver<TaskCommand>) -> Result<()> {
+        self.head.flush()?;
+        self.env.report_source_ended();
+        loop {
+            if self.env.cancelled() {
+                return Err(SluiceError::Cancelled {
+                    job: self.ctx.job_name.clone(),
+                });
+            }
+            self.env.fire_timers(&mut *self.head)?;
+            self.head.flush()?;
+            match cmds.recv_timeout(self.env.wait_budget()) {
+                Ok(cmd) => {
+                    if self.on_command(cmd, cmds, true)? == Next::End {
+                        return Ok(());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                // No coordinator any more: nothing will checkpoint, end as without one.
+                Err(RecvTimeoutError::Disconnected) => return self.head.finish(),
+            }
+        }
+    }
 }
 
 /// Waits for the outcome of stop-with-savepoint `id`: true when it completed.

@@ -35,6 +35,12 @@ pub enum CheckpointEvent {
         subtask: usize,
         reason: String,
     },
+    /// A source subtask of attempt `attempt` reached its end ([`TaskReport::SourceEnded`]).
+    SourceEnded {
+        task: usize,
+        subtask: usize,
+        attempt: u64,
+    },
 }
 
 /// Uploader threads per job: enough to overlap two tasks' writes on this machine size.
@@ -90,13 +96,26 @@ fn upload(
     registry: &SharedRegistry,
     transfer_threads: usize,
 ) -> CheckpointEvent {
-    let TaskReport::Acknowledge {
-        task,
-        subtask,
-        barrier,
-        snapshots,
-        alignment_ms,
-    } = report;
+    let (task, subtask, barrier, snapshots, alignment_ms) = match report {
+        TaskReport::Acknowledge {
+            task,
+            subtask,
+            barrier,
+            snapshots,
+            alignment_ms,
+        } => (task, subtask, barrier, snapshots, alignment_ms),
+        TaskReport::SourceEnded {
+            task,
+            subtask,
+            attempt,
+        } => {
+            return CheckpointEvent::SourceEnded {
+                task,
+                subtask,
+                attempt,
+            };
+        }
+    };
     let id = barrier.checkpoint_id;
     let Some((dir, threshold)) = targets.lock().get(&id).cloned() else {
         return CheckpointEvent::Declined {

@@ -13,7 +13,9 @@
 //!   why it is restored from), but its notification may have been lost to a crash. `commit`
 //!   must therefore be idempotent. Then it lets the sink abort what earlier attempts wrote and
 //!   no checkpoint covers ([`TwoPhaseCommitSink::abort_leftovers`]);
-//! - at end of input it commits everything, as a final checkpoint would.
+//! - at end of input it commits everything. With checkpointing, end of input comes only after
+//!   the final checkpoint (`TaskEnv::final_checkpoint`) completed, so there is nothing left
+//!   that it does not cover.
 //!
 //! The committables are union state: after a restore, at any parallelism, every subtask sees all
 //! of them, so cleanup knows every file it must keep, and each is committed by exactly one
@@ -22,10 +24,10 @@
 //! Without checkpointing the operator is a thin wrapper: the sink is told so in `open` and
 //! publishes as it likes (at most once per record, without failure recovery).
 //!
-//! A known limit shared by every sink here: end of input commits everything, so a failure of
-//! another subtask *after* a sink subtask finished restarts from a checkpoint taken before and
-//! replays records the finished sink already published (Flink's behaviour before final
-//! checkpoints, FLIP-147).
+//! With `execution.checkpointing.checkpoints-after-tasks-finish: false` the sources end at
+//! once, so a failure of another subtask *after* a sink subtask finished restarts from a
+//! checkpoint taken before and replays records the finished sink already published (Flink's
+//! behaviour before final checkpoints, FLIP-147).
 
 use serde::{Deserialize, Serialize};
 

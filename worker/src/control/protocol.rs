@@ -20,7 +20,7 @@ use crate::metrics::MetricsSnapshot;
 use crate::task::TaskCommand;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The protocol version a registration frame (an encoded [`ToMaster::RegisterWorker`] or
 /// [`ToMaster::RegisterJobProcess`]) announces, read without decoding the rest of it, so a
@@ -100,6 +100,13 @@ pub enum ToMaster {
         what: String,
         epoch: i64,
         highest: i64,
+    },
+    /// A source subtask of `attempt` reached the end of its input and waits for the final
+    /// checkpoint (see `TaskEnv::final_checkpoint`).
+    SourceEnded {
+        attempt: u64,
+        task: usize,
+        subtask: usize,
     },
 }
 

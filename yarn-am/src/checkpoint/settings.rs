@@ -25,6 +25,9 @@ pub struct CheckpointSettings {
     pub retain_on_cancel: bool,
     /// `web.checkpoints.history`: how many checkpoints the history (REST, dashboard) keeps.
     pub history: usize,
+    /// `execution.checkpointing.checkpoints-after-tasks-finish`: bounded sources wait for a
+    /// final checkpoint before the job ends.
+    pub after_tasks_finish: bool,
 }
 
 pub const INLINE_THRESHOLD_KEY: &str = "state.storage.fs.memory-threshold";
@@ -62,6 +65,7 @@ impl CheckpointSettings {
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .unwrap_or(DEFAULT_HISTORY)
                 .max(1),
+            after_tasks_finish: config.checkpoints_after_tasks_finish,
         }
     }
 }

@@ -369,6 +369,19 @@ fn serve_process(
                     reason,
                 },
             ),
+            ToMaster::SourceEnded {
+                attempt,
+                task,
+                subtask,
+            } => send_event(
+                cluster,
+                &job_id,
+                CheckpointEvent::SourceEnded {
+                    task,
+                    subtask,
+                    attempt,
+                },
+            ),
             ToMaster::Metrics { metrics, .. } => {
                 if let Some(job) = cluster.state.lock().jobs.get_mut(&job_id) {
                     job.metrics.insert(worker_id.clone(), metrics);

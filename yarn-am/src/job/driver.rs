@@ -13,6 +13,7 @@ use sluice_worker::data::{Barrier, BarrierKind};
 use sluice_worker::task::TaskCommand;
 use sluice_worker::upload::CheckpointEvent;
 
+use super::end_of_input::{self, EndOfInput, FINAL_CHECKPOINT_ATTEMPTS};
 use super::{JobView, Request, root_cause};
 use crate::checkpoint::{CheckpointCoordinator, CheckpointSettings};
 use crate::executor::{Attempt, Executor};
@@ -114,9 +115,16 @@ impl Driver {
                     break Err(e);
                 }
             };
+            let mut end = EndOfInput::new(attempt_no, self.source_subtasks());
             attempt_no += 1;
-            let (outcome, finished) =
-                self.run_attempt(&*attempt, &mut coord, &event_rx, &mut waiting, &mut stop);
+            let (outcome, finished) = self.run_attempt(
+                &*attempt,
+                &mut coord,
+                &event_rx,
+                &mut waiting,
+                &mut stop,
+                &mut end,
+            );
             let mut errors = attempt.stop(finished);
             match outcome {
                 Outcome::Finished => {
@@ -237,6 +245,17 @@ impl Driver {
         }))
     }
 
+    /// Source subtasks of the job: all of them end their input together (see
+    /// [`EndOfInput`]).
+    fn source_subtasks(&self) -> usize {
+        self.plan
+            .nodes
+            .iter()
+            .filter(|n| n.kind == sluice_core::plan::NodeKind::Source)
+            .map(|n| n.parallelism)
+            .sum()
+    }
+
     fn run_attempt(
         &self,
         attempt: &dyn Attempt,
@@ -244,12 +263,32 @@ impl Driver {
         events: &Receiver<CheckpointEvent>,
         waiting: &mut HashMap<u64, Reply>,
         stop: &mut Option<u64>,
+        end: &mut EndOfInput,
     ) -> (Outcome, usize) {
         let mut finished = 0usize;
         let mut cancelled = false;
         loop {
             let now = Instant::now();
-            if stop.is_none() && finished == 0 && coord.periodic_due(now) {
+            if stop.is_none() && finished == 0 && end.due(coord, now) {
+                let id = self.trigger(
+                    attempt,
+                    coord,
+                    SnapshotKind::Checkpoint,
+                    None,
+                    BarrierKind::Checkpoint,
+                    None,
+                    waiting,
+                );
+                if let Some(id) = id {
+                    eprintln!(
+                        "job {}: every source reached the end of its input; final checkpoint {id}",
+                        self.job_id
+                    );
+                }
+                let outcome = end.triggered(id);
+                self.after_final_checkpoint(attempt, coord, outcome);
+            } else if stop.is_none() && finished == 0 && !end.all_ended() && coord.periodic_due(now)
+            {
                 self.trigger(
                     attempt,
                     coord,
@@ -262,6 +301,8 @@ impl Driver {
             }
             for f in coord.expire(now) {
                 self.executor.end_checkpoint(f.id);
+                let outcome = end.failed(f.id);
+                self.after_final_checkpoint(attempt, coord, outcome);
                 if let Some(r) = waiting.remove(&f.id) {
                     let _ = r.send(Err(SluiceError::Job(f.reason.clone())));
                 }
@@ -293,8 +334,17 @@ impl Driver {
                     if let Ok(ev) = ev {
                         let id = match &ev {
                             CheckpointEvent::Acknowledged { checkpoint_id, .. } | CheckpointEvent::Declined { checkpoint_id, .. } => *checkpoint_id,
+                            CheckpointEvent::SourceEnded { task, subtask, attempt: a } => {
+                                end.source_ended(*a, *task, *subtask);
+                                continue;
+                            }
                         };
-                        self.on_event(ev, attempt, coord, waiting);
+                        let outcome = match self.on_event(ev, attempt, coord, waiting) {
+                            Some(Ok(done)) => end.completed(done),
+                            Some(Err(failed)) => end.failed(failed),
+                            None => end_of_input::Outcome::Wait,
+                        };
+                        self.after_final_checkpoint(attempt, coord, outcome);
                         if Some(id) == *stop && coord.target_of(id).is_none() && !coord.history().any(|h| h.id == id && h.status == crate::checkpoint::CheckpointStatus::Completed) {
                             resume_if_stop_failed(attempt, stop, id);
                         }
@@ -378,14 +428,44 @@ impl Driver {
         started
     }
 
+    /// Tells the sources to end their input once the final checkpoint completed, or without
+    /// one after it failed too often.
+    fn after_final_checkpoint(
+        &self,
+        attempt: &dyn Attempt,
+        coord: &CheckpointCoordinator,
+        outcome: end_of_input::Outcome,
+    ) {
+        match outcome {
+            end_of_input::Outcome::Wait => return,
+            end_of_input::Outcome::EndInput => {}
+            end_of_input::Outcome::GiveUp => {
+                let why = coord
+                    .history()
+                    .find(|h| h.failure_message.is_some())
+                    .and_then(|h| h.failure_message.clone())
+                    .unwrap_or_default();
+                eprintln!(
+                    "job {}: the final checkpoint failed {FINAL_CHECKPOINT_ATTEMPTS} times (last: \
+                     {why}); the sources end their input without it, so output published at \
+                     the end is covered by no checkpoint",
+                    self.job_id
+                );
+            }
+        }
+        attempt.send_sources(&TaskCommand::EndInput);
+    }
+
+    /// Applies a checkpoint event. Returns the checkpoint that completed (`Ok`) or failed
+    /// (`Err`) because of it, if any.
     fn on_event(
         &self,
         ev: CheckpointEvent,
         attempt: &dyn Attempt,
         coord: &mut CheckpointCoordinator,
         waiting: &mut HashMap<u64, Reply>,
-    ) {
-        match ev {
+    ) -> Option<std::result::Result<u64, u64>> {
+        let outcome = match ev {
             CheckpointEvent::Acknowledged {
                 checkpoint_id,
                 task,
@@ -399,13 +479,15 @@ impl Driver {
                     if let Some(r) = waiting.remove(&done.id) {
                         let _ = r.send(Ok(done.location));
                     }
+                    Some(Ok(done.id))
                 }
-                Ok(None) => {}
+                Ok(None) => None,
                 Err(e) => {
                     self.executor.end_checkpoint(checkpoint_id);
                     if let Some(r) = waiting.remove(&checkpoint_id) {
                         let _ = r.send(Err(e));
                     }
+                    Some(Err(checkpoint_id))
                 }
             },
             CheckpointEvent::Declined {
@@ -414,7 +496,8 @@ impl Driver {
                 ..
             } => {
                 self.executor.end_checkpoint(checkpoint_id);
-                if let Some(f) = coord.decline(checkpoint_id, &reason)
+                let failed = coord.decline(checkpoint_id, &reason);
+                if let Some(f) = &failed
                     && let Some(r) = waiting.remove(&f.id)
                 {
                     let _ = r.send(Err(SluiceError::Job(format!(
@@ -422,9 +505,13 @@ impl Driver {
                         f.id, f.reason
                     ))));
                 }
+                failed.map(|f| Err(f.id))
             }
-        }
+            // Handled by the attempt's loop.
+            CheckpointEvent::SourceEnded { .. } => None,
+        };
         self.publish(coord);
+        outcome
     }
 
     /// After the tasks ended: lets in-flight savepoints complete (their acks may still be on
@@ -474,7 +561,7 @@ impl Driver {
                         let _ = r.send(Err(SluiceError::Job(reason)));
                     }
                 }
-                Err(_) => {}
+                Ok(CheckpointEvent::SourceEnded { .. }) | Err(_) => {}
             }
         }
         // Checkpoints that can no longer complete (tasks finished before acknowledging).

@@ -3,6 +3,7 @@
 //! requests; observers read a [`JobView`].
 
 mod driver;
+mod end_of_input;
 pub mod restore;
 mod restore_progress;
 

@@ -361,7 +361,7 @@ pub fn checkpoint_config(job: &JobEntry) -> Option<Value> {
         "unaligned_checkpoints": false,
         "tolerable_failed_checkpoints": s.tolerable_failed.unwrap_or(0),
         "aligned_checkpoint_timeout": 0,
-        "checkpoints_after_tasks_finish": true,
+        "checkpoints_after_tasks_finish": s.after_tasks_finish,
         "state_changelog_enabled": false,
         "changelog_periodic_materialization_interval": 600000,
         "changelog_storage": "memory",
