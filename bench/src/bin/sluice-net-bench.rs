@@ -56,6 +56,11 @@ struct Args {
     /// The record type to measure; both, one after the other, if not given.
     #[arg(long, value_enum)]
     record_type: Option<RecordType>,
+    /// Build each batch inside the timed region, as an upstream operator would while the
+    /// exchange runs. By default every batch is built before the clock starts, so the figure is
+    /// the exchange's alone: raw TCP creates no records either.
+    #[arg(long)]
+    build_in_clock: bool,
     /// Internal: run as the receiving side.
     #[arg(long, hide = true)]
     receiver: bool,
@@ -280,6 +285,14 @@ impl Bench<'_> {
             shape.wire_bytes as f64 / 1e6,
             shape.frame_bytes
         );
+        println!(
+            "records built {}",
+            if args.build_in_clock {
+                "inside the timed region (--build-in-clock)"
+            } else {
+                "before the clock starts; the exchange moves and the receiver drops them"
+            }
+        );
         let mut best_raw = Run::default();
         let mut best_plane = Run::default();
         let mut best_codec = Run::default();
@@ -409,6 +422,7 @@ fn plane_send<R: Record>(
     let template = batch::<R>(args);
     let mut threads: Vec<JoinHandle<sluice_core::Result<()>>> = Vec::new();
     let mut starts = Vec::new();
+    let mut readies = Vec::new();
     for p in 0..args.channels {
         let (tx, rx) = bounded(CHANNEL_CAPACITY);
         let sender = plane.open_sender(to, channel(attempt, p))?;
@@ -416,14 +430,22 @@ fn plane_send<R: Record>(
         let (go_tx, go_rx) = bounded::<()>(1);
         starts.push(go_tx);
         let (c, template, batches) = (cancel.clone(), template.clone(), shape.batches_per_channel);
+        let (ready_tx, ready_rx) = bounded::<()>(1);
+        readies.push(ready_rx);
+        let build_in_clock = args.build_in_clock;
         let producer = std::thread::Builder::new().name("producer".into());
         threads.push(producer.spawn(move || {
+            let mut built = Batches::new(&template, batches, build_in_clock);
+            let _ = ready_tx.send(());
             let _ = go_rx.recv();
-            for _ in 0..batches {
-                send_event(&tx, Event::Batch(R::fresh(&template)), &c)?;
+            while let Some(b) = built.next_batch() {
+                send_event(&tx, Event::Batch(b), &c)?;
             }
             send_event(&tx, Event::EndOfInput, &c)
         })?);
+    }
+    for r in readies {
+        r.recv()?;
     }
     let cpu = process_cpu_time();
     let t = Instant::now();
@@ -451,6 +473,38 @@ fn plane_send<R: Record>(
     })
 }
 
+/// The batches a producer sends: built up front (the default), or each when it is sent.
+struct Batches<R: Record> {
+    template: Batch<R>,
+    left: u64,
+    built: std::vec::IntoIter<Batch<R>>,
+}
+
+impl<R: Record> Batches<R> {
+    fn new(template: &Batch<R>, count: u64, build_in_clock: bool) -> Self {
+        let built: Vec<Batch<R>> = if build_in_clock {
+            Vec::new()
+        } else {
+            (0..count).map(|_| R::fresh(template)).collect()
+        };
+        Batches {
+            template: template.clone(),
+            left: if build_in_clock { count } else { 0 },
+            built: built.into_iter(),
+        }
+    }
+
+    fn next_batch(&mut self) -> Option<Batch<R>> {
+        if let Some(b) = self.built.next() {
+            return Some(b);
+        }
+        (self.left > 0).then(|| {
+            self.left -= 1;
+            R::fresh(&self.template)
+        })
+    }
+}
+
 /// The records of a run through the bridges' codec with bounded channels in this
 /// process, no network: producer, encoder, decoder and consumer threads, the encoded frame
 /// copied once where the data plane writes it to a socket.
@@ -460,11 +514,12 @@ fn codec_only<R: Record>(args: &Args, shape: &Shape) -> Result<Run> {
     let (tx, rx) = bounded::<Event<R>>(CHANNEL_CAPACITY);
     let (frame_tx, frame_rx) = bounded::<Vec<u8>>(CHANNEL_CAPACITY);
     let (out_tx, out_rx) = bounded::<Event<R>>(CHANNEL_CAPACITY);
+    let mut built = Batches::new(&template, batches, args.build_in_clock);
     let cpu = process_cpu_time();
     let t = Instant::now();
     let producer = std::thread::spawn(move || {
-        for _ in 0..batches {
-            tx.send(Event::Batch(R::fresh(&template)))?;
+        while let Some(b) = built.next_batch() {
+            tx.send(Event::Batch(b))?;
         }
         tx.send(Event::EndOfInput)
     });
@@ -481,7 +536,7 @@ fn codec_only<R: Record>(args: &Args, shape: &Shape) -> Result<Run> {
     let decoder = std::thread::spawn(move || -> Result<()> {
         // As the bridge decodes: the frame itself, so `Bytes` records are slices of it.
         for frame in frame_rx {
-            let (ev, _spare) = codec::decode_frame::<R>(frame).map_err(|e| anyhow!(e))?;
+            let ev = codec::decode_frame::<R>(frame.into()).map_err(|e| anyhow!(e))?;
             out_tx.send(ev)?;
         }
         Ok(())

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use sluice_core::{Result, SluiceError};
 
@@ -78,11 +79,22 @@ fn forward_out<T: Data>(
         };
         let end = matches!(ev, Event::EndOfInput);
         buf.clear();
-        codec::encode(&ev, &mut buf).map_err(|e| serialization(&ch, e))?;
-        // The records are no longer needed once encoded; free them before waiting.
-        drop(ev);
-        tx.send(&buf, cancel)?;
-        bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        let encoded = codec::encode_vectored(&ev, &mut buf).map_err(|e| serialization(&ch, e))?;
+        let len = match encoded {
+            // A batch of `Bytes`: its records are written from where they are (large ones
+            // without a copy), so they live until the frame is out.
+            Some(records) => {
+                tx.send_parts(&buf, records, cancel)?;
+                buf.len() + records.iter().map(Bytes::len).sum::<usize>()
+            }
+            None => {
+                // The records are no longer needed once encoded; free them before waiting.
+                drop(ev);
+                tx.send(&buf, cancel)?;
+                buf.len()
+            }
+        };
+        bytes.fetch_add(len as u64, Ordering::Relaxed);
         if end {
             return Ok(());
         }
@@ -132,12 +144,8 @@ fn forward_in<T: Data>(
             continue;
         };
         let len = frame.len() as u64;
-        let (ev, spare) = codec::decode_frame::<T>(frame).map_err(|e| serialization(&ch, e))?;
+        let ev = codec::decode_frame::<T>(frame).map_err(|e| serialization(&ch, e))?;
         bytes.fetch_add(len, Ordering::Relaxed);
-        // A batch of `Bytes` records keeps the frame; the connection then reads into a new one.
-        if let Some(spare) = spare {
-            rx.recycle(spare);
-        }
         let end = matches!(ev, Event::EndOfInput);
         send_event(&tx, ev, cancel)?;
         if end {

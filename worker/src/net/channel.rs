@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use sluice_core::{Result, SluiceError};
 
@@ -67,7 +68,7 @@ pub(super) struct InChannel {
 #[derive(Default)]
 pub(super) struct InState {
     /// Frames received and not yet taken; never longer than the credits granted.
-    pub(super) queue: VecDeque<Vec<u8>>,
+    pub(super) queue: VecDeque<Bytes>,
     /// The connection the sender opened the channel on.
     pub(super) conn: Option<Arc<Conn>>,
     pub(super) registered: bool,
@@ -134,6 +135,12 @@ impl NetSender {
     /// Sends one frame's payload, first waiting for a credit. Gives up when `cancel` is set,
     /// the receiver closed the channel or the connection to its worker is lost.
     pub fn send(&mut self, payload: &[u8], cancel: &AtomicBool) -> Result<()> {
+        self.send_parts(payload, &[], cancel)
+    }
+
+    /// [`NetSender::send`] of the payload `head` followed by the bytes of `tail`, written
+    /// without copying `tail` first.
+    pub fn send_parts(&mut self, head: &[u8], tail: &[Bytes], cancel: &AtomicBool) -> Result<()> {
         {
             let mut st = self.chan.state.lock();
             loop {
@@ -151,7 +158,7 @@ impl NetSender {
             }
         }
         self.conn
-            .write(Kind::Data, &self.ch, payload)
+            .write_parts(Kind::Data, &self.ch, head, tail)
             .map_err(|m| self.error(ErrorKind::ConnectionAborted, m))
     }
 
@@ -202,7 +209,7 @@ impl NetReceiver {
     /// The next frame's payload, or `None` after `timeout` without one. Taking a frame returns
     /// its credit to the sender. Fails once the queue is empty and the sender's connection was
     /// lost, the sender closed the channel, or its attempt was closed.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Vec<u8>>> {
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Bytes>> {
         let deadline = Instant::now() + timeout;
         let mut st = self.chan.state.lock();
         let mut timed_out = false;
@@ -238,15 +245,6 @@ impl NetReceiver {
                 return Ok(None);
             }
             timed_out = self.chan.cv.wait_until(&mut st, deadline).timed_out();
-        }
-    }
-
-    /// Hands back a payload [`NetReceiver::recv_timeout`] returned, once it is decoded, so
-    /// the connection reads a later frame into it instead of allocating.
-    pub fn recycle(&self, payload: Vec<u8>) {
-        let conn = self.chan.state.lock().conn.clone();
-        if let Some(conn) = conn {
-            conn.recycle(payload);
         }
     }
 

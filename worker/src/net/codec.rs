@@ -56,42 +56,70 @@ pub fn encode<T: Data>(ev: &Event<T>, buf: &mut Vec<u8>) -> Result<(), String> {
     bincode::serialize_into(buf, ev).map_err(|e| e.to_string())
 }
 
+/// Appends the encoding of `ev` to `buf` except for the records' bytes when `ev` is a batch of
+/// `Bytes`: those records are returned instead, for their bytes to be written right behind
+/// `buf` (see [`super::frame::write_frame_parts`]), so that large records are never copied.
+/// `buf` followed by the records' bytes is then exactly what [`encode`] writes. For every other
+/// event `buf` gets the whole encoding and the result is `None`.
+pub fn encode_vectored<'a, T: Data>(
+    ev: &'a Event<T>,
+    buf: &mut Vec<u8>,
+) -> Result<Option<&'a [Bytes]>, String> {
+    if let Event::Batch(b) = ev
+        && (b.ts.is_empty() || b.ts.len() == b.data.len())
+        && u32::try_from(b.data.len()).is_ok()
+    {
+        let data: &dyn Any = &b.data;
+        if let Some(shared) = data.downcast_ref::<Vec<Bytes>>() {
+            buf.push(TAG_SHARED);
+            encode_compact_head(shared.iter().map(Bytes::as_ref), &b.ts, buf)?;
+            return Ok(Some(shared));
+        }
+    }
+    encode(ev, buf)?;
+    Ok(None)
+}
+
 fn encode_compact<'a, I>(records: I, ts: &[i64], buf: &mut Vec<u8>) -> Result<(), String>
 where
     I: Iterator<Item = &'a [u8]> + Clone + ExactSizeIterator,
 {
-    let n = records.len();
-    let mut total = 0usize;
-    for r in records.clone() {
-        if u32::try_from(r.len()).is_err() {
-            return Err(format!("a record of {} bytes", r.len()));
-        }
-        total += r.len();
-    }
-    buf.reserve(COMPACT_HEAD + n * 4 + ts.len() * 8 + total);
-    buf.extend_from_slice(&(n as u32).to_le_bytes());
-    buf.push(u8::from(!ts.is_empty()));
-    for r in records.clone() {
-        buf.extend_from_slice(&(r.len() as u32).to_le_bytes());
-    }
-    for t in ts {
-        buf.extend_from_slice(&t.to_le_bytes());
-    }
+    let total = encode_compact_head(records.clone(), ts, buf)?;
+    buf.reserve(total);
     for r in records {
         buf.extend_from_slice(r);
     }
     Ok(())
 }
 
-/// Decodes one event encoded by [`encode`] for the same `T`, taking the received payload.
-/// Returns the payload back when nothing refers to it any more, so the caller can reuse it;
-/// a batch of `Bytes` keeps it (its records are slices of it) and returns `None`.
-pub fn decode_frame<T: Data>(payload: Vec<u8>) -> Result<(Event<T>, Option<Vec<u8>>), String> {
-    if payload.first() == Some(&TAG_SHARED) {
-        return Ok((decode_shared(Bytes::from(payload))?, None));
+/// Appends the compact layout up to the records' bytes; returns how many bytes they take.
+fn encode_compact_head<'a, I>(records: I, ts: &[i64], buf: &mut Vec<u8>) -> Result<usize, String>
+where
+    I: Iterator<Item = &'a [u8]> + ExactSizeIterator,
+{
+    let n = records.len();
+    buf.reserve(COMPACT_HEAD + n * 4 + ts.len() * 8);
+    buf.extend_from_slice(&(n as u32).to_le_bytes());
+    buf.push(u8::from(!ts.is_empty()));
+    let mut total = 0usize;
+    for r in records {
+        let len = u32::try_from(r.len()).map_err(|_| format!("a record of {} bytes", r.len()))?;
+        buf.extend_from_slice(&len.to_le_bytes());
+        total += r.len();
     }
-    let ev = decode(&payload)?;
-    Ok((ev, Some(payload)))
+    for t in ts {
+        buf.extend_from_slice(&t.to_le_bytes());
+    }
+    Ok(total)
+}
+
+/// Decodes one event encoded by [`encode`] for the same `T` from a received payload. A batch
+/// of `Bytes` keeps the payload: its records are slices of it.
+pub fn decode_frame<T: Data>(payload: Bytes) -> Result<Event<T>, String> {
+    if payload.first() == Some(&TAG_SHARED) {
+        return decode_shared(payload);
+    }
+    decode(&payload)
 }
 
 /// Decodes one event encoded by [`encode`] for the same `T`. A batch of `Bytes` costs one copy
@@ -259,9 +287,9 @@ mod tests {
 
         let mut frame = Vec::new();
         encode(&ev, &mut frame).unwrap();
+        let frame = Bytes::from(frame);
         let span = frame.as_ptr_range();
-        let (back, spare) = decode_frame::<Bytes>(frame).unwrap();
-        assert!(spare.is_none(), "the frame is kept by the records");
+        let back = decode_frame::<Bytes>(frame).unwrap();
         batch_eq(&ev, &back);
         let Event::Batch(b) = back else {
             panic!("not a batch")
@@ -277,21 +305,49 @@ mod tests {
         drop(b);
         assert_eq!(&first[..], b"first");
 
-        // Every other event hands the frame back for reuse.
+        // Other events and record types decode from a frame as well.
         let mut frame = Vec::new();
         encode(&Event::<Bytes>::Watermark(8), &mut frame).unwrap();
-        let (back, spare) = decode_frame::<Bytes>(frame).unwrap();
+        let back = decode_frame::<Bytes>(frame.into()).unwrap();
         assert!(matches!(back, Event::Watermark(8)));
-        assert!(spare.is_some());
         let mut frame = Vec::new();
         encode(
             &Event::Batch(Batch::from_vec(vec!["s".to_string()])),
             &mut frame,
         )
         .unwrap();
-        let (back, spare) = decode_frame::<String>(frame).unwrap();
+        let back = decode_frame::<String>(frame.into()).unwrap();
         batch_eq(&back, &Event::Batch(Batch::from_vec(vec!["s".to_string()])));
-        assert!(spare.is_some());
+    }
+
+    #[test]
+    fn vectored_encoding_leaves_only_bytes_records_out() {
+        let mut timed = Batch::default();
+        timed.push(Bytes::from_static(b"first"), Some(1));
+        timed.push(Bytes::new(), Some(2));
+        timed.push(Bytes::from(vec![9u8; 3000]), Some(3));
+        let bytes_batch = Event::Batch(timed);
+        let mut whole = Vec::new();
+        encode(&bytes_batch, &mut whole).unwrap();
+        let mut head = vec![7];
+        let tail = encode_vectored(&bytes_batch, &mut head).unwrap().unwrap();
+        assert_eq!(tail.len(), 3, "the records are left to the writer");
+        let mut joined = head[1..].to_vec();
+        tail.iter().for_each(|r| joined.extend_from_slice(r));
+        assert_eq!(joined, whole);
+
+        // Everything else is encoded whole.
+        let strings = Event::Batch(Batch::from_vec(vec!["a".to_string(), "bc".to_string()]));
+        for ev in [&Event::<Bytes>::Watermark(3), &Event::EndOfInput] {
+            let (mut whole, mut head) = (Vec::new(), Vec::new());
+            encode(ev, &mut whole).unwrap();
+            assert!(encode_vectored(ev, &mut head).unwrap().is_none());
+            assert_eq!(head, whole);
+        }
+        let (mut whole, mut head) = (Vec::new(), Vec::new());
+        encode(&strings, &mut whole).unwrap();
+        assert!(encode_vectored(&strings, &mut head).unwrap().is_none());
+        assert_eq!(head, whole);
     }
 
     #[test]
@@ -303,24 +359,25 @@ mod tests {
         let mut buf = Vec::new();
         encode(&ev, &mut buf).unwrap();
         let lens = 1 + COMPACT_HEAD;
+        let frame = |b: &[u8]| Bytes::copy_from_slice(b);
         // Lengths that no longer add up to the bytes there are.
         let mut bad = buf.clone();
         bad[lens] = 4;
-        let err = decode_frame::<Bytes>(bad.clone()).unwrap_err();
+        let err = decode_frame::<Bytes>(frame(&bad)).unwrap_err();
         assert!(err.contains("malformed"), "{err}");
         assert!(decode::<Bytes>(&bad).is_err());
         // Truncated, and a count far beyond the payload.
-        assert!(decode_frame::<Bytes>(buf[..buf.len() - 1].to_vec()).is_err());
-        assert!(decode_frame::<Bytes>(buf[..3].to_vec()).is_err());
+        assert!(decode_frame::<Bytes>(frame(&buf[..buf.len() - 1])).is_err());
+        assert!(decode_frame::<Bytes>(frame(&buf[..3])).is_err());
         let mut bad = buf.clone();
         bad[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(decode_frame::<Bytes>(bad).is_err());
+        assert!(decode_frame::<Bytes>(frame(&bad)).is_err());
         // A bad timestamp flag.
         let mut bad = buf.clone();
         bad[5] = 2;
-        assert!(decode_frame::<Bytes>(bad).is_err());
+        assert!(decode_frame::<Bytes>(frame(&bad)).is_err());
         // A batch of `Bytes` on a channel of another type, and the other way round.
-        let err = decode_frame::<Vec<u8>>(buf.clone()).unwrap_err();
+        let err = decode_frame::<Vec<u8>>(frame(&buf)).unwrap_err();
         assert!(err.contains("on a channel of"), "{err}");
         let err = decode::<String>(&buf).unwrap_err();
         assert!(err.contains("on a channel of"), "{err}");
@@ -330,11 +387,11 @@ mod tests {
             &mut strings,
         )
         .unwrap();
-        let err = decode_frame::<Bytes>(strings).unwrap_err();
+        let err = decode_frame::<Bytes>(frame(&strings)).unwrap_err();
         assert!(err.contains("on a channel of"), "{err}");
-        assert!(decode_frame::<Bytes>(Vec::new()).is_err());
+        assert!(decode_frame::<Bytes>(Bytes::new()).is_err());
         // Intact, it still decodes.
-        let (back, _) = decode_frame::<Bytes>(buf).unwrap();
+        let back = decode_frame::<Bytes>(frame(&buf)).unwrap();
         batch_eq(&ev, &back);
     }
 

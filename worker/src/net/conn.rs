@@ -6,6 +6,7 @@ use std::io::{self, ErrorKind};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::ChannelId;
@@ -24,15 +25,7 @@ pub(super) struct Conn {
     failure: Mutex<Option<String>>,
     /// The channels this worker sends on over the connection, which credits go to.
     pub(super) senders: Mutex<HashMap<ChannelId, Arc<OutChannel>>>,
-    /// Payload vectors of frames already consumed, for the reader to fill again.
-    spare: Mutex<Vec<Vec<u8>>>,
 }
-
-/// Spare payload vectors a connection keeps: enough for a channel's frames in flight.
-const SPARE_BUFFERS: usize = 4;
-/// A payload vector above this size is freed rather than kept, so one huge record does not
-/// pin its memory for the life of the connection.
-const SPARE_MAX_BYTES: usize = 4 << 20;
 
 struct Writer {
     stream: TcpStream,
@@ -51,7 +44,6 @@ impl Conn {
             socket: stream,
             failure: Mutex::new(None),
             senders: Mutex::new(HashMap::new()),
-            spare: Mutex::new(Vec::new()),
         })
     }
 
@@ -67,21 +59,6 @@ impl Conn {
         reason
     }
 
-    /// A vector for the reader to read the next payload into.
-    pub(super) fn buffer(&self) -> Vec<u8> {
-        self.spare.lock().pop().unwrap_or_default()
-    }
-
-    /// Hands a consumed payload back for the reader to reuse.
-    pub(super) fn recycle(&self, payload: Vec<u8>) {
-        if payload.capacity() <= SPARE_MAX_BYTES {
-            let mut spare = self.spare.lock();
-            if spare.len() < SPARE_BUFFERS {
-                spare.push(payload);
-            }
-        }
-    }
-
     pub(super) fn write(&self, kind: Kind, ch: &ChannelId, payload: &[u8]) -> Result<(), String> {
         let mut w = self.writer.lock();
         if let Some(f) = self.failure() {
@@ -89,6 +66,24 @@ impl Conn {
         }
         let Writer { stream, scratch } = &mut *w;
         frame::write_frame(stream, scratch, kind, ch, payload)
+            .map_err(|e| self.fail(format!("connection lost: {e}")))
+    }
+
+    /// Writes a frame of `head` followed by the bytes of `tail` (see
+    /// [`frame::write_frame_parts`]).
+    pub(super) fn write_parts(
+        &self,
+        kind: Kind,
+        ch: &ChannelId,
+        head: &[u8],
+        tail: &[Bytes],
+    ) -> Result<(), String> {
+        let mut w = self.writer.lock();
+        if let Some(f) = self.failure() {
+            return Err(f);
+        }
+        let Writer { stream, scratch } = &mut *w;
+        frame::write_frame_parts(stream, scratch, kind, ch, head, tail)
             .map_err(|e| self.fail(format!("connection lost: {e}")))
     }
 }

@@ -10,7 +10,7 @@
 //! the refused side already saw fail).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, BufReader, ErrorKind};
+use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,13 +20,10 @@ use sluice_core::{Result, SluiceError};
 
 use super::ChannelId;
 use super::conn::{Conn, lost, parse_hello, protocol_error};
-use super::frame::{self, Frame, Kind, MAGIC};
+use super::frame::{self, Frame, FrameReader, Kind, MAGIC};
 use super::plane::Shared;
 use crate::exchange::CANCEL_POLL;
 
-/// Read buffer of a connection: many small frames (credits, watermarks) per system call, yet
-/// small enough that most of a big frame is read straight into its own vector, not copied.
-const READ_BUFFER: usize = 16 << 10;
 /// How long getting a connection to a peer may take before the peer counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a refused dialler waits for its peer's connection before it dials again.
@@ -178,15 +175,15 @@ impl Shared {
         &self,
         peer: SocketAddr,
         deadline: Instant,
-    ) -> io::Result<Option<(Arc<Conn>, BufReader<TcpStream>)>> {
+    ) -> io::Result<Option<(Arc<Conn>, FrameReader<TcpStream>)>> {
         let left = deadline.saturating_duration_since(Instant::now());
         let stream = TcpStream::connect_timeout(&peer, left.max(Duration::from_millis(1)))?;
         let conn = Arc::new(Conn::new(format!("worker {peer}"), stream.try_clone()?)?);
         conn.write(Kind::Hello, &NO_CHANNEL, &hello_from(self.local()))
             .map_err(|m| io::Error::new(ErrorKind::ConnectionAborted, m))?;
         stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-        let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
-        let answer = frame::read_frame(&mut reader)?;
+        let mut reader = FrameReader::new(stream);
+        let answer = reader.read_frame()?;
         reader.get_ref().set_read_timeout(None)?;
         match (answer.kind, answer.payload.strip_prefix(MAGIC.as_slice())) {
             (Kind::Hello, Some([1])) => Ok(Some((conn, reader))),
@@ -207,7 +204,7 @@ impl Shared {
         mut peers: MutexGuard<'_, Peers>,
         peer: SocketAddr,
         conn: Arc<Conn>,
-        reader: BufReader<TcpStream>,
+        reader: FrameReader<TcpStream>,
         dialed: bool,
     ) -> Result<Arc<Conn>> {
         if let Some(old) = peers.by_peer.insert(peer, conn.clone())
@@ -245,13 +242,11 @@ impl Shared {
                 return;
             }
         };
-        let mut reader = BufReader::with_capacity(READ_BUFFER, reader_stream);
-        let peer = match frame::read_frame(&mut reader)
-            .and_then(parse_hello)
-            .and_then(|a| {
-                a.parse::<SocketAddr>()
-                    .map_err(|e| protocol_error(format!("hello with address '{a}': {e}")))
-            }) {
+        let mut reader = FrameReader::new(reader_stream);
+        let peer = match reader.read_frame().and_then(parse_hello).and_then(|a| {
+            a.parse::<SocketAddr>()
+                .map_err(|e| protocol_error(format!("hello with address '{a}': {e}")))
+        }) {
             Ok(addr) => addr,
             Err(e) => {
                 log::warn!("data plane {}: bad hello from {remote}: {e}", self.local());
@@ -290,21 +285,17 @@ impl Shared {
     fn serve(
         self: Arc<Self>,
         conn: Arc<Conn>,
-        mut reader: BufReader<TcpStream>,
+        mut reader: FrameReader<TcpStream>,
         id: u64,
         peer: SocketAddr,
     ) {
         let ended = loop {
-            let f = match frame::read_frame_into(&mut reader, conn.buffer()) {
+            let f = match reader.read_frame() {
                 Ok(f) => f,
                 Err(e) => break e,
             };
             let handled = match f.kind {
-                Kind::Credit | Kind::Release => {
-                    let handled = on_sender_frame(&conn, &f);
-                    conn.recycle(f.payload);
-                    handled
-                }
+                Kind::Credit | Kind::Release => on_sender_frame(&conn, &f),
                 _ => self.on_incoming(&conn, f),
             };
             if let Err(e) = handled {

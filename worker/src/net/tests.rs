@@ -1,15 +1,16 @@
 //! Tests of the data plane between two planes in one process, over loopback.
 
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use crossbeam_channel::{RecvTimeoutError, bounded};
 
-use super::frame::{self, Kind, MAGIC};
+use super::frame::{self, FrameReader, Kind, MAGIC};
 use super::*;
 use crate::data::{Barrier, BarrierKind, Batch, Event};
 use crate::exchange::{CHANNEL_CAPACITY, send_event};
@@ -129,8 +130,8 @@ fn bytes_records_survive_later_frames() {
     let (a, b) = (plane(), plane());
     let cancel = Arc::new(AtomicBool::new(false));
     let ch = chan(1, 0, 0);
-    let (in_tx, in_rx) = bounded::<Event<bytes::Bytes>>(CHANNEL_CAPACITY);
-    let (out_tx, out_rx) = bounded::<Event<bytes::Bytes>>(CHANNEL_CAPACITY);
+    let (in_tx, in_rx) = bounded::<Event<Bytes>>(CHANNEL_CAPACITY);
+    let (out_tx, out_rx) = bounded::<Event<Bytes>>(CHANNEL_CAPACITY);
     let receiver = b.open_receiver(ch).unwrap();
     let out = bridge_out(
         in_rx,
@@ -138,7 +139,9 @@ fn bytes_records_survive_later_frames() {
         cancel.clone(),
     );
     let inn = bridge_in(receiver, out_tx, cancel.clone());
-    let record = |i: u8, j: usize| bytes::Bytes::from(vec![i; j % 7]);
+    // Small records are copied into the frame, large ones written from where they are.
+    let record =
+        |i: u8, j: usize| Bytes::from(vec![i; if j.is_multiple_of(50) { 5000 } else { j % 7 }]);
     let c = cancel.clone();
     let producer = thread::spawn(move || {
         for i in 0..BATCHES {
@@ -229,7 +232,7 @@ fn sender_opened_before_receiver_waits_for_credits() {
     assert_eq!(sent.load(Ordering::SeqCst), 0, "no data before credits");
     let rx = b.open_receiver(ch).unwrap();
     for i in 0..10u8 {
-        assert_eq!(rx.recv_timeout(HANG).unwrap(), Some(vec![i]));
+        assert_eq!(rx.recv_timeout(HANG).unwrap(), Some(Bytes::from(vec![i])));
     }
     sender.join().unwrap();
     assert!(b.open_receiver(ch).is_err(), "a channel registers once");
@@ -311,18 +314,18 @@ fn cancel_unblocks_a_waiting_sender() {
 
 /// A hand-written client that speaks the wire protocol, to send what a correct sender never
 /// would: frames of an attempt that was already closed.
-fn raw_client(to: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
+fn raw_client(to: SocketAddr) -> (TcpStream, FrameReader<TcpStream>) {
     let mut s = TcpStream::connect(to).unwrap();
     let mut hello = MAGIC.to_vec();
     hello.extend_from_slice(b"127.0.0.1:1");
     let zero = chan(0, 0, 0);
     frame::write_frame(&mut s, &mut Vec::new(), Kind::Hello, &zero, &hello).unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let answer = frame::read_frame(&mut r).unwrap();
+    let mut r = FrameReader::new(s.try_clone().unwrap());
+    let answer = r.read_frame().unwrap();
     let mut accepted = MAGIC.to_vec();
     accepted.push(1);
     assert_eq!(
-        (answer.kind, answer.payload),
+        (answer.kind, answer.payload.to_vec()),
         (Kind::Hello, accepted),
         "the connection is accepted"
     );
@@ -348,7 +351,7 @@ fn one_connection_per_pair_carries_both_directions() {
                     tx.send(&i.to_le_bytes(), &never).unwrap();
                     assert_eq!(
                         rx.recv_timeout(HANG).unwrap(),
-                        Some(i.to_le_bytes().to_vec())
+                        Some(Bytes::copy_from_slice(&i.to_le_bytes()))
                     );
                 }
                 (tx, rx)
@@ -404,21 +407,27 @@ fn close_attempts_before_discards_old_channels_and_late_frames() {
     frame::write_frame(&mut s, &mut scratch, Kind::Data, &old, b"stale").unwrap();
     frame::write_frame(&mut s, &mut scratch, Kind::Open, &new, &[]).unwrap();
     s.flush().unwrap();
-    let credit = frame::read_frame(&mut r).unwrap();
+    let credit = r.read_frame().unwrap();
     assert_eq!((credit.kind, credit.ch), (Kind::Credit, new));
     assert_eq!(
         frame::parse_credit(&credit.payload).unwrap(),
         INITIAL_CREDITS
     );
     frame::write_frame(&mut s, &mut scratch, Kind::Data, &new, b"fresh").unwrap();
-    assert_eq!(rx_new.recv_timeout(HANG).unwrap(), Some(b"fresh".to_vec()));
+    assert_eq!(
+        rx_new.recv_timeout(HANG).unwrap(),
+        Some(Bytes::from_static(b"fresh"))
+    );
 
     // The sending side closes its own old channels too, and a new one works again.
     a.close_attempts_before(2);
     let mut tx_new = a.open_sender(b.local_addr(), chan(2, 1, 0)).unwrap();
     let rx2 = b.open_receiver(chan(2, 1, 0)).unwrap();
     tx_new.send(b"again", &never).unwrap();
-    assert_eq!(rx2.recv_timeout(HANG).unwrap(), Some(b"again".to_vec()));
+    assert_eq!(
+        rx2.recv_timeout(HANG).unwrap(),
+        Some(Bytes::from_static(b"again"))
+    );
     assert!(a.open_sender(b.local_addr(), chan(1, 5, 0)).is_err());
 }
 
@@ -433,7 +442,7 @@ fn data_without_credit_breaks_only_that_connection() {
     tx.send(b"before", &never).unwrap();
     assert_eq!(
         rx_good.recv_timeout(HANG).unwrap(),
-        Some(b"before".to_vec())
+        Some(Bytes::from_static(b"before"))
     );
 
     let ch = chan(1, 0, 0);
@@ -470,5 +479,8 @@ fn data_without_credit_breaks_only_that_connection() {
         "what arrived within the credits is delivered"
     );
     tx.send(b"after", &never).unwrap();
-    assert_eq!(rx_good.recv_timeout(HANG).unwrap(), Some(b"after".to_vec()));
+    assert_eq!(
+        rx_good.recv_timeout(HANG).unwrap(),
+        Some(Bytes::from_static(b"after"))
+    );
 }
