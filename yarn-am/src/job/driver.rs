@@ -269,7 +269,9 @@ impl Driver {
         let mut cancelled = false;
         loop {
             let now = Instant::now();
-            if stop.is_none() && finished == 0 && end.due(coord, now) {
+            let may_trigger = stop.is_none() && finished == 0;
+            let final_due = may_trigger && end.due(coord, now);
+            if final_due || (may_trigger && !end.all_ended() && coord.periodic_due(now)) {
                 let id = self.trigger(
                     attempt,
                     coord,
@@ -279,25 +281,16 @@ impl Driver {
                     None,
                     waiting,
                 );
-                if let Some(id) = id {
-                    eprintln!(
-                        "job {}: every source reached the end of its input; final checkpoint {id}",
-                        self.job_id
-                    );
+                if final_due {
+                    if let Some(id) = id {
+                        eprintln!(
+                            "job {}: every source reached the end of its input; final checkpoint {id}",
+                            self.job_id
+                        );
+                    }
+                    let outcome = end.triggered(id);
+                    self.after_final_checkpoint(attempt, coord, outcome);
                 }
-                let outcome = end.triggered(id);
-                self.after_final_checkpoint(attempt, coord, outcome);
-            } else if stop.is_none() && finished == 0 && !end.all_ended() && coord.periodic_due(now)
-            {
-                self.trigger(
-                    attempt,
-                    coord,
-                    SnapshotKind::Checkpoint,
-                    None,
-                    BarrierKind::Checkpoint,
-                    None,
-                    waiting,
-                );
             }
             for f in coord.expire(now) {
                 self.executor.end_checkpoint(f.id);
