@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -476,7 +477,6 @@ pub struct RocksValue<K, V> {
     db: Rc<RocksInstance>,
     codec: KeyCodec,
     cache: RefCell<FxHashMap<K, CacheSlot<V>>>,
-    vbuf: RefCell<Vec<u8>>,
 }
 
 impl<K: Key, V: Data> RocksValue<K, V> {
@@ -491,7 +491,6 @@ impl<K: Key, V: Data> RocksValue<K, V> {
             db,
             codec: KeyCodec::new(name, uid, id, max_parallelism),
             cache: RefCell::new(FxHashMap::default()),
-            vbuf: RefCell::new(Vec::with_capacity(64)),
         }
     }
 
@@ -518,29 +517,43 @@ impl<K: Key, V: Data> RocksValue<K, V> {
     /// second by a third.
     fn write_back(&self) -> Result<()> {
         let mut cache = self.cache.borrow_mut();
-        let mut batch = WriteBatch::default();
-        let mut vb = self.vbuf.borrow_mut();
+        // Encoded keys and values back to back, and where each entry's are (value `None`: a
+        // delete). The entries go to RocksDB sorted by key: its memtable inserts keys that
+        // follow each other almost for free, while the cache's hash order costs a full
+        // skip-list search per key (about a tenth of a core at 100,000 keys a second).
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut entries: Vec<(Range<usize>, Option<Range<usize>>)> = Vec::new();
         for (k, slot) in cache.iter_mut() {
             if !slot.dirty {
                 continue;
             }
             slot.dirty = false;
-            self.codec.with(k, None, |kb| {
-                match &slot.value {
-                    Some(v) => {
-                        vb.clear();
-                        encode(v, &mut vb, &self.codec.uid, &self.codec.name)?;
-                        batch.put(kb, &vb[..]);
-                    }
-                    None => batch.delete(kb),
-                }
-                Ok(())
+            let key = self.codec.with(k, None, |kb| {
+                bytes.extend_from_slice(kb);
+                Ok(bytes.len() - kb.len()..bytes.len())
             })?;
+            let value = match &slot.value {
+                Some(v) => {
+                    let start = bytes.len();
+                    encode(v, &mut bytes, &self.codec.uid, &self.codec.name)?;
+                    Some(start..bytes.len())
+                }
+                None => None,
+            };
+            entries.push((key, value));
         }
-        if !batch.is_empty() {
-            self.db.write_batch(batch)?;
+        if entries.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        entries.sort_unstable_by(|a, b| bytes[a.0.clone()].cmp(&bytes[b.0.clone()]));
+        let mut batch = WriteBatch::default();
+        for (key, value) in entries {
+            match value {
+                Some(v) => batch.put(&bytes[key], &bytes[v]),
+                None => batch.delete(&bytes[key]),
+            }
+        }
+        self.db.write_batch(batch)
     }
 
     fn make_room(&self) -> Result<()> {

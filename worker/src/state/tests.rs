@@ -201,3 +201,51 @@ fn full_rocksdb_checkpoints_store_every_native_file_and_restore_at_any_paralleli
     assert_eq!(total, 100);
     Ok(())
 }
+
+/// A checkpoint writes the RocksDB cache back and keeps it: values and removals before the
+/// first snapshot are in it, changes after it are not, and the next snapshot has them.
+#[test]
+fn rocksdb_snapshots_write_the_cache_back_and_keep_it() -> Result<()> {
+    let roomy = |restored| {
+        let mut c = ctx(StateBackendKind::RocksDb, 1, 0, restored);
+        let mut config = (*c.config).clone();
+        config.rocksdb_cache_entries = 1000; // nothing is evicted: only snapshots write back
+        c.config = Arc::new(config);
+        c
+    };
+    let mut c = roomy(None);
+    let mut store = KeyedStateStore::open(&mut c)?;
+    let v: ValueState<u32, u64> = store.value("v")?;
+    for k in 0..50 {
+        v.put(&k, u64::from(k))?;
+    }
+    for k in 0..10 {
+        v.remove(&k)?;
+    }
+    let first = OperatorSnapshot {
+        keyed: Some(store.snapshot()?),
+        operator_state: vec![],
+    };
+    for k in 0..20 {
+        v.put(&k, 1000)?;
+    }
+    let second = OperatorSnapshot {
+        keyed: Some(store.snapshot()?),
+        operator_state: vec![],
+    };
+    drop(v);
+    drop(store);
+    let values = |snap: &OperatorSnapshot| -> Result<Vec<Option<u64>>> {
+        let mut c = roomy(Some(snap.clone()));
+        let mut store = KeyedStateStore::open(&mut c)?;
+        let v: ValueState<u32, u64> = store.value("v")?;
+        (0..50).map(|k| v.get(&k)).collect()
+    };
+    let expected_first: Vec<Option<u64>> = (0..50u64).map(|k| (k >= 10).then_some(k)).collect();
+    let expected_second: Vec<Option<u64>> = (0..50u64)
+        .map(|k| Some(if k < 20 { 1000 } else { k }))
+        .collect();
+    assert_eq!(values(&first)?, expected_first);
+    assert_eq!(values(&second)?, expected_second);
+    Ok(())
+}
