@@ -32,24 +32,34 @@ const TAG_SHARED: u8 = 3;
 /// per record, one i64 timestamp per record if they follow, then every record's bytes.
 const COMPACT_HEAD: usize = 4 + 1;
 
+/// A batch the compact layout can carry (timestamps for none or all records, a count that
+/// fits in u32): its records, for the caller to downcast, and their timestamps.
+fn compact_batch<T: Data>(ev: &Event<T>) -> Option<(&dyn Any, &[i64])> {
+    match ev {
+        Event::Batch(b)
+            if (b.ts.is_empty() || b.ts.len() == b.data.len())
+                && u32::try_from(b.data.len()).is_ok() =>
+        {
+            Some((&b.data as &dyn Any, &b.ts[..]))
+        }
+        _ => None,
+    }
+}
+
 /// Appends the encoding of `ev` to `buf`.
 pub fn encode<T: Data>(ev: &Event<T>, buf: &mut Vec<u8>) -> Result<(), String> {
-    if let Event::Batch(b) = ev
-        && (b.ts.is_empty() || b.ts.len() == b.data.len())
-        && u32::try_from(b.data.len()).is_ok()
-    {
-        let data: &dyn Any = &b.data;
+    if let Some((data, ts)) = compact_batch(ev) {
         if let Some(strings) = data.downcast_ref::<Vec<String>>() {
             buf.push(TAG_STRINGS);
-            return encode_compact(strings.iter().map(String::as_bytes), &b.ts, buf);
+            return encode_compact(strings.iter().map(String::as_bytes), ts, buf);
         }
         if let Some(bytes) = data.downcast_ref::<Vec<Vec<u8>>>() {
             buf.push(TAG_BYTES);
-            return encode_compact(bytes.iter().map(Vec::as_slice), &b.ts, buf);
+            return encode_compact(bytes.iter().map(Vec::as_slice), ts, buf);
         }
         if let Some(shared) = data.downcast_ref::<Vec<Bytes>>() {
             buf.push(TAG_SHARED);
-            return encode_compact(shared.iter().map(Bytes::as_ref), &b.ts, buf);
+            return encode_compact(shared.iter().map(Bytes::as_ref), ts, buf);
         }
     }
     buf.push(TAG_SERDE);
@@ -65,16 +75,12 @@ pub fn encode_vectored<'a, T: Data>(
     ev: &'a Event<T>,
     buf: &mut Vec<u8>,
 ) -> Result<Option<&'a [Bytes]>, String> {
-    if let Event::Batch(b) = ev
-        && (b.ts.is_empty() || b.ts.len() == b.data.len())
-        && u32::try_from(b.data.len()).is_ok()
+    if let Some((data, ts)) = compact_batch(ev)
+        && let Some(shared) = data.downcast_ref::<Vec<Bytes>>()
     {
-        let data: &dyn Any = &b.data;
-        if let Some(shared) = data.downcast_ref::<Vec<Bytes>>() {
-            buf.push(TAG_SHARED);
-            encode_compact_head(shared.iter().map(Bytes::as_ref), &b.ts, buf)?;
-            return Ok(Some(shared));
-        }
+        buf.push(TAG_SHARED);
+        encode_compact_head(shared.iter().map(Bytes::as_ref), ts, buf)?;
+        return Ok(Some(shared));
     }
     encode(ev, buf)?;
     Ok(None)
