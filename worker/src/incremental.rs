@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use parking_lot::Mutex;
+use sluice_core::SluiceError;
 use sluice_hdfs_backend::{NativeFile, SnapshotDir, StateHandle, shared_file_name};
 
 use crate::snapshot::{IncrementalMeta, KeyedSnapshot, LocalDir, NativeState, OperatorSnapshot};
@@ -58,6 +59,7 @@ pub fn store_native(
         ));
     }
     let native = keyed.native.pop().expect("one");
+    native.wait_ready()?;
     let local = &native.dir.0;
     let mut names: Vec<String> = std::fs::read_dir(local)
         .and_then(|d| {
@@ -292,6 +294,8 @@ pub fn fetch_native_counted(
         // Decided again by the store the database is opened into.
         incremental: true,
         savepoint: false,
+        canonical: false,
+        ready: None,
     });
     Ok(snap)
 }
@@ -319,15 +323,23 @@ pub fn read_canonical(
     }
     let mut snap = fetch_native(dir, handle, local_base, 4)?;
     if let Some(k) = snap.keyed.as_mut() {
-        for n in std::mem::take(&mut k.native) {
-            let groups =
-                crate::state::scan_native(&n, n.range, "inspect").map_err(|e| e.to_string())?;
-            let remap = crate::snapshot::remap_tables(&mut k.tables, &n.tables);
-            for (kg, blob) in groups {
-                let blob = crate::snapshot::rewrite_table_ids(&blob, &remap);
-                k.groups.entry(kg).or_default().extend_from_slice(&blob);
-            }
-        }
+        read_out_native(k, "inspect").map_err(|e| e.to_string())?;
     }
     Ok(snap)
+}
+
+/// Reads every entry of the native databases of `keyed` into its key-group blobs (the
+/// canonical form) and drops the databases; `uid` names the operator in errors.
+pub fn read_out_native(keyed: &mut KeyedSnapshot, uid: &str) -> sluice_core::Result<()> {
+    for n in std::mem::take(&mut keyed.native) {
+        n.wait_ready().map_err(|e| SluiceError::State {
+            uid: uid.to_string(),
+            state: "rocksdb".into(),
+            message: e,
+        })?;
+        let groups = crate::state::scan_native(&n, n.range, uid)?;
+        keyed.merge_groups(&n.tables, groups);
+    }
+    keyed.groups.retain(|_, b| !b.is_empty());
+    Ok(())
 }

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use sluice_core::KeyGroupRange;
 use sluice_hdfs_backend::NativeFile;
@@ -114,6 +115,46 @@ pub struct NativeState {
     /// hard-linked to the live database, never in the job's `shared/`), so the savepoint is
     /// self-contained and owned by the user.
     pub savepoint: bool,
+    /// Stored in the canonical form instead (key-group blobs, one file or inline): a small
+    /// full checkpoint or a canonical savepoint. The task only links the database's files at
+    /// the barrier; the uploader reads the entries out of them
+    /// ([`crate::incremental::read_out_native`]), so the scan no longer stalls the records.
+    pub canonical: bool,
+    /// Set when the files are written after the barrier, off the task's thread: readers wait
+    /// for it ([`NativeState::wait_ready`]).
+    pub ready: Option<Arc<Ready>>,
+}
+
+impl NativeState {
+    /// Waits until the directory holds the files (at once unless they are written in the
+    /// background); fails if writing them failed.
+    pub fn wait_ready(&self) -> Result<(), String> {
+        self.ready.as_ref().map_or(Ok(()), |r| r.wait())
+    }
+}
+
+/// The outcome of work that fills a [`NativeState`]'s directory after the barrier.
+#[derive(Debug, Default)]
+pub struct Ready {
+    result: Mutex<Option<Result<(), String>>>,
+    done: Condvar,
+}
+
+impl Ready {
+    pub fn set(&self, result: Result<(), String>) {
+        *self.result.lock() = Some(result);
+        self.done.notify_all();
+    }
+
+    pub fn wait(&self) -> Result<(), String> {
+        let mut r = self.result.lock();
+        loop {
+            if let Some(result) = &*r {
+                return result.clone();
+            }
+            self.done.wait(&mut r);
+        }
+    }
 }
 
 impl PartialEq for NativeState {

@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use sluice_hdfs_backend::{SnapshotDir, StateHandle};
 
-use crate::incremental::{SharedRegistry, store_native};
+use crate::incremental::{SharedRegistry, read_out_native, store_native};
 use crate::task::TaskReport;
 
 /// Where each in-flight checkpoint's state goes: id → (directory, inline threshold).
@@ -126,7 +126,22 @@ fn upload(
         };
     };
     let mut states = Vec::with_capacity(snapshots.len());
-    for (uid, snap) in snapshots {
+    for (uid, mut snap) in snapshots {
+        if let Some(k) = snap.keyed.as_mut()
+            && !k.native.is_empty()
+            && k.native.iter().all(|n| n.canonical)
+            && let Err(e) = read_out_native(k, &uid)
+        {
+            return CheckpointEvent::Declined {
+                checkpoint_id: id,
+                task,
+                subtask,
+                reason: format!(
+                    "reading the state of operator '{uid}' (subtask {subtask}) out of its \
+                     RocksDB checkpoint failed: {e}"
+                ),
+            };
+        }
         if snap.keyed.as_ref().is_some_and(|k| !k.native.is_empty()) {
             let name = file_name(&uid, subtask);
             match store_native(&dir, id, &name, snap, registry, transfer_threads) {

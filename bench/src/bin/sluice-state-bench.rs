@@ -22,7 +22,7 @@ use clap::Parser;
 use sluice_core::Config;
 use sluice_hdfs_backend::{SnapshotDir, SnapshotKind};
 use sluice_worker::data::{Barrier, BarrierKind, SavepointFormat};
-use sluice_worker::incremental::{SharedRegistry, fetch_native, store_native};
+use sluice_worker::incremental::{SharedRegistry, fetch_native, read_out_native, store_native};
 use sluice_worker::snapshot::OperatorSnapshot;
 use sluice_worker::state::testing::{self, check, metadata, open};
 
@@ -235,8 +235,11 @@ fn run(args: &Args, root: &Path) -> Result<()> {
             format: SavepointFormat::Canonical,
         },
     };
+    // The task links the database's files; the uploader reads the entries out of them.
+    let mut keyed = store.snapshot_at(&b)?;
+    read_out_native(&mut keyed, "big")?;
     let snap = OperatorSnapshot {
-        keyed: Some(store.snapshot_at(&b)?),
+        keyed: Some(keyed),
         operator_state: Vec::new(),
     };
     let scanned = t.elapsed();

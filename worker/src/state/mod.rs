@@ -5,6 +5,7 @@
 
 mod heap;
 mod rocks;
+mod rocks_writer;
 pub mod testing;
 mod timers;
 
@@ -272,18 +273,13 @@ impl KeyedStateStore {
     /// (plus heap-held state in `groups`), its SST files shared between checkpoints with
     /// `state.backend.incremental`; so is a native savepoint, whose files are all its own.
     /// Canonical savepoints (as in Flink: they restore into any backend), small full
-    /// checkpoints and everything on the heap are canonical.
+    /// checkpoints and everything on the heap are canonical; on RocksDB their files are
+    /// linked here all the same, marked
+    /// [`canonical`](crate::snapshot::NativeState::canonical), and read out by the uploader.
     pub fn snapshot_at(&self, barrier: &Barrier) -> Result<KeyedSnapshot> {
         let Backend::Rocks(db) = &self.backend else {
             return self.snapshot();
         };
-        let native = match barrier.kind.savepoint_format() {
-            None => self.incremental || db.estimated_size() >= NATIVE_FULL_MIN_BYTES,
-            Some(format) => format == SavepointFormat::Native,
-        };
-        if !native {
-            return self.snapshot();
-        }
         let savepoint = barrier.kind != BarrierKind::Checkpoint;
         let mut groups = BTreeMap::new();
         for (id, t) in self.tables.iter().enumerate() {
@@ -291,17 +287,28 @@ impl KeyedStateStore {
         }
         groups.retain(|_, b: &mut Vec<u8>| !b.is_empty());
         let tables: Vec<String> = self.tables.iter().map(|t| t.name().to_string()).collect();
-        let native = db.native_checkpoint(
+        let mut files = db.native_checkpoint(
             barrier.checkpoint_id,
             self.range,
             tables.clone(),
             self.incremental,
             savepoint,
         )?;
+        // Sized by its SST files (the estimate of live data ignored what the memtable or a
+        // queued write-back held, and took a 3 MB state for empty); this checkpoint's own
+        // write-back may still be queued, so a state that only now grew past the threshold is
+        // stored canonical once more.
+        let native = match barrier.kind.savepoint_format() {
+            None => self.incremental || db.stored_size() >= NATIVE_FULL_MIN_BYTES,
+            Some(format) => format == SavepointFormat::Native,
+        };
+        // Canonical state is read out of the linked files by the uploader: scanning the
+        // database here held the records up for the whole scan at every checkpoint.
+        files.canonical = !native;
         Ok(KeyedSnapshot {
             tables,
             groups,
-            native: vec![native],
+            native: vec![files],
         })
     }
 

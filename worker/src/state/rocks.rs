@@ -7,7 +7,6 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -16,14 +15,17 @@ use rocksdb::{DB, Options, WriteBatch, WriteOptions};
 use rustc_hash::FxHashMap;
 use sluice_core::{KeyGroupRange, Result, SluiceError};
 
+use super::rocks_writer::{Entries, Writer};
 use super::{StateTable, decode, encode, key_group};
 use crate::context::OperatorContext;
 use crate::data::Data;
 use crate::key::Key;
-use crate::snapshot::{LocalDir, NativeState, write_entry};
+use crate::snapshot::{LocalDir, NativeState, Ready, write_entry};
 
 pub struct RocksInstance {
-    db: Option<DB>,
+    db: Option<Arc<DB>>,
+    /// Writes checkpoints' write-backs and takes RocksDB checkpoints off the task's thread.
+    writer: Writer,
     dir: PathBuf,
     uid: String,
     write: WriteOptions,
@@ -65,11 +67,14 @@ impl RocksInstance {
             link_or_copy_dir(&n.dir.0, &dir)?;
         }
         let opts = db_options(ctx.config.rocksdb_write_buffer_bytes as usize);
-        let db = DB::open(&opts, &dir).map_err(|e| rocks_err(&ctx.uid, &dir, e))?;
+        let db = Arc::new(DB::open(&opts, &dir).map_err(|e| rocks_err(&ctx.uid, &dir, e))?);
+        let writer = Writer::start(db.clone(), format!("rocksdb-wb-{}", ctx.subtask))
+            .map_err(|e| SluiceError::io(format!("a writer thread for {}", dir.display()), e))?;
         let mut write = WriteOptions::default();
         write.disable_wal(true);
         Ok(RocksInstance {
             db: Some(db),
+            writer,
             dir,
             uid: ctx.uid.clone(),
             write,
@@ -82,12 +87,14 @@ impl RocksInstance {
     pub(super) fn wait_for_compactions(&self) -> Result<()> {
         let mut opts = rocksdb::WaitForCompactOptions::default();
         opts.set_flush(true);
-        self.db().wait_for_compact(&opts).map_err(|e| self.err(e))
+        self.db()?.wait_for_compact(&opts).map_err(|e| self.err(e))
     }
 
     /// Flushes the memtable and takes a RocksDB checkpoint (hard links to the SST files, a copy
     /// of the small rest) next to the database: cheap, and the files stay valid while the
-    /// database goes on changing. The directory is deleted once the returned state is dropped.
+    /// database goes on changing. Both happen on the writer thread, after the write-backs
+    /// queued before; the returned state is ready once they did. The directory is deleted once
+    /// the returned state is dropped.
     pub(crate) fn native_checkpoint(
         &self,
         checkpoint_id: u64,
@@ -99,10 +106,10 @@ impl RocksInstance {
         let mut target = self.dir.clone().into_os_string();
         target.push(format!(".chk-{checkpoint_id}-{}", unique()));
         let target = PathBuf::from(target);
-        self.db().flush().map_err(|e| self.err(e))?;
-        rocksdb::checkpoint::Checkpoint::new(self.db())
-            .and_then(|c| c.create_checkpoint(&target))
-            .map_err(|e| self.err(e))?;
+        let ready = Arc::new(Ready::default());
+        self.writer
+            .checkpoint(target.clone(), ready.clone())
+            .map_err(|e| self.state_err(e))?;
         Ok(NativeState {
             dir: Arc::new(LocalDir(target)),
             instance: self.instance.clone(),
@@ -111,11 +118,37 @@ impl RocksInstance {
             inherited: self.inherited.clone(),
             incremental: incremental && !savepoint,
             savepoint,
+            canonical: false,
+            ready: Some(ready),
         })
     }
 
-    fn db(&self) -> &DB {
+    /// The database, once the writer thread has written everything queued: what the task
+    /// reads or writes itself must come after it.
+    fn db(&self) -> Result<&DB> {
+        self.writer.settle().map_err(|e| self.state_err(e))?;
+        Ok(self.raw_db())
+    }
+
+    fn raw_db(&self) -> &DB {
         self.db.as_ref().expect("RocksDB is open until drop")
+    }
+
+    fn state_err(&self, message: String) -> SluiceError {
+        SluiceError::State {
+            uid: self.uid.clone(),
+            state: "rocksdb".into(),
+            message: format!("{}: {message}", self.dir.display()),
+        }
+    }
+
+    /// Queues `data` for the writer thread to write as an SST file of its own.
+    fn write_back_async(&self, data: Entries) -> Result<()> {
+        let mut path = self.dir.clone().into_os_string();
+        path.push(format!(".write-back-{}.sst", unique()));
+        self.writer
+            .ingest(PathBuf::from(path), data)
+            .map_err(|e| self.state_err(e))
     }
 
     fn err(&self, e: rocksdb::Error) -> SluiceError {
@@ -123,7 +156,7 @@ impl RocksInstance {
     }
 
     fn multi_get(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
-        self.db()
+        self.db()?
             .multi_get(keys)
             .into_iter()
             .map(|r| r.map_err(|e| self.err(e)))
@@ -131,23 +164,23 @@ impl RocksInstance {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
-        self.db().get_pinned(key).map_err(|e| self.err(e))
+        self.db()?.get_pinned(key).map_err(|e| self.err(e))
     }
 
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.db()
+        self.db()?
             .put_opt(key, value, &self.write)
             .map_err(|e| self.err(e))
     }
 
     fn delete(&self, key: &[u8]) -> Result<()> {
-        self.db()
+        self.db()?
             .delete_opt(key, &self.write)
             .map_err(|e| self.err(e))
     }
 
     fn write_batch(&self, batch: WriteBatch) -> Result<()> {
-        self.db()
+        self.db()?
             .write_opt(batch, &self.write)
             .map_err(|e| self.err(e))
     }
@@ -216,7 +249,7 @@ impl RocksInstance {
         }
         let mut ingest = rocksdb::IngestExternalFileOptions::default();
         ingest.set_move_files(true);
-        self.db()
+        self.db()?
             .ingest_external_file_opts(&ingest, files.0.clone())
             .map_err(|e| self.err(e))
     }
@@ -227,12 +260,12 @@ impl RocksInstance {
         range: KeyGroupRange,
         groups: &mut BTreeMap<u16, Vec<u8>>,
     ) -> Result<()> {
-        scan_db(self.db(), range, groups).map_err(|e| self.err(e))
+        scan_db(self.db()?, range, groups).map_err(|e| self.err(e))
     }
 
     /// Prefix-scans `prefix`, returning (key suffix after the prefix, value) pairs.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut it = self.db().raw_iterator();
+        let mut it = self.db()?.raw_iterator();
         it.seek(prefix);
         let mut out = Vec::new();
         while it.valid() {
@@ -254,8 +287,14 @@ impl RocksInstance {
         self.int_property("rocksdb.estimate-live-data-size")
     }
 
+    /// Bytes of the database's SST files (not its memtables): what a native checkpoint
+    /// taken now stores.
+    pub fn stored_size(&self) -> u64 {
+        self.int_property("rocksdb.live-sst-files-size")
+    }
+
     fn int_property(&self, name: &str) -> u64 {
-        self.db()
+        self.raw_db()
             .property_int_value(name)
             .ok()
             .flatten()
@@ -265,6 +304,7 @@ impl RocksInstance {
 
 impl Drop for RocksInstance {
     fn drop(&mut self) {
+        self.writer.shut_down();
         self.db.take();
         // Local state is a working copy; the checkpoint holds the durable one.
         let _ignored = std::fs::remove_dir_all(&self.dir);
@@ -323,7 +363,7 @@ pub(crate) fn scan_native(
     Ok(groups)
 }
 
-fn db_options(write_buffer_bytes: usize) -> Options {
+pub(super) fn db_options(write_buffer_bytes: usize) -> Options {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.set_write_buffer_size(write_buffer_bytes);
@@ -343,6 +383,11 @@ fn db_options(write_buffer_bytes: usize) -> Options {
     opts.set_level_compaction_dynamic_level_bytes(true);
     opts
 }
+
+/// Dirty entries from which a write-back goes to RocksDB as an SST file of its own rather
+/// than through the memtable: fewer would make a small file (a compaction input) per
+/// checkpoint.
+const SST_WRITE_BACK_MIN: usize = 4096;
 
 /// Bulk-loaded SST files are cut at this size, so later compactions work on pieces.
 const BULK_FILE_BYTES: u64 = 256 << 20;
@@ -517,12 +562,8 @@ impl<K: Key, V: Data> RocksValue<K, V> {
     /// second by a third.
     fn write_back(&self) -> Result<()> {
         let mut cache = self.cache.borrow_mut();
-        // Encoded keys and values back to back, and where each entry's are (value `None`: a
-        // delete). The entries go to RocksDB sorted by key: its memtable inserts keys that
-        // follow each other almost for free, while the cache's hash order costs a full
-        // skip-list search per key (about a tenth of a core at 100,000 keys a second).
-        let mut bytes: Vec<u8> = Vec::new();
-        let mut entries: Vec<(Range<usize>, Option<Range<usize>>)> = Vec::new();
+        let mut data = self.db.writer.buffers();
+        let Entries { bytes, entries } = &mut data;
         for (k, slot) in cache.iter_mut() {
             if !slot.dirty {
                 continue;
@@ -535,7 +576,7 @@ impl<K: Key, V: Data> RocksValue<K, V> {
             let value = match &slot.value {
                 Some(v) => {
                     let start = bytes.len();
-                    encode(v, &mut bytes, &self.codec.uid, &self.codec.name)?;
+                    encode(v, bytes, &self.codec.uid, &self.codec.name)?;
                     Some(start..bytes.len())
                 }
                 None => None,
@@ -545,12 +586,17 @@ impl<K: Key, V: Data> RocksValue<K, V> {
         if entries.is_empty() {
             return Ok(());
         }
-        entries.sort_unstable_by(|a, b| bytes[a.0.clone()].cmp(&bytes[b.0.clone()]));
+        if entries.len() >= SST_WRITE_BACK_MIN {
+            // Every entry stays cached (clean), so the task reads none of them from RocksDB
+            // while the writer thread sorts and writes them.
+            return self.db.write_back_async(data);
+        }
+        data.sort();
         let mut batch = WriteBatch::default();
-        for (key, value) in entries {
+        for (key, value) in data.iter() {
             match value {
-                Some(v) => batch.put(&bytes[key], &bytes[v]),
-                None => batch.delete(&bytes[key]),
+                Some(v) => batch.put(key, v),
+                None => batch.delete(key),
             }
         }
         self.db.write_batch(batch)

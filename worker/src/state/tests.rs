@@ -109,7 +109,7 @@ fn state_that_no_longer_decodes_names_operator_and_state() -> Result<()> {
 #[test]
 fn full_rocksdb_checkpoints_store_every_native_file_and_restore_at_any_parallelism() -> Result<()> {
     use crate::data::{Barrier, BarrierKind};
-    use crate::incremental::{SharedRegistry, fetch_native, store_native};
+    use crate::incremental::{SharedRegistry, fetch_native, read_out_native, store_native};
     use sluice_hdfs_backend::{SnapshotDir, StateHandle};
 
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -121,9 +121,22 @@ fn full_rocksdb_checkpoints_store_every_native_file_and_restore_at_any_paralleli
         timestamp_ms: 0,
         kind: BarrierKind::Checkpoint,
     };
-    // Small state is taken canonical (one file or inline, not four or more).
-    assert!(store.snapshot_at(&barrier)?.native.is_empty());
+    // Small state is stored canonical (one file or inline, not four or more): the task links
+    // the database's files at the barrier, and the uploader reads the entries out of them,
+    // exactly as a scan at the barrier finds them; what changes after the barrier is not in it.
+    let mut small = store.snapshot_at(&barrier)?;
+    assert!(small.native.len() == 1 && small.native[0].canonical);
+    let scanned = store.snapshot()?;
+    assert!(!scanned.groups.is_empty());
     let big: ValueState<u64, Vec<u8>> = store.value("big")?;
+    big.put(&0, vec![1])?;
+    store.wait_for_compactions()?;
+    let linked = small.native[0].dir.0.clone();
+    read_out_native(&mut small, "op")?;
+    assert!(small.native.is_empty());
+    assert!(!linked.exists(), "{} is left behind", linked.display());
+    assert_eq!(small.tables, scanned.tables);
+    assert_eq!(small.groups, scanned.groups);
     // 2 MiB that compression cannot shrink.
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut noise = || {
@@ -247,5 +260,74 @@ fn rocksdb_snapshots_write_the_cache_back_and_keep_it() -> Result<()> {
         .collect();
     assert_eq!(values(&first)?, expected_first);
     assert_eq!(values(&second)?, expected_second);
+    Ok(())
+}
+
+/// Checkpoints of RocksDB value state through the path jobs take (`snapshot_at`): write-backs
+/// too large for the memtable path are written by the writer thread while the task goes on,
+/// also when the cache evicts. Each snapshot holds exactly the values at its barrier, and the
+/// live state reads every value back, from the cache or from RocksDB.
+#[test]
+fn rocksdb_checkpoints_hold_the_values_at_their_barrier() -> Result<()> {
+    use crate::data::{Barrier, BarrierKind};
+    use crate::incremental::read_out_native;
+
+    let with_cache = |entries: usize, restored| {
+        let mut c = ctx(StateBackendKind::RocksDb, 1, 0, restored);
+        let mut config = (*c.config).clone();
+        config.rocksdb_cache_entries = entries;
+        c.config = Arc::new(config);
+        c
+    };
+    let barrier = |checkpoint_id| Barrier {
+        checkpoint_id,
+        timestamp_ms: 0,
+        kind: BarrierKind::Checkpoint,
+    };
+    let taken = |mut keyed: KeyedSnapshot| -> Result<OperatorSnapshot> {
+        read_out_native(&mut keyed, "op")?;
+        Ok(OperatorSnapshot {
+            keyed: Some(keyed),
+            operator_state: vec![],
+        })
+    };
+    // (keys, cache entries): the memtable path; the writer thread with everything cached;
+    // the writer thread with evictions (the cache holds fewer entries than there are keys).
+    for (n, cache) in [(50u32, 1000), (6000, 20_000), (6000, 5000)] {
+        let mut c = with_cache(cache, None);
+        let mut store = KeyedStateStore::open(&mut c)?;
+        let v: ValueState<u32, u64> = store.value("v")?;
+        for k in 0..n {
+            v.put(&k, u64::from(k))?;
+        }
+        for k in 0..10 {
+            v.remove(&k)?;
+        }
+        let first = store.snapshot_at(&barrier(1))?;
+        for k in 0..n / 2 {
+            v.put(&k, 1000)?;
+        }
+        let second = store.snapshot_at(&barrier(2))?;
+        let expected_first: Vec<Option<u64>> =
+            (0..u64::from(n)).map(|k| (k >= 10).then_some(k)).collect();
+        let expected_second: Vec<Option<u64>> = (0..u64::from(n))
+            .map(|k| Some(if k < u64::from(n / 2) { 1000 } else { k }))
+            .collect();
+        let live: Vec<Option<u64>> = (0..n).map(|k| v.get(&k)).collect::<Result<_>>()?;
+        assert_eq!(live, expected_second, "{n} keys, cache {cache}: live");
+        let (first, second) = (taken(first)?, taken(second)?);
+        drop(v);
+        drop(store);
+        for (snap, expected, which) in [
+            (&first, &expected_first, "first"),
+            (&second, &expected_second, "second"),
+        ] {
+            let mut c = with_cache(cache, Some(snap.clone()));
+            let mut store = KeyedStateStore::open(&mut c)?;
+            let v: ValueState<u32, u64> = store.value("v")?;
+            let got: Vec<Option<u64>> = (0..n).map(|k| v.get(&k)).collect::<Result<_>>()?;
+            assert_eq!(&got, expected, "{n} keys, cache {cache}: {which} snapshot");
+        }
+    }
     Ok(())
 }

@@ -1,0 +1,217 @@
+//! The background writer of one RocksDB instance. At a checkpoint the task only collects the
+//! dirty values of its write-back cache (encoded, sorted); writing them to RocksDB and taking
+//! the RocksDB checkpoint after them run here, in that order, while the task goes on with
+//! records. The task waits for this work only before it reads or writes the database itself
+//! (a cache miss, map or list state, a scan), so a job whose state fits the cache never waits.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, unbounded};
+use parking_lot::{Condvar, Mutex};
+use rocksdb::DB;
+
+use crate::snapshot::Ready;
+
+/// Encoded keys and values back to back, and where each entry's are (value `None`: a delete).
+#[derive(Default)]
+pub(super) struct Entries {
+    pub(super) bytes: Vec<u8>,
+    pub(super) entries: Vec<(Range<usize>, Option<Range<usize>>)>,
+}
+
+impl Entries {
+    /// Puts the entries in ascending key order, which RocksDB's memtable inserts far more
+    /// cheaply than the cache's hash order, and SST files require.
+    pub(super) fn sort(&mut self) {
+        let bytes = &self.bytes;
+        self.entries
+            .sort_unstable_by(|a, b| bytes[a.0.clone()].cmp(&bytes[b.0.clone()]));
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.entries
+            .iter()
+            .map(|(k, v)| (&self.bytes[k.clone()], v.clone().map(|v| &self.bytes[v])))
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
+    }
+}
+
+enum Job {
+    /// Sort these entries, write them as an SST file at `path` and ingest it.
+    Ingest { path: PathBuf, data: Entries },
+    /// Flush the memtable and take a RocksDB checkpoint (hard links) in `target`.
+    Checkpoint { target: PathBuf, ready: Arc<Ready> },
+}
+
+#[derive(Default)]
+struct Progress {
+    /// Jobs submitted and not finished.
+    pending: usize,
+    /// The first failure; every later job fails with it, and so does every wait.
+    failed: Option<String>,
+}
+
+#[derive(Default)]
+struct Shared {
+    progress: Mutex<Progress>,
+    changed: Condvar,
+    /// Buffers of finished write-backs, for the next: a fresh one of several megabytes costs
+    /// the task a page fault per page it fills.
+    spare: Mutex<Option<Entries>>,
+}
+
+pub(super) struct Writer {
+    /// Dropped first on shutdown: the thread finishes what is queued, then ends.
+    jobs: Option<Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    /// A writer for `db`, on a thread named after the database directory's operator.
+    pub(super) fn start(db: Arc<DB>, name: String) -> std::io::Result<Writer> {
+        // Unbounded, but never long: each checkpoint adds at most one job per state and the
+        // checkpoint itself, and a task that touches the database waits for all of them.
+        let (tx, rx) = unbounded::<Job>();
+        let shared = Arc::new(Shared::default());
+        let s = shared.clone();
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            for mut job in rx {
+                let failed = s.progress.lock().failed.clone();
+                let result = match failed {
+                    Some(f) => Err(f),
+                    None => run(&db, &mut job),
+                };
+                match job {
+                    Job::Checkpoint { ready, .. } => ready.set(result.clone()),
+                    Job::Ingest { mut data, .. } => {
+                        data.clear();
+                        *s.spare.lock() = Some(data);
+                    }
+                }
+                let mut p = s.progress.lock();
+                p.pending -= 1;
+                if let Err(e) = result {
+                    p.failed.get_or_insert(e);
+                }
+                drop(p);
+                s.changed.notify_all();
+            }
+        })?;
+        Ok(Writer {
+            jobs: Some(tx),
+            thread: Some(thread),
+            shared,
+        })
+    }
+
+    /// Empty buffers for a write-back, those of an earlier one if it is done.
+    pub(super) fn buffers(&self) -> Entries {
+        self.shared.spare.lock().take().unwrap_or_default()
+    }
+
+    /// Queues writing `data` into the database through an SST file at `path`.
+    pub(super) fn ingest(&self, path: PathBuf, data: Entries) -> Result<(), String> {
+        self.submit(Job::Ingest { path, data })
+    }
+
+    /// Queues a RocksDB checkpoint into `target` after everything queued before; `ready`
+    /// tells its outcome.
+    pub(super) fn checkpoint(&self, target: PathBuf, ready: Arc<Ready>) -> Result<(), String> {
+        self.submit(Job::Checkpoint { target, ready })
+    }
+
+    fn submit(&self, job: Job) -> Result<(), String> {
+        let mut p = self.shared.progress.lock();
+        if let Some(f) = &p.failed {
+            return Err(f.clone());
+        }
+        p.pending += 1;
+        drop(p);
+        let sent = self.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok());
+        if !sent {
+            let mut p = self.shared.progress.lock();
+            p.pending -= 1;
+            return Err("the RocksDB writer thread is gone".into());
+        }
+        Ok(())
+    }
+
+    /// Waits until everything queued is in the database; fails if any of it failed.
+    pub(super) fn settle(&self) -> Result<(), String> {
+        let mut p = self.shared.progress.lock();
+        while p.pending > 0 {
+            self.shared.changed.wait(&mut p);
+        }
+        match &p.failed {
+            Some(f) => Err(f.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Finishes what is queued and ends the thread.
+    pub(super) fn shut_down(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ignored = t.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+fn run(db: &DB, job: &mut Job) -> Result<(), String> {
+    match job {
+        Job::Ingest { path, data } => ingest(db, path, data),
+        Job::Checkpoint { target, .. } => {
+            let target: &Path = target;
+            db.flush()
+                .map_err(|e| format!("flushing before the checkpoint: {e}"))?;
+            rocksdb::checkpoint::Checkpoint::new(db)
+                .and_then(|c| c.create_checkpoint(target))
+                .map_err(|e| format!("checkpoint into {}: {e}", target.display()))
+        }
+    }
+}
+
+/// Writes sorted entries into one SST file and ingests it, instead of inserting them into the
+/// memtable and flushing it: a write-back of every cached value (all of them, when every key
+/// changes between checkpoints) cost a memtable insert per entry and then a flush that read
+/// them all out again into a file. The file is uncompressed: the next compaction rewrites it,
+/// compressed, anyway.
+fn ingest(db: &DB, path: &Path, data: &mut Entries) -> Result<(), String> {
+    data.sort();
+    let mut opts = super::rocks::db_options(8 << 20);
+    opts.set_compression_type(rocksdb::DBCompressionType::None);
+    let err = |e: rocksdb::Error| format!("writing back through {}: {e}", path.display());
+    let result = (|| {
+        let mut writer = rocksdb::SstFileWriter::create(&opts);
+        writer.open(path).map_err(err)?;
+        for (key, value) in data.iter() {
+            match value {
+                Some(v) => writer.put(key, v),
+                None => writer.delete(key),
+            }
+            .map_err(err)?;
+        }
+        writer.finish().map_err(err)?;
+        let mut ingest = rocksdb::IngestExternalFileOptions::default();
+        ingest.set_move_files(true);
+        db.ingest_external_file_opts(&ingest, vec![path.to_path_buf()])
+            .map_err(err)
+    })();
+    // Moved into the database when ingested; left behind otherwise.
+    let _ignored = std::fs::remove_file(path);
+    result
+}
