@@ -41,3 +41,6 @@ cargo build --release -q -p sluice-am -p sluice-worker -p sluice-cli -p sluice-e
 # the same bytes in the same run.
 cargo build --release -q -p sluice-bench --bin sluice-net-bench
 "${CARGO_TARGET_DIR:-target}/release/sluice-net-bench" --records 3000000 --rounds 3
+# What checkpoints every second cost the RocksDB word count: interleaved pairs of runs without
+# and with them, and the median ratios.
+bench/checkpoint-overhead.sh --backend rocksdb

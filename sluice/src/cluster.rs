@@ -4,7 +4,7 @@
 //! reports to the master until the master says the job ended.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -101,6 +101,25 @@ fn resolve_master(master: &str) -> Result<SocketAddr> {
         })
 }
 
+/// The local address on the route to `master`, where this process's data plane listens: the
+/// interface the master and the other workers reach this machine on. (The master's own address,
+/// used before, is not local on any other machine, so a job process on a second host could not
+/// bind it.) Connecting a UDP socket sends nothing; it only looks the route up.
+fn local_address_towards(master: SocketAddr) -> Result<IpAddr> {
+    let what = || format!("the local address on the route to the master at {master}");
+    let any: IpAddr = if master.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let probe = UdpSocket::bind(SocketAddr::new(any, 0)).map_err(|e| SluiceError::io(what(), e))?;
+    probe
+        .connect(master)
+        .map_err(|e| SluiceError::io(what(), e))?;
+    let local = probe.local_addr().map_err(|e| SluiceError::io(what(), e))?;
+    Ok(local.ip())
+}
+
 /// The attempt this process runs now.
 struct Running {
     attempt: u64,
@@ -122,7 +141,7 @@ pub(crate) fn run_job_process(resolved: ResolvedGraph, config: Config, master: &
     }
     let exec = sluice_am::build_execution_plan(&resolved.plan)?;
     sluice_am::job::install_hdfs_client_keys(&config);
-    let plane = DataPlane::bind(SocketAddr::new(master.ip(), 0))?;
+    let plane = DataPlane::bind(SocketAddr::new(local_address_towards(master)?, 0))?;
     let (conn, mut reader) = Conn::connect(master, CONNECT_TIMEOUT)?;
     conn.send(&ToMaster::RegisterJobProcess {
         version: PROTOCOL_VERSION,
@@ -472,4 +491,21 @@ fn exit_when_stdin_closes() {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A master on loopback is reached from loopback; the address is one this machine can
+    /// bind, unlike a master's address on another host.
+    #[test]
+    fn the_data_plane_listens_on_the_route_to_the_master() -> Result<()> {
+        for master in ["127.0.0.1:9", "127.0.0.2:9"] {
+            let ip = local_address_towards(master.parse().expect("an address"))?;
+            assert!(ip.is_loopback(), "{master}: {ip}");
+            DataPlane::bind(SocketAddr::new(ip, 0))?;
+        }
+        Ok(())
+    }
 }
