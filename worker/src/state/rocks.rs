@@ -563,12 +563,12 @@ impl<K: Key, V: Data> RocksValue<K, V> {
     fn write_back(&self) -> Result<()> {
         let mut cache = self.cache.borrow_mut();
         let mut data = self.db.writer.buffers();
-        let Entries { bytes, entries } = &mut data;
         for (k, slot) in cache.iter_mut() {
             if !slot.dirty {
                 continue;
             }
             slot.dirty = false;
+            let bytes = &mut data.bytes;
             let key = self.codec.with(k, None, |kb| {
                 bytes.extend_from_slice(kb);
                 Ok(bytes.len() - kb.len()..bytes.len())
@@ -581,12 +581,12 @@ impl<K: Key, V: Data> RocksValue<K, V> {
                 }
                 None => None,
             };
-            entries.push((key, value));
+            data.push(key, value);
         }
-        if entries.is_empty() {
+        if data.is_empty() {
             return Ok(());
         }
-        if entries.len() >= SST_WRITE_BACK_MIN {
+        if data.len() >= SST_WRITE_BACK_MIN {
             // Every entry stays cached (clean), so the task reads none of them from RocksDB
             // while the writer thread sorts and writes them.
             return self.db.write_back_async(data);
