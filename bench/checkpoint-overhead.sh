@@ -4,18 +4,23 @@
 # (records/s) and of records per CPU-second, and the medians. Pairs, because this machine's
 # speed drifts between runs; the median, because single pairs swing by ±20 %.
 #
-#   bench/checkpoint-overhead.sh [--backend rocksdb|hashmap] [--records N] [--pairs N]
-#                                [--interval 1s]
+#   bench/checkpoint-overhead.sh [--backend rocksdb|hashmap] [--keys 10007] [--records N]
+#                                [--pairs N] [--interval 1s]
+#
+# `--keys` is the word count's distinct numbers per word: 10007 gives 100,070 keys, 100003
+# about 1 M.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 backend=rocksdb
+keys=10007
 records=200000000
 pairs=5
 interval=1s
 while [ $# -gt 0 ]; do
   case "$1" in
     --backend) backend="$2"; shift 2 ;;
+    --keys) keys="$2"; shift 2 ;;
     --records) records="$2"; shift 2 ;;
     --pairs) pairs="$2"; shift 2 ;;
     --interval) interval="$2"; shift 2 ;;
@@ -30,11 +35,11 @@ trap 'rm -rf "$checkpoints"' EXIT
 # The value of `field=` in the benchmark's result line.
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 
-echo "word count, $backend, $records records, checkpoints every $interval to $checkpoints"
+echo "word count, $backend, $keys numbers per word, $records records, checkpoints every $interval to $checkpoints"
 ratios=()
 for i in $(seq 1 "$pairs"); do
-  plain="$("$bin" wordcount --backend "$backend" --records "$records" | tail -1)"
-  with="$("$bin" wordcount --backend "$backend" --records "$records" \
+  plain="$("$bin" wordcount --backend "$backend" --keys "$keys" --records "$records" | tail -1)"
+  with="$("$bin" wordcount --backend "$backend" --keys "$keys" --records "$records" \
     -D "execution.checkpointing.interval=$interval" \
     -D "state.checkpoints.dir=file://$checkpoints" 2>/dev/null | tail -1)"
   rm -rf "${checkpoints:?}"/*
