@@ -82,6 +82,34 @@ pub struct KeyedSnapshot {
     /// their files and describes them in an [`IncrementalMeta`].
     #[serde(skip)]
     pub native: Vec<NativeState>,
+    /// Heap tables frozen at the barrier, not yet in `groups`; never serialised: the uploader
+    /// encodes them ([`KeyedSnapshot::encode_frozen`]) before it stores anything.
+    #[serde(skip)]
+    pub frozen: Vec<Frozen>,
+}
+
+/// A heap table as it was at a barrier (a copy the task took there), for the uploader to
+/// encode: the copy costs the task far less than encoding the entries.
+pub trait FrozenTable: Send + Sync {
+    /// Appends the table's entries to their key groups' blobs, as
+    /// [`write_entry`] lays them out.
+    fn write_into(&self, groups: &mut BTreeMap<u16, Vec<u8>>) -> sluice_core::Result<()>;
+}
+
+/// A [`FrozenTable`] in a snapshot.
+#[derive(Clone)]
+pub struct Frozen(pub Arc<dyn FrozenTable>);
+
+impl std::fmt::Debug for Frozen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Frozen(..)")
+    }
+}
+
+impl PartialEq for Frozen {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// A local directory that is deleted when the last reference to it goes.
@@ -184,7 +212,7 @@ impl OperatorSnapshot {
             && self
                 .keyed
                 .as_ref()
-                .is_none_or(|k| k.groups.is_empty() && k.native.is_empty())
+                .is_none_or(|k| k.groups.is_empty() && k.native.is_empty() && k.frozen.is_empty())
     }
 
     pub fn with_operator_state(
@@ -285,6 +313,16 @@ pub(crate) fn remap_tables(dst: &mut Vec<String>, src: &[String]) -> Vec<u16> {
 }
 
 impl KeyedSnapshot {
+    /// Encodes the frozen tables into `groups` (the uploader does, off the task's thread),
+    /// then drops the key groups left empty.
+    pub fn encode_frozen(&mut self) -> sluice_core::Result<()> {
+        for f in std::mem::take(&mut self.frozen) {
+            f.0.write_into(&mut self.groups)?;
+        }
+        self.groups.retain(|_, b| !b.is_empty());
+        Ok(())
+    }
+
     /// Appends `groups`, whose state ids index `tables`, remapping ids onto `self.tables`.
     pub fn merge_groups(&mut self, tables: &[String], groups: BTreeMap<u16, Vec<u8>>) {
         let remap = remap_tables(&mut self.tables, tables);
@@ -439,7 +477,7 @@ mod tests {
         let keyed = KeyedSnapshot {
             tables: plain.tables.clone(),
             groups: plain.groups.clone(),
-            native: Vec::new(),
+            ..KeyedSnapshot::default()
         };
         let old = bincode::serialize(&plain).unwrap();
         assert_eq!(bincode::serialize(&keyed).unwrap(), old);

@@ -127,6 +127,16 @@ fn upload(
     };
     let mut states = Vec::with_capacity(snapshots.len());
     for (uid, mut snap) in snapshots {
+        if let Some(Err(e)) = snap.keyed.as_mut().map(|k| k.encode_frozen()) {
+            return CheckpointEvent::Declined {
+                checkpoint_id: id,
+                task,
+                subtask,
+                reason: format!(
+                    "encoding the state of operator '{uid}' (subtask {subtask}) failed: {e}"
+                ),
+            };
+        }
         if let Some(k) = snap.keyed.as_mut()
             && !k.native.is_empty()
             && k.native.iter().all(|n| n.canonical)
@@ -161,7 +171,12 @@ fn upload(
             }
             continue;
         }
-        let bytes = match bincode::serialize(&snap) {
+        // Sized first: a state of tens of megabytes grown by doubling is copied once more.
+        let sized = bincode::serialized_size(&snap).and_then(|n| {
+            let mut bytes = Vec::with_capacity(n as usize);
+            bincode::serialize_into(&mut bytes, &snap).map(|()| bytes)
+        });
+        let bytes = match sized {
             Ok(b) => b,
             Err(e) => {
                 return CheckpointEvent::Declined {

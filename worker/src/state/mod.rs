@@ -21,7 +21,7 @@ use sluice_core::{KeyGroupRange, Result, SluiceError};
 use crate::context::OperatorContext;
 use crate::data::{Barrier, BarrierKind, Data};
 use crate::key::Key;
-use crate::snapshot::{EntryIter, KeyedSnapshot, SavepointFormat};
+use crate::snapshot::{EntryIter, Frozen, KeyedSnapshot, SavepointFormat};
 
 pub use rocks::RocksInstance;
 pub(crate) use rocks::scan_native;
@@ -33,6 +33,11 @@ pub(crate) trait StateTable {
     /// Heap tables write their entries into the per-key-group blobs; RocksDB tables write
     /// their cached changes to the database (the store then scans it).
     fn snapshot_into(&self, table_id: u16, groups: &mut BTreeMap<u16, Vec<u8>>) -> Result<()>;
+    /// The table as it is now, for the uploader to encode (see [`crate::snapshot::Frozen`]);
+    /// `None` for tables that [`StateTable::snapshot_into`] must write at the barrier.
+    fn freeze(&self, _table_id: u16) -> Option<Frozen> {
+        None
+    }
     /// Loads one entry of a snapshot; decoding errors name the state.
     fn restore_entry(&self, key_group: u16, key: &[u8], value: &[u8]) -> Result<()>;
     /// Checks that an entry of a snapshot decodes as this state's types, without loading it
@@ -277,16 +282,26 @@ impl KeyedStateStore {
     /// linked here all the same, marked
     /// [`canonical`](crate::snapshot::NativeState::canonical), and read out by the uploader.
     pub fn snapshot_at(&self, barrier: &Barrier) -> Result<KeyedSnapshot> {
-        let Backend::Rocks(db) = &self.backend else {
-            return self.snapshot();
-        };
-        let savepoint = barrier.kind != BarrierKind::Checkpoint;
+        // Heap tables are frozen, for the uploader to encode; the rest write their entries.
         let mut groups = BTreeMap::new();
+        let mut frozen = Vec::new();
         for (id, t) in self.tables.iter().enumerate() {
-            t.snapshot_into(id as u16, &mut groups)?;
+            match t.freeze(id as u16) {
+                Some(f) => frozen.push(f),
+                None => t.snapshot_into(id as u16, &mut groups)?,
+            }
         }
         groups.retain(|_, b: &mut Vec<u8>| !b.is_empty());
         let tables: Vec<String> = self.tables.iter().map(|t| t.name().to_string()).collect();
+        let Backend::Rocks(db) = &self.backend else {
+            return Ok(KeyedSnapshot {
+                tables,
+                groups,
+                native: Vec::new(),
+                frozen,
+            });
+        };
+        let savepoint = barrier.kind != BarrierKind::Checkpoint;
         let mut files = db.native_checkpoint(
             barrier.checkpoint_id,
             self.range,
@@ -309,6 +324,7 @@ impl KeyedStateStore {
             tables,
             groups,
             native: vec![files],
+            frozen,
         })
     }
 
@@ -326,6 +342,7 @@ impl KeyedStateStore {
             tables: self.tables.iter().map(|t| t.name().to_string()).collect(),
             groups,
             native: Vec::new(),
+            frozen: Vec::new(),
         })
     }
 }
@@ -341,6 +358,34 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
         state: state.to_string(),
         message: format!("cannot serialise: {e}"),
     })
+}
+
+/// Starts an entry of `table` in a key-group blob, as [`crate::snapshot::write_entry`] lays it
+/// out; the key and the value follow, each written by [`encode_field`].
+pub(crate) fn begin_entry(out: &mut Vec<u8>, table: u16) {
+    out.extend_from_slice(&table.to_le_bytes());
+}
+
+/// Appends what `write` encodes (bincode) behind its length as a u32: an entry's key or value,
+/// encoded in place rather than in a buffer of its own and then copied.
+pub(crate) fn encode_field(
+    out: &mut Vec<u8>,
+    uid: &str,
+    state: &str,
+    write: impl FnOnce(&mut Vec<u8>) -> bincode::Result<()>,
+) -> Result<()> {
+    let error = |message: String| SluiceError::State {
+        uid: uid.to_string(),
+        state: state.to_string(),
+        message,
+    };
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    write(out).map_err(|e| error(format!("cannot serialise: {e}")))?;
+    let len = out.len() - at - 4;
+    let len = u32::try_from(len).map_err(|_| error(format!("an entry of {len} bytes")))?;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(())
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &mut &[u8], uid: &str, state: &str) -> Result<T> {
