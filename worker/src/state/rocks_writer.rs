@@ -20,6 +20,8 @@ use crate::snapshot::Ready;
 pub(super) struct Entries {
     pub(super) bytes: Vec<u8>,
     entries: Vec<Entry>,
+    /// Where [`Entries::sort`] lays the bytes out again in key order; swapped with `bytes`.
+    gathered: Vec<u8>,
 }
 
 struct Entry {
@@ -58,6 +60,11 @@ impl Entries {
     /// cheaply than the cache's hash order, and SST files require. Big-endian prefixes order
     /// like the bytes they hold; equal prefixes (also a short key against a longer one that
     /// continues with zeros) fall back to the whole keys.
+    ///
+    /// The bytes are then copied into key order as well. Read in key order from where they
+    /// were written, every entry was a cache miss in a buffer of megabytes, taken one at a time
+    /// inside the SST writer (a tenth of a second per million entries); a plain copy loop
+    /// overlaps those misses.
     pub(super) fn sort(&mut self) {
         let bytes = &self.bytes;
         self.entries.sort_unstable_by(|a, b| {
@@ -65,6 +72,20 @@ impl Entries {
                 .cmp(&b.prefix)
                 .then_with(|| bytes[a.key.clone()].cmp(&bytes[b.key.clone()]))
         });
+        let out = &mut self.gathered;
+        out.clear();
+        out.reserve(bytes.len());
+        for e in &mut self.entries {
+            let start = out.len();
+            out.extend_from_slice(&bytes[e.key.clone()]);
+            e.key = start..out.len();
+            if let Some(v) = &mut e.value {
+                let start = out.len();
+                out.extend_from_slice(&bytes[v.clone()]);
+                *v = start..out.len();
+            }
+        }
+        std::mem::swap(&mut self.bytes, &mut self.gathered);
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
