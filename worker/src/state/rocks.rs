@@ -282,11 +282,6 @@ impl RocksInstance {
         Ok(out)
     }
 
-    /// Bytes of live data RocksDB reports, for metrics and benchmarks.
-    pub fn estimated_size(&self) -> u64 {
-        self.int_property("rocksdb.estimate-live-data-size")
-    }
-
     /// Bytes of the database's SST files (not its memtables): what a native checkpoint
     /// taken now stores.
     pub fn stored_size(&self) -> u64 {
@@ -494,6 +489,32 @@ impl KeyCodec {
         f(&b)
     }
 
+    /// Appends an entry (`value` `None`: a delete) to a write-back, its key encoded straight
+    /// into the buffer as [`KeyCodec::with`] encodes it.
+    fn push_entry<K: Key, V: Data>(
+        &self,
+        data: &mut Entries,
+        key: &K,
+        value: Option<&V>,
+    ) -> Result<()> {
+        let bytes = &mut data.bytes;
+        let start = bytes.len();
+        bytes.extend_from_slice(&key_group(key, self.max_parallelism).to_be_bytes());
+        bytes.extend_from_slice(&self.id.to_be_bytes());
+        encode(key, bytes, &self.uid, &self.name)?;
+        let key_at = start..bytes.len();
+        let value_at = match value {
+            Some(v) => {
+                let start = bytes.len();
+                encode(v, bytes, &self.uid, &self.name)?;
+                Some(start..bytes.len())
+            }
+            None => None,
+        };
+        data.push(key_at, value_at);
+        Ok(())
+    }
+
     fn raw_key(&self, kg: u16, key: &[u8]) -> Vec<u8> {
         let mut b = Vec::with_capacity(4 + key.len());
         b.extend_from_slice(&kg.to_be_bytes());
@@ -568,20 +589,7 @@ impl<K: Key, V: Data> RocksValue<K, V> {
                 continue;
             }
             slot.dirty = false;
-            let bytes = &mut data.bytes;
-            let key = self.codec.with(k, None, |kb| {
-                bytes.extend_from_slice(kb);
-                Ok(bytes.len() - kb.len()..bytes.len())
-            })?;
-            let value = match &slot.value {
-                Some(v) => {
-                    let start = bytes.len();
-                    encode(v, bytes, &self.codec.uid, &self.codec.name)?;
-                    Some(start..bytes.len())
-                }
-                None => None,
-            };
-            data.push(key, value);
+            self.codec.push_entry(&mut data, k, slot.value.as_ref())?;
         }
         if data.is_empty() {
             return Ok(());
