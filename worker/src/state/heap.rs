@@ -18,7 +18,7 @@ use crate::data::Data;
 use crate::key::Key;
 use crate::snapshot::{Frozen, FrozenTable};
 
-pub(super) struct Names {
+struct Names {
     name: String,
     uid: String,
     max_parallelism: usize,

@@ -480,17 +480,22 @@ impl KeyCodec {
     ) -> Result<R> {
         let mut b = self.buf.borrow_mut();
         b.clear();
-        b.extend_from_slice(&key_group(key, self.max_parallelism).to_be_bytes());
-        b.extend_from_slice(&self.id.to_be_bytes());
-        encode(key, &mut b, &self.uid, &self.name)?;
+        self.encode_key(key, &mut b)?;
         if let Some(uk) = user_key {
             uk.encode_into(&mut b, &self.uid, &self.name)?;
         }
         f(&b)
     }
 
+    /// Appends the database key of `key`: its key group, the state id, then the key.
+    fn encode_key<K: Key>(&self, key: &K, out: &mut Vec<u8>) -> Result<()> {
+        out.extend_from_slice(&key_group(key, self.max_parallelism).to_be_bytes());
+        out.extend_from_slice(&self.id.to_be_bytes());
+        encode(key, out, &self.uid, &self.name)
+    }
+
     /// Appends an entry (`value` `None`: a delete) to a write-back, its key encoded straight
-    /// into the buffer as [`KeyCodec::with`] encodes it.
+    /// into the buffer.
     fn push_entry<K: Key, V: Data>(
         &self,
         data: &mut Entries,
@@ -499,9 +504,7 @@ impl KeyCodec {
     ) -> Result<()> {
         let bytes = &mut data.bytes;
         let start = bytes.len();
-        bytes.extend_from_slice(&key_group(key, self.max_parallelism).to_be_bytes());
-        bytes.extend_from_slice(&self.id.to_be_bytes());
-        encode(key, bytes, &self.uid, &self.name)?;
+        self.encode_key(key, bytes)?;
         let key_at = start..bytes.len();
         let value_at = match value {
             Some(v) => {

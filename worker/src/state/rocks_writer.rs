@@ -131,6 +131,14 @@ struct Shared {
     idle: AtomicBool,
 }
 
+impl Shared {
+    /// Updates `idle` from `progress`; called with its lock held.
+    fn note_idle(&self, progress: &Progress) {
+        let idle = progress.pending == 0 && progress.failed.is_none();
+        self.idle.store(idle, Ordering::Release);
+    }
+}
+
 pub(super) struct Writer {
     /// Dropped first on shutdown: the thread finishes what is queued, then ends.
     jobs: Option<Sender<Job>>,
@@ -168,8 +176,7 @@ impl Writer {
                 if let Err(e) = result {
                     p.failed.get_or_insert(e);
                 }
-                s.idle
-                    .store(p.pending == 0 && p.failed.is_none(), Ordering::Release);
+                s.note_idle(&p);
                 drop(p);
                 s.changed.notify_all();
             }
@@ -209,9 +216,7 @@ impl Writer {
         if !sent {
             let mut p = self.shared.progress.lock();
             p.pending -= 1;
-            self.shared
-                .idle
-                .store(p.pending == 0 && p.failed.is_none(), Ordering::Release);
+            self.shared.note_idle(&p);
             return Err("the RocksDB writer thread is gone".into());
         }
         Ok(())
