@@ -284,7 +284,7 @@ pub(crate) fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
         .iter()
         .map(|n| (0..n.parallelism).map(|_| Vec::new()).collect())
         .collect();
-    // Per node and subtask: bytes exchanged with other processes (the network bridges add
+    // Per node and subtask: bytes exchanged with other processes (remote outlets and inlets add
     // to them; in-process exchanges pass records without encoding them).
     let counters = || -> Vec<Vec<Arc<AtomicU64>>> {
         plan.nodes
@@ -318,7 +318,6 @@ pub(crate) fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
                     input: k as u16,
                     producers: &pl.addrs[task_of[e.from]],
                     consumers: &pl.addrs[task_of[node.id]],
-                    cancel: cancel.clone(),
                     bytes_out: &bytes_out[e.from],
                     bytes_in: &bytes_in[node.id],
                 })?,

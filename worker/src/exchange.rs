@@ -1,16 +1,20 @@
 //! Exchanges between tasks: bounded channels (a full channel blocks the sender, so a slow
-//! consumer slows its producers and memory stays flat) and the writers that partition
-//! records into per-target batches.
+//! consumer slows its producers and memory stays flat), local or to another worker, and the
+//! writers that partition records into per-target batches.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError, bounded};
+use crossbeam_channel::{
+    Receiver, RecvTimeoutError, Select, SelectedOperation, SendTimeoutError, Sender, TryRecvError,
+    TrySendError, bounded,
+};
 
-use crate::data::{Barrier, Batch, Event};
+use crate::data::{Barrier, Batch, Data, Event};
 use crate::emit::Emit;
 use crate::key::KeySelector;
+use crate::net::{NetInlet, NetOutlet};
 use sluice_core::keygroup::{key_group_for_hash, subtask_for_key_group};
 use sluice_core::{Partitioning, Result, SluiceError};
 
@@ -22,11 +26,11 @@ pub const CHANNEL_CAPACITY: usize = 4;
 /// How often a blocked sender or receiver looks at the cancellation flag.
 pub const CANCEL_POLL: Duration = Duration::from_millis(50);
 
-/// The channels of one edge: `senders[i]` are producer subtask i's `(target, sender)` pairs,
-/// `receivers[j]` consumer subtask j's receivers.
+/// The channels of one edge: `senders[i]` are producer subtask i's `(target, outlet)` pairs,
+/// `receivers[j]` consumer subtask j's inlets.
 pub struct EdgeChannels<T> {
-    pub senders: Vec<Vec<(usize, Sender<Event<T>>)>>,
-    pub receivers: Vec<Vec<Receiver<Event<T>>>>,
+    pub senders: Vec<Vec<(usize, Outlet<T>)>>,
+    pub receivers: Vec<Vec<Inlet<T>>>,
 }
 
 pub fn edge_channels<T>(
@@ -42,11 +46,129 @@ pub fn edge_channels<T>(
                 continue;
             }
             let (tx, rx) = bounded(CHANNEL_CAPACITY);
-            s.push((j, tx));
-            r.push(rx);
+            s.push((j, Outlet::Local(tx)));
+            r.push(Inlet::Local(rx));
         }
     }
     EdgeChannels { senders, receivers }
+}
+
+/// Where a producer sends the events for one consumer subtask.
+pub enum Outlet<T> {
+    /// A channel to a task in this process.
+    Local(Sender<Event<T>>),
+    /// A remote channel to a task on another worker, written by the producer itself.
+    Remote(NetOutlet),
+}
+
+impl<T: Data> Outlet<T> {
+    /// Sends `ev`, waiting while the consumer has no room for it (the time waited is added to
+    /// `blocked`, in nanoseconds); gives up on cancellation or when the consumer is gone.
+    pub fn send(&mut self, ev: Event<T>, cancel: &AtomicBool, blocked: &AtomicU64) -> Result<()> {
+        match self {
+            Outlet::Local(tx) => send_event_timed(tx, ev, cancel, blocked),
+            Outlet::Remote(net) => net.send(ev, cancel, blocked),
+        }
+    }
+}
+
+/// Where a consumer takes the events of one producer subtask from.
+pub enum Inlet<T> {
+    /// A channel from a task in this process.
+    Local(Receiver<Event<T>>),
+    /// A remote channel from a task on another worker, decoded by the consumer itself.
+    Remote(NetInlet<T>),
+}
+
+/// Why an inlet delivers no more events.
+#[derive(Debug)]
+pub enum Gone {
+    /// The producer's end went away: a local producer task ended (`None`; the caller names
+    /// its task), or a remote channel ended, with the reason (the sender closed it, its
+    /// connection was lost, its attempt was closed). A consequence of another failure, which
+    /// the master tells apart from the failure that caused it.
+    Upstream(Option<SluiceError>),
+    /// An event arrived that could not be read (it did not decode): a failure of its own.
+    Failed(SluiceError),
+}
+
+impl From<SluiceError> for Gone {
+    fn from(e: SluiceError) -> Self {
+        match e {
+            SluiceError::Serialization { .. } => Gone::Failed(e),
+            other => Gone::Upstream(Some(other)),
+        }
+    }
+}
+
+/// What [`Inlet::select_recv`] took, before a remote frame is decoded.
+pub enum Taken<T> {
+    Event(Event<T>),
+    Frame(bytes::Bytes),
+}
+
+impl<T: Data> Inlet<T> {
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> std::result::Result<Option<Event<T>>, Gone> {
+        match self {
+            Inlet::Local(rx) => match rx.try_recv() {
+                Ok(ev) => Ok(Some(ev)),
+                Err(TryRecvError::Empty) => Ok(None),
+                Err(TryRecvError::Disconnected) => Err(Gone::Upstream(None)),
+            },
+            Inlet::Remote(net) => Ok(net.try_recv()?),
+        }
+    }
+
+    /// The next event, or `None` after `timeout` without one.
+    pub fn recv_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> std::result::Result<Option<Event<T>>, Gone> {
+        match self {
+            Inlet::Local(rx) => match rx.recv_timeout(timeout) {
+                Ok(ev) => Ok(Some(ev)),
+                Err(RecvTimeoutError::Timeout) => Ok(None),
+                Err(RecvTimeoutError::Disconnected) => Err(Gone::Upstream(None)),
+            },
+            Inlet::Remote(net) => Ok(net.recv_timeout(timeout)?),
+        }
+    }
+
+    /// Adds this inlet's queue to `sel`, returning its index there.
+    pub fn select<'a>(&'a self, sel: &mut Select<'a>) -> usize {
+        match self {
+            Inlet::Local(rx) => sel.recv(rx),
+            Inlet::Remote(net) => sel.recv(net.frames()),
+        }
+    }
+
+    /// Completes an operation `sel` selected for this inlet; what it took goes to
+    /// [`Inlet::accept`] once the selection's borrows ended.
+    pub fn select_recv(&self, op: SelectedOperation<'_>) -> std::result::Result<Taken<T>, Gone> {
+        match self {
+            Inlet::Local(rx) => op
+                .recv(rx)
+                .map(Taken::Event)
+                .map_err(|_| Gone::Upstream(None)),
+            Inlet::Remote(net) => op
+                .recv(net.frames())
+                .map(Taken::Frame)
+                .map_err(|_| Gone::Upstream(Some(net.ended()))),
+        }
+    }
+
+    /// The event of what [`Inlet::select_recv`] took (a remote frame is decoded and its
+    /// credit returned).
+    pub fn accept(&mut self, taken: Taken<T>) -> std::result::Result<Event<T>, Gone> {
+        match (self, taken) {
+            (_, Taken::Event(ev)) => Ok(ev),
+            (Inlet::Remote(net), Taken::Frame(frame)) => Ok(net.taken(frame)?),
+            (Inlet::Local(_), Taken::Frame(_)) => Err(Gone::Failed(SluiceError::Internal(
+                "a remote frame taken from a local channel".into(),
+            ))),
+        }
+    }
 }
 
 /// Chooses the target of each record among `n` consumer subtasks.
@@ -144,7 +266,7 @@ pub fn send_event_timed<T>(
 /// The producer side of an edge for one subtask: buffers records per target and sends full
 /// batches; control events flush the buffers first so they keep their place in the stream.
 pub struct ExchangeWriter<T, P> {
-    targets: Vec<Sender<Event<T>>>,
+    targets: Vec<Outlet<T>>,
     /// Total consumer subtasks (targets are indexed by consumer subtask for keyed routing).
     consumers: usize,
     target_index: Vec<usize>,
@@ -156,9 +278,9 @@ pub struct ExchangeWriter<T, P> {
     blocked: Arc<AtomicU64>,
 }
 
-impl<T: Clone + 'static, P: Partitioner<T>> ExchangeWriter<T, P> {
+impl<T: Data, P: Partitioner<T>> ExchangeWriter<T, P> {
     pub fn new(
-        senders: Vec<(usize, Sender<Event<T>>)>,
+        senders: Vec<(usize, Outlet<T>)>,
         consumers: usize,
         partitioner: P,
         cancel: Arc<AtomicBool>,
@@ -194,8 +316,8 @@ impl<T: Clone + 'static, P: Partitioner<T>> ExchangeWriter<T, P> {
         self.send(slot, Event::Batch(full))
     }
 
-    fn send(&self, slot: usize, ev: Event<T>) -> Result<()> {
-        send_event_timed(&self.targets[slot], ev, &self.cancel, &self.blocked)
+    fn send(&mut self, slot: usize, ev: Event<T>) -> Result<()> {
+        self.targets[slot].send(ev, &self.cancel, &self.blocked)
     }
 
     fn flush_all(&mut self) -> Result<()> {
@@ -211,7 +333,7 @@ impl<T: Clone + 'static, P: Partitioner<T>> ExchangeWriter<T, P> {
     }
 }
 
-impl<T: Clone + 'static, P: Partitioner<T>> Emit<T> for ExchangeWriter<T, P> {
+impl<T: Data, P: Partitioner<T>> Emit<T> for ExchangeWriter<T, P> {
     fn batch(&mut self, batch: Batch<T>) -> Result<()> {
         if self.targets.len() == 1 && !self.broadcast {
             // One target (forward, or a single consumer): pass big batches through untouched.

@@ -24,7 +24,7 @@ impl OperatorMetrics {
     }
 
     /// Metrics whose backpressure counter is the task's (`blocked`, shared with its writers)
-    /// and whose byte counters are the ones its network bridges add to.
+    /// and whose byte counters are the ones its remote outlets and inlets add to.
     pub fn in_task(
         blocked: Arc<AtomicU64>,
         bytes_in: Arc<AtomicU64>,

@@ -8,17 +8,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
-use crossbeam_channel::{Receiver, Sender};
 use sluice_core::{Result, SluiceError};
 
 use crate::context::OperatorContext;
-use crate::data::{Data, Event};
+use crate::data::Data;
 use crate::emit::{Emit, Fanout, Terminal};
 use crate::exchange::{
-    Broadcast, ByKey, CHANNEL_CAPACITY, ExchangeWriter, Partitioner, RoundRobin, edge_channels,
+    Broadcast, ByKey, CHANNEL_CAPACITY, ExchangeWriter, Inlet, Outlet, Partitioner, RoundRobin,
+    edge_channels,
 };
 use crate::key::KeySelector;
-use crate::net::{ChannelId, DataPlane, bridge_in_counted, bridge_out_counted};
+use crate::net::{ChannelId, DataPlane, NetInlet, NetOutlet};
 use crate::operator::{Operator, OperatorNode};
 use crate::source::{Source, forward_source_watermarks};
 use crate::task::{TaskEnv, run_input_task, run_source_task};
@@ -40,7 +40,7 @@ pub trait NodeRuntime: Send + Sync {
     fn build_link(&self, ctx: OperatorContext, downstream: AnyEmit) -> Result<AnyEmit>;
     /// Runs a source task with this node's source at its head.
     fn run_source(&self, ctx: OperatorContext, downstream: AnyEmit, env: TaskEnv) -> Result<()>;
-    /// Runs an input task reading `receivers` (each a `Vec<Receiver<Event<In>>>`) into `head`.
+    /// Runs an input task reading `receivers` (each a `Vec<Inlet<In>>`) into `head`.
     fn run_input(&self, receivers: Vec<AnySend>, head: AnyEmit, env: TaskEnv) -> Result<()>;
     /// Several consumers of this node's output as one `Box<dyn Emit<Out>>`.
     fn fanout(&self, outputs: Vec<AnyEmit>) -> Result<AnyEmit>;
@@ -102,10 +102,10 @@ impl<Op: Operator, F: Fn() -> Op + Send + Sync> NodeRuntime for OperatorRuntime<
 
 fn run_typed_input<T: Data>(receivers: Vec<AnySend>, head: AnyEmit, env: TaskEnv) -> Result<()> {
     let head = take_emit::<T>(head, &env.name)?;
-    let mut inputs: Vec<Receiver<Event<T>>> = Vec::new();
+    let mut inputs: Vec<Inlet<T>> = Vec::new();
     for r in receivers {
         let rs = r
-            .downcast::<Vec<Receiver<Event<T>>>>()
+            .downcast::<Vec<Inlet<T>>>()
             .map_err(|_| mismatch(&env.name))?;
         inputs.extend(*rs);
     }
@@ -179,7 +179,6 @@ pub struct EdgePlacement<'a> {
     /// Data address of the process running each producer / consumer subtask.
     pub producers: &'a [SocketAddr],
     pub consumers: &'a [SocketAddr],
-    pub cancel: Arc<AtomicBool>,
     /// Bytes each producer subtask sent to other processes over this edge, and each consumer
     /// subtask received from them (one counter per subtask, shared by its edges).
     pub bytes_out: &'a [Arc<AtomicU64>],
@@ -213,7 +212,7 @@ pub trait EdgeRuntime: Send + Sync {
     fn channels(&self, producers: usize, consumers: usize) -> (Vec<AnySend>, Vec<AnySend>);
     /// Like [`EdgeRuntime::channels`] for an edge spread over processes: only the subtasks
     /// running in this process get senders / receivers (`None` for the others); a pair with
-    /// its other end elsewhere is bridged over the data plane.
+    /// its other end elsewhere gets a remote outlet / inlet on the data plane.
     fn placed_channels(&self, placement: &EdgePlacement<'_>) -> Result<PlacedChannels>;
     /// The writer of producer `subtask` over `senders`, as a `Box<dyn Emit<T>>`. It adds the
     /// time it waits for room downstream to `blocked` (nanoseconds).
@@ -247,7 +246,7 @@ impl<T: Data> PlainEdge<T> {
     }
 }
 
-type Senders<T> = Vec<(usize, Sender<Event<T>>)>;
+type Senders<T> = Vec<(usize, Outlet<T>)>;
 
 fn split_channels<T: Data>(
     producers: usize,
@@ -273,7 +272,7 @@ fn placed<T: Data>(p: Partitioning, placement: &EdgePlacement<'_>) -> Result<Pla
         .iter()
         .map(|a| placement.is_local(*a).then(Vec::new))
         .collect();
-    let mut receivers: Vec<Option<Vec<Receiver<Event<T>>>>> = placement
+    let mut receivers: Vec<Option<Vec<Inlet<T>>>> = placement
         .consumers
         .iter()
         .map(|a| placement.is_local(*a).then(Vec::new))
@@ -283,27 +282,23 @@ fn placed<T: Data>(p: Partitioning, placement: &EdgePlacement<'_>) -> Result<Pla
             if p == Partitioning::Forward && i != j {
                 continue;
             }
-            let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
             match (&mut *sender, receiver) {
                 (Some(s), Some(r)) => {
-                    s.push((j, tx));
-                    r.push(rx);
+                    let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
+                    s.push((j, Outlet::Local(tx)));
+                    r.push(Inlet::Local(rx));
                 }
                 (Some(s), None) => {
-                    s.push((j, tx));
                     let net = placement
                         .plane
                         .open_sender(placement.consumers[j], placement.channel(i, j))?;
-                    // The bridge reports its failure by dropping its channel end.
-                    let (cancel, bytes) =
-                        (placement.cancel.clone(), placement.bytes_out[i].clone());
-                    drop(bridge_out_counted(rx, net, cancel, bytes));
+                    let bytes = placement.bytes_out[i].clone();
+                    s.push((j, Outlet::Remote(NetOutlet::new(net, bytes))));
                 }
                 (None, Some(r)) => {
-                    r.push(rx);
                     let net = placement.plane.open_receiver(placement.channel(i, j))?;
-                    let (cancel, bytes) = (placement.cancel.clone(), placement.bytes_in[j].clone());
-                    drop(bridge_in_counted(net, tx, cancel, bytes));
+                    let bytes = placement.bytes_in[j].clone();
+                    r.push(Inlet::Remote(NetInlet::new(net, bytes)));
                 }
                 (None, None) => {}
             }

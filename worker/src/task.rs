@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender};
 
 use crate::context::{OperatorContext, SnapshotCollector, now_ms};
-use crate::data::{Barrier, BarrierKind, Event, MAX_WATERMARK, MIN_WATERMARK};
+use crate::data::{Barrier, BarrierKind, Data, Event, MAX_WATERMARK, MIN_WATERMARK};
 use crate::emit::{Collector, Emit};
-use crate::exchange::{BATCH_SIZE, CANCEL_POLL};
+use crate::exchange::{BATCH_SIZE, CANCEL_POLL, Gone, Inlet};
 use crate::snapshot::OperatorSnapshot;
 use crate::source::{Source, SourcePoll};
 use sluice_core::{Result, SluiceError};
@@ -326,8 +326,8 @@ fn wait_for_stop(cmds: &Receiver<TaskCommand>, env: &TaskEnv, id: u64) -> Result
 }
 
 /// Runs a task that reads channels until every input ended, or cancellation, or an error.
-pub fn run_input_task<T: 'static>(
-    inputs: Vec<Receiver<Event<T>>>,
+pub fn run_input_task<T: Data>(
+    mut inputs: Vec<Inlet<T>>,
     mut head: Box<dyn Emit<T>>,
     env: TaskEnv,
 ) -> Result<()> {
@@ -352,7 +352,7 @@ pub fn run_input_task<T: 'static>(
         }
         env.fire_timers(head.as_mut())?;
         let active: Vec<usize> = (0..n).filter(|&i| !ended[i] && !blocked[i]).collect();
-        let got = receive(&inputs, &active, &mut *head, &env)?;
+        let got = receive(&mut inputs, &active, &mut *head, &env)?;
         let Some((i, event)) = got else { continue };
         match event {
             Event::Batch(b) => {
@@ -474,8 +474,8 @@ impl InputClock {
 }
 
 /// Takes the next event from one of the `active` inputs; flushes the chain before blocking.
-fn receive<T>(
-    inputs: &[Receiver<Event<T>>],
+fn receive<T: Data>(
+    inputs: &mut [Inlet<T>],
     active: &[usize],
     head: &mut dyn Emit<T>,
     env: &TaskEnv,
@@ -484,22 +484,19 @@ fn receive<T>(
         return Ok(None);
     }
     if let [only] = active {
-        let rx = &inputs[*only];
-        match rx.try_recv() {
-            Ok(ev) => return Ok(Some((*only, ev))),
-            Err(TryRecvError::Disconnected) => return Err(upstream_gone(env)),
-            Err(TryRecvError::Empty) => {}
+        let input = &mut inputs[*only];
+        if let Some(ev) = input.try_recv().map_err(|g| gone(env, g))? {
+            return Ok(Some((*only, ev)));
         }
         head.flush()?;
-        return match rx.recv_timeout(env.wait_budget()) {
-            Ok(ev) => Ok(Some((*only, ev))),
-            Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(upstream_gone(env)),
-        };
+        let got = input
+            .recv_timeout(env.wait_budget())
+            .map_err(|g| gone(env, g))?;
+        return Ok(got.map(|ev| (*only, ev)));
     }
     let mut sel = Select::new();
     for &i in active {
-        sel.recv(&inputs[i]);
+        inputs[i].select(&mut sel);
     }
     let op = match sel.try_select() {
         Ok(op) => op,
@@ -512,17 +509,27 @@ fn receive<T>(
         }
     };
     let idx = active[op.index()];
-    match op.recv(&inputs[idx]) {
-        Ok(ev) => Ok(Some((idx, ev))),
-        Err(_) => Err(upstream_gone(env)),
-    }
+    let taken = inputs[idx].select_recv(op).map_err(|g| gone(env, g))?;
+    drop(sel);
+    let ev = inputs[idx].accept(taken).map_err(|g| gone(env, g))?;
+    Ok(Some((idx, ev)))
 }
 
-fn upstream_gone(env: &TaskEnv) -> SluiceError {
+/// The error of an input that delivers no more events: cancellation if the job is being
+/// cancelled; for a producer that went away, an error the master recognises as a consequence
+/// ("disappeared", with the remote channel's reason); else the input's own failure.
+fn gone(env: &TaskEnv, g: Gone) -> SluiceError {
     if env.cancelled() {
-        SluiceError::Cancelled { job: String::new() }
-    } else {
-        SluiceError::Internal(format!("an upstream task of {} disappeared", env.name))
+        return SluiceError::Cancelled { job: String::new() };
+    }
+    match g {
+        Gone::Upstream(None) => {
+            SluiceError::Internal(format!("an upstream task of {} disappeared", env.name))
+        }
+        Gone::Upstream(Some(e)) => {
+            SluiceError::Internal(format!("an upstream task of {} disappeared: {e}", env.name))
+        }
+        Gone::Failed(e) => e,
     }
 }
 

@@ -1,5 +1,6 @@
 //! `sluice-net-bench`: throughput of a remote exchange (batches of 100-byte records, `String`
-//! and/or `Bytes`, through bridge, data plane, loopback TCP, data plane and bridge into a child process)
+//! and/or `Bytes`, from producer threads through their outlets, loopback TCP and the data
+//! plane into consumer threads' inlets in a child process, as tasks use them)
 //! against raw loopback TCP moving the same bytes in writes and reads of the same size,
 //! measured in the same run. Prints MB/s and records/s of both, their ratio, and the CPU time
 //! each took (both processes together). A third figure, the same records encoded and decoded
@@ -25,7 +26,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -35,9 +36,9 @@ use clap::{Parser, ValueEnum};
 use crossbeam_channel::bounded;
 use sluice_bench::process_cpu_time;
 use sluice_worker::data::{Batch, Data, Event};
-use sluice_worker::exchange::{BATCH_SIZE, CHANNEL_CAPACITY, send_event};
+use sluice_worker::exchange::{BATCH_SIZE, CHANNEL_CAPACITY};
 use sluice_worker::net::frame::HEADER_LEN;
-use sluice_worker::net::{ChannelId, DataPlane, bridge_in, bridge_out, codec};
+use sluice_worker::net::{ChannelId, DataPlane, NetInlet, NetOutlet, codec};
 
 #[derive(Parser)]
 struct Args {
@@ -408,7 +409,7 @@ fn raw_send(peer: &mut Peer, to: SocketAddr, shape: &Shape) -> Result<Run> {
     })
 }
 
-/// Moves the workload through producers, bridges and the data plane into the child.
+/// Moves the workload from producers through their outlets and the data plane into the child.
 fn plane_send<R: Record>(
     peer: &mut Peer,
     plane: &DataPlane,
@@ -424,9 +425,8 @@ fn plane_send<R: Record>(
     let mut starts = Vec::new();
     let mut readies = Vec::new();
     for p in 0..args.channels {
-        let (tx, rx) = bounded(CHANNEL_CAPACITY);
-        let sender = plane.open_sender(to, channel(attempt, p))?;
-        threads.push(bridge_out(rx, sender, cancel.clone()));
+        let mut outlet =
+            NetOutlet::new(plane.open_sender(to, channel(attempt, p))?, Arc::default());
         let (go_tx, go_rx) = bounded::<()>(1);
         starts.push(go_tx);
         let (c, template, batches) = (cancel.clone(), template.clone(), shape.batches_per_channel);
@@ -436,12 +436,13 @@ fn plane_send<R: Record>(
         let producer = std::thread::Builder::new().name("producer".into());
         threads.push(producer.spawn(move || {
             let mut built = Batches::new(&template, batches, build_in_clock);
+            let blocked = AtomicU64::new(0);
             let _ = ready_tx.send(());
             let _ = go_rx.recv();
             while let Some(b) = built.next_batch() {
-                send_event(&tx, Event::Batch(b), &c)?;
+                outlet.send(Event::Batch(b), &c, &blocked)?;
             }
-            send_event(&tx, Event::EndOfInput, &c)
+            outlet.send(Event::<R>::EndOfInput, &c, &blocked)
         })?);
     }
     for r in readies {
@@ -505,44 +506,35 @@ impl<R: Record> Batches<R> {
     }
 }
 
-/// The records of a run through the bridges' codec with bounded channels in this
-/// process, no network: producer, encoder, decoder and consumer threads, the encoded frame
-/// copied once where the data plane writes it to a socket.
+/// The records of a run through the codec with a bounded channel in this process, no
+/// network: a producer thread encodes each batch into a frame (copied once, where the data
+/// plane writes it to a socket) and a consumer thread decodes it, as tasks do at the two ends
+/// of a remote channel.
 fn codec_only<R: Record>(args: &Args, shape: &Shape) -> Result<Run> {
     let batches = shape.batches_per_channel * u64::from(args.channels);
     let template = batch::<R>(args);
-    let (tx, rx) = bounded::<Event<R>>(CHANNEL_CAPACITY);
     let (frame_tx, frame_rx) = bounded::<Vec<u8>>(CHANNEL_CAPACITY);
-    let (out_tx, out_rx) = bounded::<Event<R>>(CHANNEL_CAPACITY);
     let mut built = Batches::new(&template, batches, args.build_in_clock);
     let cpu = process_cpu_time();
     let t = Instant::now();
-    let producer = std::thread::spawn(move || {
-        while let Some(b) = built.next_batch() {
-            tx.send(Event::Batch(b))?;
-        }
-        tx.send(Event::EndOfInput)
-    });
-    let encoder = std::thread::spawn(move || -> Result<()> {
+    let producer = std::thread::spawn(move || -> Result<()> {
         let mut buf = Vec::new();
-        for ev in rx {
+        let mut send = |ev: Event<R>| -> Result<()> {
             buf.clear();
             codec::encode(&ev, &mut buf).map_err(|e| anyhow!(e))?;
             drop(ev);
             frame_tx.send(buf.clone())?;
+            Ok(())
+        };
+        while let Some(b) = built.next_batch() {
+            send(Event::Batch(b))?;
         }
-        Ok(())
-    });
-    let decoder = std::thread::spawn(move || -> Result<()> {
-        // As the bridge decodes: the frame itself, so `Bytes` records are slices of it.
-        for frame in frame_rx {
-            let ev = codec::decode_frame::<R>(frame.into()).map_err(|e| anyhow!(e))?;
-            out_tx.send(ev)?;
-        }
-        Ok(())
+        send(Event::EndOfInput)
     });
     let mut records = 0u64;
-    for ev in out_rx {
+    for frame in frame_rx {
+        // As a consumer decodes: the frame itself, so `Bytes` records are slices of it.
+        let ev = codec::decode_frame::<R>(frame.into()).map_err(|e| anyhow!(e))?;
         match ev {
             Event::Batch(b) => records += b.data.iter().filter(|r| r.size() > 0).count() as u64,
             Event::EndOfInput => break,
@@ -553,8 +545,6 @@ fn codec_only<R: Record>(args: &Args, shape: &Shape) -> Result<Run> {
     producer
         .join()
         .map_err(|_| anyhow!("producer panicked"))??;
-    encoder.join().map_err(|_| anyhow!("encoder panicked"))??;
-    decoder.join().map_err(|_| anyhow!("decoder panicked"))??;
     ensure!(
         records == shape.records,
         "codec only moved {records} records"
@@ -611,21 +601,18 @@ fn raw_receive(listener: &TcpListener, bytes: u64, read_size: usize) -> Result<u
 }
 
 fn plane_receive<R: Record>(plane: &DataPlane, args: &Args, attempt: u64) -> Result<(u64, u64)> {
-    let cancel = Arc::new(AtomicBool::new(false));
-    let mut bridges = Vec::new();
     let mut consumers = Vec::new();
     for p in 0..args.channels {
-        let (tx, rx) = bounded::<Event<R>>(CHANNEL_CAPACITY);
-        bridges.push(bridge_in(
-            plane.open_receiver(channel(attempt, p))?,
-            tx,
-            cancel.clone(),
-        ));
+        let mut inlet =
+            NetInlet::<R>::new(plane.open_receiver(channel(attempt, p))?, Arc::default());
         let consumer = std::thread::Builder::new().name("consumer".into());
         consumers.push(consumer.spawn(move || {
             let (mut records, mut bytes) = (0u64, 0u64);
             loop {
-                match rx.recv()? {
+                let Some(ev) = inlet.recv_timeout(Duration::from_secs(60))? else {
+                    bail!("no event within a minute");
+                };
+                match ev {
                     Event::Batch(b) => {
                         records += b.len() as u64;
                         bytes += b.data.iter().map(|r| r.size() as u64).sum::<u64>();
@@ -641,9 +628,6 @@ fn plane_receive<R: Record>(plane: &DataPlane, args: &Args, attempt: u64) -> Res
         let (r, b) = c.join().map_err(|_| anyhow!("a consumer panicked"))??;
         records += r;
         bytes += b;
-    }
-    for b in bridges {
-        b.join().map_err(|_| anyhow!("a bridge panicked"))??;
     }
     plane.close_attempts_before(attempt + 1);
     Ok((records, bytes))

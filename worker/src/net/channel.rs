@@ -1,13 +1,13 @@
 //! The two ends of a remote channel: credits on the sending side, a queue bounded by those
-//! credits on the receiving side, and the handles the bridges use.
+//! credits on the receiving side, and the handles tasks use.
 
-use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError, bounded};
 use parking_lot::{Condvar, Mutex};
 use sluice_core::{Result, SluiceError};
 
@@ -62,21 +62,23 @@ impl OutChannel {
 /// or the local registration; credits flow once both happened.
 pub(super) struct InChannel {
     pub(super) state: Mutex<InState>,
-    pub(super) cv: Condvar,
+    /// The consuming end of the queue, which the receiver takes frames from without a lock.
+    frames: Receiver<Bytes>,
+    /// Set when the channel was closed here: frames still queued are not delivered.
+    discarded: AtomicBool,
 }
 
-#[derive(Default)]
 pub(super) struct InState {
-    /// Frames received and not yet taken; never longer than the credits granted.
-    pub(super) queue: VecDeque<Bytes>,
+    /// Feeds the queue of frames received and not yet taken, which never holds more than the
+    /// credits granted. Dropped when the channel fails or its sender closes it, so the
+    /// receiver sees the end after the frames that arrived before it.
+    pub(super) queue: Option<Sender<Bytes>>,
     /// The connection the sender opened the channel on.
     pub(super) conn: Option<Arc<Conn>>,
     pub(super) registered: bool,
     pub(super) granted: bool,
     /// Data frames the sender may still send: credits granted minus frames received.
     pub(super) outstanding: u32,
-    /// Frames taken out whose credits have not been returned yet (see [`CREDIT_BATCH`]).
-    pub(super) owed: u32,
     pub(super) sender_closed: bool,
     pub(super) failed: Option<Closed>,
     pub(super) max_queued: usize,
@@ -101,26 +103,63 @@ impl InState {
             |c| c.peer.clone(),
         )
     }
+
+    /// Queues a data frame the sender spent a credit on. Never waits: the queue holds as many
+    /// frames as credits exist, so a full queue means the sender broke the protocol.
+    pub(super) fn push(&mut self, frame: Bytes) -> std::result::Result<(), String> {
+        if self.outstanding == 0 {
+            return Err("data without credit".into());
+        }
+        self.outstanding -= 1;
+        let Some(queue) = &self.queue else {
+            return Ok(()); // closed: the frame is dropped
+        };
+        match queue.try_send(frame) {
+            Ok(()) => {
+                self.max_queued = self.max_queued.max(queue.len());
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Err("more data than credits".into()),
+            // The receiver went away; the frame is dropped.
+            Err(TrySendError::Disconnected(_)) => Ok(()),
+        }
+    }
+
+    /// The sender closed the channel: no more frames.
+    pub(super) fn sender_closed(&mut self) {
+        self.sender_closed = true;
+        self.queue = None;
+    }
 }
 
 impl InChannel {
     pub(super) fn new() -> Arc<InChannel> {
+        let (tx, rx) = bounded(INITIAL_CREDITS as usize);
         Arc::new(InChannel {
-            state: Mutex::new(InState::default()),
-            cv: Condvar::new(),
+            state: Mutex::new(InState {
+                queue: Some(tx),
+                conn: None,
+                registered: false,
+                granted: false,
+                outstanding: 0,
+                sender_closed: false,
+                failed: None,
+                max_queued: 0,
+            }),
+            frames: rx,
+            discarded: AtomicBool::new(false),
         })
     }
 
-    /// Makes the channel fail once its queue is empty; `discard` empties it now (the channel
+    /// Makes the channel fail once its queue is empty; `discard` fails it now (the channel
     /// was closed here), otherwise what arrived before a lost connection is still delivered.
     pub(super) fn fail(&self, why: Closed, discard: bool) {
         let mut st = self.state.lock();
         st.failed.get_or_insert(why);
+        st.queue = None;
         if discard {
-            st.queue.clear();
+            self.discarded.store(true, Ordering::SeqCst);
         }
-        drop(st);
-        self.cv.notify_all();
     }
 }
 
@@ -141,8 +180,21 @@ impl NetSender {
     /// [`NetSender::send`] of the payload `head` followed by the bytes of `tail`, written
     /// without copying `tail` first.
     pub fn send_parts(&mut self, head: &[u8], tail: &[Bytes], cancel: &AtomicBool) -> Result<()> {
+        self.send_parts_timed(head, tail, cancel, None)
+    }
+
+    /// [`NetSender::send_parts`] that adds the time spent waiting for a credit to `blocked`
+    /// (in nanoseconds): the producer's backpressure. With a credit at hand it reads no clock.
+    pub fn send_parts_timed(
+        &mut self,
+        head: &[u8],
+        tail: &[Bytes],
+        cancel: &AtomicBool,
+        blocked: Option<&AtomicU64>,
+    ) -> Result<()> {
         {
             let mut st = self.chan.state.lock();
+            let mut waiting_since = None;
             loop {
                 if let Some((kind, msg)) = &st.closed {
                     return Err(self.error(*kind, msg));
@@ -154,7 +206,11 @@ impl NetSender {
                 if cancel.load(Ordering::Relaxed) {
                     return Err(cancelled());
                 }
+                waiting_since.get_or_insert_with(Instant::now);
                 self.chan.cv.wait_for(&mut st, CANCEL_POLL);
+            }
+            if let (Some(since), Some(blocked)) = (waiting_since, blocked) {
+                blocked.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
             }
         }
         self.conn
@@ -203,49 +259,84 @@ pub struct NetReceiver {
     pub(super) shared: Arc<Shared>,
     pub(super) chan: Arc<InChannel>,
     pub(super) ch: ChannelId,
+    /// The channel's queue, read without taking the channel's lock.
+    pub(super) frames: Receiver<Bytes>,
+    /// Frames taken out whose credits have not been returned yet (see [`CREDIT_BATCH`]).
+    pub(super) owed: u32,
 }
 
 impl NetReceiver {
+    pub(super) fn new(shared: Arc<Shared>, chan: Arc<InChannel>, ch: ChannelId) -> NetReceiver {
+        let frames = chan.frames.clone();
+        NetReceiver {
+            shared,
+            chan,
+            ch,
+            frames,
+            owed: 0,
+        }
+    }
+
     /// The next frame's payload, or `None` after `timeout` without one. Taking a frame returns
     /// its credit to the sender. Fails once the queue is empty and the sender's connection was
     /// lost, the sender closed the channel, or its attempt was closed.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Bytes>> {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.chan.state.lock();
-        let mut timed_out = false;
-        loop {
-            if let Some(frame) = st.queue.pop_front() {
-                st.owed += 1;
-                if st.owed < CREDIT_BATCH && !st.queue.is_empty() {
-                    return Ok(Some(frame));
-                }
-                let credits = std::mem::take(&mut st.owed);
-                st.outstanding += credits;
-                let conn = st.conn.clone();
-                drop(st);
-                if let Some(conn) = conn {
-                    // A failed write fails the connection, which the next call reports.
-                    let _ignored =
-                        conn.write(Kind::Credit, &self.ch, &frame::credit_payload(credits));
-                }
-                return Ok(Some(frame));
-            }
-            if let Some((kind, msg)) = &st.failed {
-                return Err(channel_error(&self.ch, &st.peer(), *kind, msg));
-            }
-            if st.sender_closed {
-                return Err(channel_error(
-                    &self.ch,
-                    &st.peer(),
-                    ErrorKind::BrokenPipe,
-                    "the sender closed the channel",
-                ));
-            }
-            if timed_out {
-                return Ok(None);
-            }
-            timed_out = self.chan.cv.wait_until(&mut st, deadline).timed_out();
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Bytes>> {
+        match self.frames.recv_timeout(timeout) {
+            Ok(frame) => self.taken(frame).map(Some),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(self.ended()),
         }
+    }
+
+    /// [`NetReceiver::recv_timeout`] without waiting.
+    pub fn try_recv(&mut self) -> Result<Option<Bytes>> {
+        match self.frames.try_recv() {
+            Ok(frame) => self.taken(frame).map(Some),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Disconnected) => Err(self.ended()),
+        }
+    }
+
+    /// The queue of received frames, to wait on together with other channels; every frame
+    /// taken from it must go through [`NetReceiver::taken`], and its disconnection through
+    /// [`NetReceiver::ended`].
+    pub fn frames(&self) -> &Receiver<Bytes> {
+        &self.frames
+    }
+
+    /// Accounts for a frame taken from [`NetReceiver::frames`]: returns its credit to the
+    /// sender, in batches of [`CREDIT_BATCH`] while more frames are queued and at once when
+    /// the queue ran empty, so a sender never waits on credits an idle receiver holds back.
+    /// Fails if the channel was closed here meanwhile.
+    pub fn taken(&mut self, frame: Bytes) -> Result<Bytes> {
+        if self.chan.discarded.load(Ordering::Relaxed) {
+            return Err(self.ended());
+        }
+        self.owed += 1;
+        if self.owed >= CREDIT_BATCH || self.frames.is_empty() {
+            let credits = std::mem::take(&mut self.owed);
+            let mut st = self.chan.state.lock();
+            st.outstanding += credits;
+            let conn = st.conn.clone();
+            drop(st);
+            if let Some(conn) = conn {
+                // A failed write fails the connection, which the next call reports.
+                let _ignored = conn.write(Kind::Credit, &self.ch, &frame::credit_payload(credits));
+            }
+        }
+        Ok(frame)
+    }
+
+    /// Why the channel delivers no more frames: its sender's connection was lost, the sender
+    /// closed the channel, or its attempt was closed.
+    pub fn ended(&self) -> SluiceError {
+        let st = self.chan.state.lock();
+        let (kind, msg) = match (&st.failed, st.sender_closed) {
+            (Some((kind, msg)), _) => (*kind, msg.as_str()),
+            (None, true) => (ErrorKind::BrokenPipe, "the sender closed the channel"),
+            (None, false) => (ErrorKind::Other, "the channel ended"),
+        };
+        channel_error(&self.ch, &st.peer(), kind, msg)
     }
 
     /// The channel this end receives on.
@@ -270,7 +361,7 @@ impl Drop for NetReceiver {
         }
         drop(channels);
         let mut st = self.chan.state.lock();
-        st.queue.clear();
+        st.queue = None;
         let tell = st
             .conn
             .clone()

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::{self, ErrorKind};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -12,6 +13,12 @@ use parking_lot::Mutex;
 use super::ChannelId;
 use super::channel::OutChannel;
 use super::frame::{self, Frame, Kind, MAGIC};
+
+/// How long one write may wait for the peer to take bytes. The peer's reader never waits on a
+/// channel, so a peer that takes nothing for this long is stuck (stopped, or its machine is):
+/// the write fails the connection, which frees the tasks writing to it (a producer's data, a
+/// consumer's credits) to see their job cancelled and restarted.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One TCP connection to another worker, in either direction.
 pub(super) struct Conn {
@@ -35,6 +42,7 @@ struct Writer {
 impl Conn {
     pub(super) fn new(peer: String, stream: TcpStream) -> io::Result<Conn> {
         stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         Ok(Conn {
             peer,
             writer: Mutex::new(Writer {

@@ -2,9 +2,10 @@
 //! one multiplexed TCP connection per pair of workers, with credit-based flow control so a slow
 //! consumer on one worker slows its remote producers exactly as a full local channel would.
 //!
-//! A remote channel keeps the tasks unchanged: the producer writes into a local bounded channel
-//! that [`bridge_out`] drains into a [`NetSender`]; on the consuming worker [`bridge_in`] reads
-//! the [`NetReceiver`] and feeds a local bounded channel that the consumer task reads.
+//! A remote channel keeps the tasks' view of their inputs and outputs: a producer's
+//! [`NetOutlet`] encodes each event and writes its frame on the producer's own thread, and a
+//! consumer waits on a [`NetInlet`]'s queue together with its local channels and decodes what
+//! it takes. The connection's reader only moves frames into those queues.
 //!
 //! The protocol (frames in [`frame`]): the first of two workers that needs a channel to the
 //! other connects and says hello; that one connection carries the channels of both
@@ -18,7 +19,6 @@
 //! attempt. Events are encoded by [`codec`]: a compact layout for batches of strings and byte
 //! vectors, bincode for everything else.
 
-mod bridge;
 mod channel;
 pub mod codec;
 mod conn;
@@ -27,6 +27,7 @@ mod peers;
 mod plane;
 #[cfg(test)]
 mod tests;
+mod typed;
 
 use std::fmt;
 
@@ -35,9 +36,9 @@ use serde::{Deserialize, Serialize};
 use crate::exchange::CHANNEL_CAPACITY;
 use sluice_core::SluiceError;
 
-pub use bridge::{bridge_in, bridge_in_counted, bridge_out, bridge_out_counted};
 pub use channel::{NetReceiver, NetSender};
 pub use plane::DataPlane;
+pub use typed::{NetInlet, NetOutlet};
 
 /// Data frames a receiver lets a sender have in flight per channel before the sender must wait
 /// for a credit; the same bound as a local channel, so remote exchanges buffer no more.

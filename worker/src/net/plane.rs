@@ -147,11 +147,7 @@ impl DataPlane {
             // A failed write fails the connection, which the receiver then reports.
             let _ignored = conn.write(Kind::Credit, &ch, &frame::credit_payload(INITIAL_CREDITS));
         }
-        Ok(NetReceiver {
-            shared: shared.clone(),
-            chan,
-            ch,
-        })
+        Ok(NetReceiver::new(shared.clone(), chan, ch))
     }
 
     /// Drops every channel of attempts below `attempt` (a restarted job): their senders and
@@ -269,20 +265,10 @@ impl Shared {
                 if st.failed.is_some() {
                     return Ok(());
                 }
-                if st.outstanding == 0 {
-                    return Err(protocol_error(format!("data without credit on {}", f.ch)));
-                }
-                st.outstanding -= 1;
-                st.queue.push_back(f.payload);
-                st.max_queued = st.max_queued.max(st.queue.len());
-                drop(st);
-                chan.cv.notify_one();
+                st.push(f.payload)
+                    .map_err(|e| protocol_error(format!("{e} on {}", f.ch)))?;
             }
-            Kind::Close => {
-                st.sender_closed = true;
-                drop(st);
-                chan.cv.notify_all();
-            }
+            Kind::Close => st.sender_closed(),
             Kind::Hello | Kind::Credit | Kind::Release => {
                 return Err(protocol_error(format!("unexpected {:?} frame", f.kind)));
             }

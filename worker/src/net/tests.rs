@@ -3,17 +3,16 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{RecvTimeoutError, bounded};
+use crossbeam_channel::bounded;
 
 use super::frame::{self, FrameReader, Kind, MAGIC};
 use super::*;
 use crate::data::{Barrier, BarrierKind, Batch, Event};
-use crate::exchange::{CHANNEL_CAPACITY, send_event};
 
 /// Longest any step may take before the test counts it as hung.
 const HANG: Duration = Duration::from_secs(10);
@@ -51,38 +50,36 @@ fn ordered_delivery_over_multiplexed_channels() {
     let mut consumers = Vec::new();
     for p in 0..CHANNELS {
         let ch = chan(1, p, p % 2);
-        let (in_tx, in_rx) = bounded::<Event<(u32, u64)>>(CHANNEL_CAPACITY);
-        let (out_tx, out_rx) = bounded::<Event<(u32, u64)>>(CHANNEL_CAPACITY);
         // Half the receivers register before their sender opens, half after.
         let receiver = (p % 2 == 0).then(|| b.open_receiver(ch).unwrap());
         let sender = a.open_sender(b.local_addr(), ch).unwrap();
         let receiver = receiver.unwrap_or_else(|| b.open_receiver(ch).unwrap());
-        let bridges = (
-            bridge_out(in_rx, sender, cancel.clone()),
-            bridge_in(receiver, out_tx, cancel.clone()),
-        );
+        let mut outlet = NetOutlet::new(sender, Arc::default());
+        let mut inlet = NetInlet::<(u32, u64)>::new(receiver, Arc::default());
         let c = cancel.clone();
         producers.push(thread::spawn(move || {
+            let blocked = AtomicU64::new(0);
+            let mut send = |ev| outlet.send(ev, &c, &blocked).unwrap();
             for i in 0..BATCHES {
                 let batch = (0..1024).map(|j| (p, i * 1024 + j)).collect();
-                send_event(&in_tx, Event::Batch(Batch::from_vec(batch)), &c).unwrap();
+                send(Event::Batch(Batch::from_vec(batch)));
                 if i % 50 == 0 {
-                    send_event(&in_tx, Event::Watermark(i as i64), &c).unwrap();
+                    send(Event::Watermark(i as i64));
                     let barrier = Barrier {
                         checkpoint_id: i,
                         timestamp_ms: 0,
                         kind: BarrierKind::Checkpoint,
                     };
-                    send_event(&in_tx, Event::Barrier(barrier), &c).unwrap();
+                    send(Event::Barrier(barrier));
                 }
             }
-            send_event(&in_tx, Event::EndOfInput, &c).unwrap();
+            send(Event::EndOfInput);
         }));
         consumers.push(thread::spawn(move || {
             let mut next = 0u64;
             let mut marks = 0;
             loop {
-                match out_rx.recv_timeout(HANG).expect("consumer starved") {
+                match inlet.recv_timeout(HANG).unwrap().expect("consumer starved") {
                     Event::Batch(batch) => {
                         for (q, n) in batch.data {
                             assert_eq!((q, n), (p, next), "records out of order");
@@ -99,7 +96,6 @@ fn ordered_delivery_over_multiplexed_channels() {
                 }
             }
             assert_eq!((next, marks), (BATCHES * 1024, BATCHES.div_ceil(50)));
-            bridges
         }));
     }
     assert_eq!(
@@ -111,9 +107,7 @@ fn ordered_delivery_over_multiplexed_channels() {
         p.join().unwrap();
     }
     for c in consumers {
-        let (out, inn) = c.join().unwrap();
-        out.join().unwrap().unwrap();
-        inn.join().unwrap().unwrap();
+        c.join().unwrap();
     }
     assert_eq!(
         b.connection_counts().1,
@@ -130,44 +124,45 @@ fn bytes_records_survive_later_frames() {
     let (a, b) = (plane(), plane());
     let cancel = Arc::new(AtomicBool::new(false));
     let ch = chan(1, 0, 0);
-    let (in_tx, in_rx) = bounded::<Event<Bytes>>(CHANNEL_CAPACITY);
-    let (out_tx, out_rx) = bounded::<Event<Bytes>>(CHANNEL_CAPACITY);
-    let receiver = b.open_receiver(ch).unwrap();
-    let out = bridge_out(
-        in_rx,
-        a.open_sender(b.local_addr(), ch).unwrap(),
-        cancel.clone(),
-    );
-    let inn = bridge_in(receiver, out_tx, cancel.clone());
+    let received = Arc::new(AtomicU64::new(0));
+    let mut inlet = NetInlet::<Bytes>::new(b.open_receiver(ch).unwrap(), received.clone());
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut outlet = NetOutlet::new(a.open_sender(b.local_addr(), ch).unwrap(), sent.clone());
     // Small records are copied into the frame, large ones written from where they are.
     let record =
         |i: u8, j: usize| Bytes::from(vec![i; if j.is_multiple_of(50) { 5000 } else { j % 7 }]);
     let c = cancel.clone();
     let producer = thread::spawn(move || {
+        let blocked = AtomicU64::new(0);
         for i in 0..BATCHES {
             let batch = (0..300).map(|j| record(i, j)).collect();
-            send_event(&in_tx, Event::Batch(Batch::from_vec(batch)), &c).unwrap();
+            outlet
+                .send(Event::Batch(Batch::from_vec(batch)), &c, &blocked)
+                .unwrap();
         }
-        send_event(&in_tx, Event::EndOfInput, &c).unwrap();
+        outlet
+            .send(Event::<Bytes>::EndOfInput, &c, &blocked)
+            .unwrap();
     });
     let kept = within(move || {
         let mut kept = Vec::new();
         loop {
-            match out_rx.recv_timeout(HANG).expect("consumer starved") {
-                Event::Batch(batch) => kept.push(batch.data),
-                Event::EndOfInput => return kept,
+            match inlet.recv_timeout(HANG).unwrap() {
+                Some(Event::Batch(batch)) => kept.push(batch.data),
+                Some(Event::EndOfInput) => return kept,
                 other => panic!("unexpected {other:?}"),
             }
         }
     });
     producer.join().unwrap();
-    out.join().unwrap().unwrap();
-    inn.join().unwrap().unwrap();
     assert_eq!(kept.len(), usize::from(BATCHES));
     for (i, data) in kept.iter().enumerate() {
         let want: Vec<_> = (0..300).map(|j| record(i as u8, j)).collect();
         assert_eq!(data, &want, "batch {i}");
     }
+    // Both ends count the same frames: every byte sent was taken.
+    assert!(sent.load(Ordering::SeqCst) > 50 * 300);
+    assert_eq!(sent.load(Ordering::SeqCst), received.load(Ordering::SeqCst));
 }
 
 #[test]
@@ -175,7 +170,7 @@ fn backpressure_blocks_sender_and_bounds_frames_in_flight() {
     const FRAMES: usize = 60;
     let (a, b) = (plane(), plane());
     let ch = chan(1, 0, 0);
-    let rx = b.open_receiver(ch).unwrap();
+    let mut rx = b.open_receiver(ch).unwrap();
     let mut tx = a.open_sender(b.local_addr(), ch).unwrap();
     let sent = Arc::new(AtomicUsize::new(0));
     let s = sent.clone();
@@ -230,7 +225,7 @@ fn sender_opened_before_receiver_waits_for_credits() {
     });
     thread::sleep(Duration::from_millis(200));
     assert_eq!(sent.load(Ordering::SeqCst), 0, "no data before credits");
-    let rx = b.open_receiver(ch).unwrap();
+    let mut rx = b.open_receiver(ch).unwrap();
     for i in 0..10u8 {
         assert_eq!(rx.recv_timeout(HANG).unwrap(), Some(Bytes::from(vec![i])));
     }
@@ -261,36 +256,31 @@ fn lost_receiving_peer_fails_a_waiting_sender() {
 }
 
 #[test]
-fn lost_sending_peer_fails_the_bridge_and_disconnects_the_consumer() {
+fn lost_sending_peer_ends_the_consumers_input_naming_the_peer() {
     let (a, b) = (plane(), plane());
     let a_addr = a.local_addr();
     let ch = chan(1, 1, 0);
-    let cancel = Arc::new(AtomicBool::new(false));
-    let (in_tx, in_rx) = bounded::<Event<String>>(CHANNEL_CAPACITY);
-    let (out_tx, out_rx) = bounded::<Event<String>>(CHANNEL_CAPACITY);
-    let out = bridge_out(
-        in_rx,
-        a.open_sender(b.local_addr(), ch).unwrap(),
-        cancel.clone(),
-    );
-    let inn = bridge_in(b.open_receiver(ch).unwrap(), out_tx, cancel.clone());
+    let cancel = AtomicBool::new(false);
+    let blocked = AtomicU64::new(0);
+    let mut outlet = NetOutlet::new(a.open_sender(b.local_addr(), ch).unwrap(), Arc::default());
+    let mut inlet = NetInlet::<String>::new(b.open_receiver(ch).unwrap(), Arc::default());
     let batch = Batch::from_vec(vec!["x".to_string(); 10]);
-    send_event(&in_tx, Event::Batch(batch.clone()), &cancel).unwrap();
-    match out_rx.recv_timeout(HANG).unwrap() {
-        Event::Batch(got) => assert_eq!(got, batch),
+    outlet
+        .send(Event::Batch(batch.clone()), &cancel, &blocked)
+        .unwrap();
+    match inlet.recv_timeout(HANG).unwrap() {
+        Some(Event::Batch(got)) => assert_eq!(got, batch),
         other => panic!("unexpected {other:?}"),
     }
-    // The sending worker dies (its producer still holds the local channel).
+    // The sending worker dies (its producer still holds the outlet): the input ends with an
+    // error that names the lost worker.
     drop(a);
-    assert_eq!(
-        out_rx.recv_timeout(HANG).unwrap_err(),
-        RecvTimeoutError::Disconnected,
-        "the consumer's input must disconnect"
-    );
-    let err = inn.join().unwrap().unwrap_err().to_string();
+    let err = within(move || inlet.recv_timeout(HANG).unwrap_err().to_string());
     assert!(err.contains(&a_addr.to_string()), "{err}");
-    assert!(out.join().unwrap().is_err());
-    drop(in_tx);
+    assert!(
+        outlet.send(Event::Batch(batch), &cancel, &blocked).is_err(),
+        "the producer's next send fails"
+    );
 }
 
 #[test]
@@ -345,7 +335,7 @@ fn one_connection_per_pair_carries_both_directions() {
             let (from, to) = (from.clone(), to.clone());
             let never = never.clone();
             threads.push(thread::spawn(move || {
-                let rx = to.open_receiver(ch).unwrap();
+                let mut rx = to.open_receiver(ch).unwrap();
                 let mut tx = from.open_sender(to.local_addr(), ch).unwrap();
                 for i in 0..(2 * INITIAL_CREDITS) {
                     tx.send(&i.to_le_bytes(), &never).unwrap();
@@ -374,7 +364,7 @@ fn one_connection_per_pair_carries_both_directions() {
 fn close_attempts_before_discards_old_channels_and_late_frames() {
     let (a, b) = (plane(), plane());
     let old = chan(1, 0, 0);
-    let rx_old = b.open_receiver(old).unwrap();
+    let mut rx_old = b.open_receiver(old).unwrap();
     let mut tx_old = a.open_sender(b.local_addr(), old).unwrap();
     let never = AtomicBool::new(false);
     tx_old.send(b"queued", &never).unwrap();
@@ -400,7 +390,7 @@ fn close_attempts_before_discards_old_channels_and_late_frames() {
 
     // Late frames of attempt 1 on a live connection are dropped; attempt 2 flows on it.
     let new = chan(2, 0, 0);
-    let rx_new = b.open_receiver(new).unwrap();
+    let mut rx_new = b.open_receiver(new).unwrap();
     let (mut s, mut r) = raw_client(b.local_addr());
     let mut scratch = Vec::new();
     frame::write_frame(&mut s, &mut scratch, Kind::Open, &old, &[]).unwrap();
@@ -422,7 +412,7 @@ fn close_attempts_before_discards_old_channels_and_late_frames() {
     // The sending side closes its own old channels too, and a new one works again.
     a.close_attempts_before(2);
     let mut tx_new = a.open_sender(b.local_addr(), chan(2, 1, 0)).unwrap();
-    let rx2 = b.open_receiver(chan(2, 1, 0)).unwrap();
+    let mut rx2 = b.open_receiver(chan(2, 1, 0)).unwrap();
     tx_new.send(b"again", &never).unwrap();
     assert_eq!(
         rx2.recv_timeout(HANG).unwrap(),
@@ -437,7 +427,7 @@ fn data_without_credit_breaks_only_that_connection() {
     // A well-behaved worker's channel, open before the misbehaving one connects.
     let good = chan(1, 1, 0);
     let mut tx = a.open_sender(b.local_addr(), good).unwrap();
-    let rx_good = b.open_receiver(good).unwrap();
+    let mut rx_good = b.open_receiver(good).unwrap();
     let never = AtomicBool::new(false);
     tx.send(b"before", &never).unwrap();
     assert_eq!(
@@ -446,7 +436,7 @@ fn data_without_credit_breaks_only_that_connection() {
     );
 
     let ch = chan(1, 0, 0);
-    let rx = b.open_receiver(ch).unwrap();
+    let mut rx = b.open_receiver(ch).unwrap();
     let (mut s, _r) = raw_client(b.local_addr());
     let mut scratch = Vec::new();
     frame::write_frame(&mut s, &mut scratch, Kind::Open, &ch, &[]).unwrap();
