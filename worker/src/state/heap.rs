@@ -8,12 +8,13 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use sluice_core::Result;
 
-use super::{StateTable, begin_entry, decode, encode_field, key_group};
+use super::{StateTable, begin_entry, decode, encode_field, key_group, read_ahead};
 use crate::data::Data;
 use crate::key::Key;
 use crate::snapshot::{Frozen, FrozenTable};
@@ -51,19 +52,37 @@ impl<M: Send + Sync> FrozenTable for FrozenMap<M> {
     }
 }
 
-fn freeze<M: Clone + Send + Sync + 'static>(
-    map: &RefCell<M>,
+fn freeze<M: Send + Sync + 'static>(
+    copy: M,
     names: &Arc<Names>,
     table_id: u16,
     write: WriteEntries<M>,
 ) -> Frozen {
     Frozen(Arc::new(FrozenMap {
-        map: map.borrow().clone(),
+        map: copy,
         names: names.clone(),
         table_id,
         write,
     }))
 }
+
+/// The entries of a map with each key's key group, for the uploader: copied at the barrier.
+/// Not `map.clone()`: that visits the keys one cache miss after another (see [`read_ahead`]).
+fn copy_entries<K: Key, V: Clone>(map: &FxHashMap<K, V>, max_parallelism: usize) -> Entries<K, V> {
+    let mut out = Vec::with_capacity(map.len());
+    let Ok(()) = read_ahead(
+        map.iter(),
+        |(k, _)| *k,
+        |(k, v)| {
+            out.push((key_group(k, max_parallelism), k.clone(), v.clone()));
+            Ok::<(), Infallible>(())
+        },
+    );
+    out
+}
+
+/// Entries of a value or list table with their key groups, as [`copy_entries`] takes them.
+type Entries<K, V> = Vec<(u16, K, V)>;
 
 pub struct HeapValue<K, V> {
     names: Arc<Names>,
@@ -122,7 +141,8 @@ impl<K: Key, V: Data> StateTable for HeapValue<K, V> {
     }
 
     fn freeze(&self, table_id: u16) -> Option<Frozen> {
-        Some(freeze(&self.map, &self.names, table_id, write_values))
+        let copy = copy_entries(&self.map.borrow(), self.names.max_parallelism);
+        Some(freeze(copy, &self.names, table_id, write_entries))
     }
 
     fn restore_entry(&self, _kg: u16, mut key: &[u8], mut value: &[u8]) -> Result<()> {
@@ -194,7 +214,12 @@ impl<K: Key, UK: Key, UV: Data> StateTable for HeapMap<K, UK, UV> {
     }
 
     fn freeze(&self, table_id: u16) -> Option<Frozen> {
-        Some(freeze(&self.map, &self.names, table_id, write_maps))
+        Some(freeze(
+            self.map.borrow().clone(),
+            &self.names,
+            table_id,
+            write_maps,
+        ))
     }
 
     fn restore_entry(&self, _kg: u16, mut key: &[u8], mut value: &[u8]) -> Result<()> {
@@ -253,7 +278,8 @@ impl<K: Key, V: Data> StateTable for HeapList<K, V> {
     }
 
     fn freeze(&self, table_id: u16) -> Option<Frozen> {
-        Some(freeze(&self.map, &self.names, table_id, write_values))
+        let copy = copy_entries(&self.map.borrow(), self.names.max_parallelism);
+        Some(freeze(copy, &self.names, table_id, write_entries))
     }
 
     fn restore_entry(&self, _kg: u16, mut key: &[u8], mut value: &[u8]) -> Result<()> {
@@ -306,6 +332,25 @@ fn write_values<K: Key, V: Data>(
     Ok(())
 }
 
+/// The entries [`copy_entries`] took: one per key, key groups known.
+fn write_entries<K: Key, V: Data>(
+    entries: &Entries<K, V>,
+    names: &Names,
+    table_id: u16,
+    groups: &mut BTreeMap<u16, Vec<u8>>,
+) -> Result<()> {
+    let (uid, name) = (&names.uid, &names.name);
+    let mut blobs = Blobs::new(names.max_parallelism);
+    for (kg, k, v) in entries {
+        let out = &mut blobs.0[usize::from(*kg)];
+        begin_entry(out, table_id);
+        encode_field(out, uid, name, |o| bincode::serialize_into(o, k))?;
+        encode_field(out, uid, name, |o| bincode::serialize_into(o, v))?;
+    }
+    blobs.append_to(groups);
+    Ok(())
+}
+
 /// The entries of map state: one per key and user key.
 fn write_maps<K: Key, UK: Key, UV: Data>(
     map: &FxHashMap<K, FxHashMap<UK, UV>>,
@@ -328,4 +373,34 @@ fn write_maps<K: Key, UK: Key, UV: Data>(
     }
     blobs.append_to(groups);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::READ_AHEAD;
+
+    /// Every entry is copied once, with its own key group, whatever the count's remainder by
+    /// [`READ_AHEAD`], for keys with and without allocations of their own.
+    #[test]
+    fn copied_entries_are_the_maps_with_their_key_groups() {
+        for n in [0, 1, READ_AHEAD - 1, READ_AHEAD, READ_AHEAD + 1, 1000] {
+            let strings: FxHashMap<String, u64> =
+                (0..n as u64).map(|i| (format!("key{i}"), i)).collect();
+            let numbers: FxHashMap<u64, Vec<u32>> =
+                (0..n as u64).map(|i| (i * 7, vec![i as u32])).collect();
+            let copy = copy_entries(&strings, 128);
+            assert_eq!(copy.len(), n);
+            let back: FxHashMap<String, u64> =
+                copy.iter().map(|(_, k, v)| (k.clone(), *v)).collect();
+            assert_eq!(back, strings);
+            assert!(copy.iter().all(|(kg, k, _)| *kg == key_group(k, 128)));
+            let copy = copy_entries(&numbers, 300);
+            assert_eq!(copy.len(), n);
+            assert!(
+                copy.iter()
+                    .all(|(kg, k, v)| *kg == key_group(k, 300) && numbers[k] == *v)
+            );
+        }
+    }
 }

@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap;
 use sluice_core::{KeyGroupRange, Result, SluiceError};
 
 use super::rocks_writer::{Entries, Writer};
-use super::{StateTable, decode, encode, key_group};
+use super::{StateTable, decode, encode, key_group, read_ahead};
 use crate::context::OperatorContext;
 use crate::data::Data;
 use crate::key::Key;
@@ -587,13 +587,14 @@ impl<K: Key, V: Data> RocksValue<K, V> {
     fn write_back(&self) -> Result<()> {
         let mut cache = self.cache.borrow_mut();
         let mut data = self.db.writer.buffers();
-        for (k, slot) in cache.iter_mut() {
-            if !slot.dirty {
-                continue;
-            }
-            slot.dirty = false;
-            self.codec.push_entry(&mut data, k, slot.value.as_ref())?;
-        }
+        read_ahead(
+            cache.iter_mut().filter(|(_, slot)| slot.dirty),
+            |(k, _)| *k,
+            |(k, slot)| {
+                slot.dirty = false;
+                self.codec.push_entry(&mut data, k, slot.value.as_ref())
+            },
+        )?;
         if data.is_empty() {
             return Ok(());
         }
