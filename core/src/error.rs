@@ -57,6 +57,10 @@ pub enum SluiceError {
     Job(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A task found that a task it exchanges records with went away: a consequence of a
+    /// failure elsewhere (or of a cancellation), never the cause of a job's failure.
+    #[error("{0}")]
+    NeighbourGone(String),
 }
 
 impl SluiceError {
@@ -70,7 +74,7 @@ impl SluiceError {
             | SluiceError::Job(_)
             | SluiceError::Cancelled { .. } => ErrorKind::User,
             SluiceError::Io { .. } => ErrorKind::External,
-            SluiceError::Internal(_) => ErrorKind::Internal,
+            SluiceError::Internal(_) | SluiceError::NeighbourGone(_) => ErrorKind::Internal,
         }
     }
 

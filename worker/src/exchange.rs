@@ -235,7 +235,7 @@ pub fn send_event<T>(tx: &Sender<Event<T>>, mut ev: Event<T>, cancel: &AtomicBoo
                 return Err(if cancel.load(Ordering::Relaxed) {
                     SluiceError::Cancelled { job: String::new() }
                 } else {
-                    SluiceError::Internal("a downstream task disappeared".into())
+                    SluiceError::NeighbourGone("a downstream task disappeared".into())
                 });
             }
         }

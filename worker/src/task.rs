@@ -517,17 +517,18 @@ fn receive<T: Data>(
 
 /// The error of an input that delivers no more events: cancellation if the job is being
 /// cancelled; for a producer that went away, an error the master recognises as a consequence
-/// ("disappeared", with the remote channel's reason); else the input's own failure.
+/// ([`SluiceError::NeighbourGone`], with the remote channel's reason); else the input's own
+/// failure.
 fn gone(env: &TaskEnv, g: Gone) -> SluiceError {
     if env.cancelled() {
         return SluiceError::Cancelled { job: String::new() };
     }
     match g {
         Gone::Upstream(None) => {
-            SluiceError::Internal(format!("an upstream task of {} disappeared", env.name))
+            SluiceError::NeighbourGone(format!("an upstream task of {} disappeared", env.name))
         }
         Gone::Upstream(Some(e)) => {
-            SluiceError::Internal(format!("an upstream task of {} disappeared: {e}", env.name))
+            SluiceError::NeighbourGone(format!("an upstream task of {} disappeared: {e}", env.name))
         }
         Gone::Failed(e) => e,
     }

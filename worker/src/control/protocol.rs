@@ -20,7 +20,7 @@ use crate::metrics::MetricsSnapshot;
 use crate::task::TaskCommand;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The protocol version a registration frame (an encoded [`ToMaster::RegisterWorker`] or
 /// [`ToMaster::RegisterJobProcess`]) announces, read without decoding the rest of it, so a
@@ -220,9 +220,10 @@ pub enum WireError {
     Config(String),
     InvalidGraph(String),
     Cancelled,
-    /// Kept apart because the master tells a task noticing its neighbour's failure
-    /// ("disappeared") from the failure that caused it.
     Internal(String),
+    /// Kept apart because the master tells a task noticing its neighbour's failure from the
+    /// failure that caused it.
+    NeighbourGone(String),
     Other(String),
 }
 
@@ -242,6 +243,7 @@ impl From<&SluiceError> for WireError {
             SluiceError::InvalidGraph(m) => WireError::InvalidGraph(m.clone()),
             SluiceError::Cancelled { .. } => WireError::Cancelled,
             SluiceError::Internal(m) => WireError::Internal(m.clone()),
+            SluiceError::NeighbourGone(m) => WireError::NeighbourGone(m.clone()),
             other => WireError::Other(other.to_string()),
         }
     }
@@ -263,6 +265,7 @@ impl From<WireError> for SluiceError {
             WireError::InvalidGraph(m) => SluiceError::InvalidGraph(m),
             WireError::Cancelled => SluiceError::Cancelled { job: String::new() },
             WireError::Internal(m) => SluiceError::Internal(m),
+            WireError::NeighbourGone(m) => SluiceError::NeighbourGone(m),
             WireError::Other(m) => SluiceError::Job(m),
         }
     }
@@ -309,5 +312,32 @@ mod tests {
         let refused =
             bincode::serialize(&ToWorker::Refused { reason: "r".into() }).expect("encodes");
         assert_eq!(&refused[0..4], &1u32.to_le_bytes());
+    }
+
+    /// The master ranks a task's errors by variant, so each must cross the wire as itself.
+    #[test]
+    fn task_errors_keep_their_variant_across_the_wire() {
+        let across = |e: SluiceError| -> SluiceError {
+            let wire: WireError = (&e).into();
+            let bytes = bincode::serialize(&wire).expect("encodes");
+            bincode::deserialize::<WireError>(&bytes)
+                .expect("decodes")
+                .into()
+        };
+        let gone = across(SluiceError::NeighbourGone(
+            "an upstream task of count (2/4) disappeared: worker w2 lost".into(),
+        ));
+        assert!(
+            matches!(&gone, SluiceError::NeighbourGone(m) if m.ends_with("worker w2 lost")),
+            "{gone:?}"
+        );
+        assert!(matches!(
+            across(SluiceError::Internal("a bug".into())),
+            SluiceError::Internal(m) if m == "a bug"
+        ));
+        assert!(matches!(
+            across(SluiceError::Cancelled { job: "j".into() }),
+            SluiceError::Cancelled { .. }
+        ));
     }
 }

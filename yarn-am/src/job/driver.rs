@@ -316,7 +316,7 @@ impl Driver {
                     match result {
                         Ok(()) => {}
                         Err(SluiceError::Cancelled { .. }) if cancelled => {}
-                        Err(e) if cancelled && matches!(&e, SluiceError::Internal(m) if m.contains("disappeared")) => {}
+                        Err(SluiceError::NeighbourGone(_)) if cancelled => {}
                         Err(e) => return (Outcome::Failed(e), finished),
                     }
                     if finished == attempt.subtasks() {

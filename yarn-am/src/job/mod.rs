@@ -341,12 +341,44 @@ fn epoch_ms() -> i64 {
 /// noticing that its neighbour went away.
 pub(crate) fn root_cause(errors: Vec<SluiceError>) -> Option<SluiceError> {
     let secondary = |e: &SluiceError| {
-        matches!(e, SluiceError::Cancelled { .. })
-            || matches!(e, SluiceError::Internal(m) if m.contains("disappeared"))
+        matches!(
+            e,
+            SluiceError::Cancelled { .. } | SluiceError::NeighbourGone(_)
+        )
     };
     let first_root = errors.iter().position(|e| !secondary(e));
     match first_root {
         Some(i) => errors.into_iter().nth(i),
         None => errors.into_iter().next(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_cause_is_the_first_error_that_is_not_a_consequence() {
+        let gone = || SluiceError::NeighbourGone("an upstream task of sink disappeared".into());
+        let cancelled = || SluiceError::Cancelled { job: "j".into() };
+        let root = root_cause(vec![
+            gone(),
+            cancelled(),
+            SluiceError::job("bad record 17"),
+            SluiceError::Internal("later".into()),
+        ]);
+        assert!(matches!(root, Some(SluiceError::Job(m)) if m == "bad record 17"));
+        // An internal error that mentions a disappearance is still a cause.
+        let root = root_cause(vec![
+            gone(),
+            SluiceError::Internal("the spill file disappeared".into()),
+        ]);
+        assert!(matches!(root, Some(SluiceError::Internal(_))), "{root:?}");
+        // Only consequences: the first one stands for them.
+        assert!(matches!(
+            root_cause(vec![gone(), cancelled()]),
+            Some(SluiceError::NeighbourGone(_))
+        ));
+        assert!(root_cause(Vec::new()).is_none());
     }
 }
