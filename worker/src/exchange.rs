@@ -101,12 +101,6 @@ impl From<SluiceError> for Gone {
     }
 }
 
-/// What [`Inlet::select_recv`] took, before a remote frame is decoded.
-pub enum Taken<T> {
-    Event(Event<T>),
-    Frame(bytes::Bytes),
-}
-
 impl<T: Data> Inlet<T> {
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> std::result::Result<Option<Event<T>>, Gone> {
@@ -143,30 +137,15 @@ impl<T: Data> Inlet<T> {
         }
     }
 
-    /// Completes an operation `sel` selected for this inlet; what it took goes to
-    /// [`Inlet::accept`] once the selection's borrows ended.
-    pub fn select_recv(&self, op: SelectedOperation<'_>) -> std::result::Result<Taken<T>, Gone> {
+    /// Completes an operation `sel` selected for this inlet: the event it took (a remote
+    /// frame decoded, its credit returned).
+    pub fn select_recv(&self, op: SelectedOperation<'_>) -> std::result::Result<Event<T>, Gone> {
         match self {
-            Inlet::Local(rx) => op
-                .recv(rx)
-                .map(Taken::Event)
-                .map_err(|_| Gone::Upstream(None)),
-            Inlet::Remote(net) => op
-                .recv(net.frames())
-                .map(Taken::Frame)
-                .map_err(|_| Gone::Upstream(Some(net.ended()))),
-        }
-    }
-
-    /// The event of what [`Inlet::select_recv`] took (a remote frame is decoded and its
-    /// credit returned).
-    pub fn accept(&mut self, taken: Taken<T>) -> std::result::Result<Event<T>, Gone> {
-        match (self, taken) {
-            (_, Taken::Event(ev)) => Ok(ev),
-            (Inlet::Remote(net), Taken::Frame(frame)) => Ok(net.taken(frame)?),
-            (Inlet::Local(_), Taken::Frame(_)) => Err(Gone::Failed(SluiceError::Internal(
-                "a remote frame taken from a local channel".into(),
-            ))),
+            Inlet::Local(rx) => op.recv(rx).map_err(|_| Gone::Upstream(None)),
+            Inlet::Remote(net) => match op.recv(net.frames()) {
+                Ok(frame) => Ok(net.taken(frame)?),
+                Err(_) => Err(Gone::Upstream(Some(net.ended()))),
+            },
         }
     }
 }

@@ -509,9 +509,7 @@ fn receive<T: Data>(
         }
     };
     let idx = active[op.index()];
-    let taken = inputs[idx].select_recv(op).map_err(|g| gone(env, g))?;
-    drop(sel);
-    let ev = inputs[idx].accept(taken).map_err(|g| gone(env, g))?;
+    let ev = inputs[idx].select_recv(op).map_err(|g| gone(env, g))?;
     Ok(Some((idx, ev)))
 }
 

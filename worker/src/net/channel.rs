@@ -1,6 +1,7 @@
 //! The two ends of a remote channel: credits on the sending side, a queue bounded by those
 //! credits on the receiving side, and the handles tasks use.
 
+use std::cell::Cell;
 use std::io::ErrorKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -259,29 +260,27 @@ pub struct NetReceiver {
     pub(super) shared: Arc<Shared>,
     pub(super) chan: Arc<InChannel>,
     pub(super) ch: ChannelId,
-    /// The channel's queue, read without taking the channel's lock.
-    pub(super) frames: Receiver<Bytes>,
-    /// Frames taken out whose credits have not been returned yet (see [`CREDIT_BATCH`]).
-    pub(super) owed: u32,
+    /// Frames taken out whose credits have not been returned yet (see [`CREDIT_BATCH`]). A
+    /// `Cell`, so a frame can be accounted for through the shared borrow a `Select` over the
+    /// task's inputs holds.
+    owed: Cell<u32>,
 }
 
 impl NetReceiver {
     pub(super) fn new(shared: Arc<Shared>, chan: Arc<InChannel>, ch: ChannelId) -> NetReceiver {
-        let frames = chan.frames.clone();
         NetReceiver {
             shared,
             chan,
             ch,
-            frames,
-            owed: 0,
+            owed: Cell::new(0),
         }
     }
 
     /// The next frame's payload, or `None` after `timeout` without one. Taking a frame returns
     /// its credit to the sender. Fails once the queue is empty and the sender's connection was
     /// lost, the sender closed the channel, or its attempt was closed.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Bytes>> {
-        match self.frames.recv_timeout(timeout) {
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Bytes>> {
+        match self.chan.frames.recv_timeout(timeout) {
             Ok(frame) => self.taken(frame).map(Some),
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(RecvTimeoutError::Disconnected) => Err(self.ended()),
@@ -289,8 +288,8 @@ impl NetReceiver {
     }
 
     /// [`NetReceiver::recv_timeout`] without waiting.
-    pub fn try_recv(&mut self) -> Result<Option<Bytes>> {
-        match self.frames.try_recv() {
+    pub fn try_recv(&self) -> Result<Option<Bytes>> {
+        match self.chan.frames.try_recv() {
             Ok(frame) => self.taken(frame).map(Some),
             Err(TryRecvError::Empty) => Ok(None),
             Err(TryRecvError::Disconnected) => Err(self.ended()),
@@ -301,20 +300,21 @@ impl NetReceiver {
     /// taken from it must go through [`NetReceiver::taken`], and its disconnection through
     /// [`NetReceiver::ended`].
     pub fn frames(&self) -> &Receiver<Bytes> {
-        &self.frames
+        &self.chan.frames
     }
 
     /// Accounts for a frame taken from [`NetReceiver::frames`]: returns its credit to the
     /// sender, in batches of [`CREDIT_BATCH`] while more frames are queued and at once when
     /// the queue ran empty, so a sender never waits on credits an idle receiver holds back.
     /// Fails if the channel was closed here meanwhile.
-    pub fn taken(&mut self, frame: Bytes) -> Result<Bytes> {
+    pub fn taken(&self, frame: Bytes) -> Result<Bytes> {
         if self.chan.discarded.load(Ordering::Relaxed) {
             return Err(self.ended());
         }
-        self.owed += 1;
-        if self.owed >= CREDIT_BATCH || self.frames.is_empty() {
-            let credits = std::mem::take(&mut self.owed);
+        let owed = self.owed.get() + 1;
+        self.owed.set(owed);
+        if owed >= CREDIT_BATCH || self.chan.frames.is_empty() {
+            let credits = self.owed.take();
             let mut st = self.chan.state.lock();
             st.outstanding += credits;
             let conn = st.conn.clone();

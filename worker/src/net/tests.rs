@@ -170,7 +170,7 @@ fn backpressure_blocks_sender_and_bounds_frames_in_flight() {
     const FRAMES: usize = 60;
     let (a, b) = (plane(), plane());
     let ch = chan(1, 0, 0);
-    let mut rx = b.open_receiver(ch).unwrap();
+    let rx = b.open_receiver(ch).unwrap();
     let mut tx = a.open_sender(b.local_addr(), ch).unwrap();
     let sent = Arc::new(AtomicUsize::new(0));
     let s = sent.clone();
@@ -225,7 +225,7 @@ fn sender_opened_before_receiver_waits_for_credits() {
     });
     thread::sleep(Duration::from_millis(200));
     assert_eq!(sent.load(Ordering::SeqCst), 0, "no data before credits");
-    let mut rx = b.open_receiver(ch).unwrap();
+    let rx = b.open_receiver(ch).unwrap();
     for i in 0..10u8 {
         assert_eq!(rx.recv_timeout(HANG).unwrap(), Some(Bytes::from(vec![i])));
     }
@@ -335,7 +335,7 @@ fn one_connection_per_pair_carries_both_directions() {
             let (from, to) = (from.clone(), to.clone());
             let never = never.clone();
             threads.push(thread::spawn(move || {
-                let mut rx = to.open_receiver(ch).unwrap();
+                let rx = to.open_receiver(ch).unwrap();
                 let mut tx = from.open_sender(to.local_addr(), ch).unwrap();
                 for i in 0..(2 * INITIAL_CREDITS) {
                     tx.send(&i.to_le_bytes(), &never).unwrap();
@@ -364,7 +364,7 @@ fn one_connection_per_pair_carries_both_directions() {
 fn close_attempts_before_discards_old_channels_and_late_frames() {
     let (a, b) = (plane(), plane());
     let old = chan(1, 0, 0);
-    let mut rx_old = b.open_receiver(old).unwrap();
+    let rx_old = b.open_receiver(old).unwrap();
     let mut tx_old = a.open_sender(b.local_addr(), old).unwrap();
     let never = AtomicBool::new(false);
     tx_old.send(b"queued", &never).unwrap();
@@ -390,7 +390,7 @@ fn close_attempts_before_discards_old_channels_and_late_frames() {
 
     // Late frames of attempt 1 on a live connection are dropped; attempt 2 flows on it.
     let new = chan(2, 0, 0);
-    let mut rx_new = b.open_receiver(new).unwrap();
+    let rx_new = b.open_receiver(new).unwrap();
     let (mut s, mut r) = raw_client(b.local_addr());
     let mut scratch = Vec::new();
     frame::write_frame(&mut s, &mut scratch, Kind::Open, &old, &[]).unwrap();
@@ -412,7 +412,7 @@ fn close_attempts_before_discards_old_channels_and_late_frames() {
     // The sending side closes its own old channels too, and a new one works again.
     a.close_attempts_before(2);
     let mut tx_new = a.open_sender(b.local_addr(), chan(2, 1, 0)).unwrap();
-    let mut rx2 = b.open_receiver(chan(2, 1, 0)).unwrap();
+    let rx2 = b.open_receiver(chan(2, 1, 0)).unwrap();
     tx_new.send(b"again", &never).unwrap();
     assert_eq!(
         rx2.recv_timeout(HANG).unwrap(),
@@ -427,7 +427,7 @@ fn data_without_credit_breaks_only_that_connection() {
     // A well-behaved worker's channel, open before the misbehaving one connects.
     let good = chan(1, 1, 0);
     let mut tx = a.open_sender(b.local_addr(), good).unwrap();
-    let mut rx_good = b.open_receiver(good).unwrap();
+    let rx_good = b.open_receiver(good).unwrap();
     let never = AtomicBool::new(false);
     tx.send(b"before", &never).unwrap();
     assert_eq!(
@@ -436,7 +436,7 @@ fn data_without_credit_breaks_only_that_connection() {
     );
 
     let ch = chan(1, 0, 0);
-    let mut rx = b.open_receiver(ch).unwrap();
+    let rx = b.open_receiver(ch).unwrap();
     let (mut s, _r) = raw_client(b.local_addr());
     let mut scratch = Vec::new();
     frame::write_frame(&mut s, &mut scratch, Kind::Open, &ch, &[]).unwrap();

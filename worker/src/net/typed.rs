@@ -127,7 +127,7 @@ impl<T: Data> NetInlet<T> {
     }
 
     /// The event of a frame taken from [`NetInlet::frames`]; returns its credit.
-    pub fn taken(&mut self, frame: Bytes) -> Result<Event<T>> {
+    pub fn taken(&self, frame: Bytes) -> Result<Event<T>> {
         let frame = self.rx.taken(frame)?;
         self.decode(frame)
     }
