@@ -320,16 +320,10 @@ fn write_values<K: Key, V: Data>(
     table_id: u16,
     groups: &mut BTreeMap<u16, Vec<u8>>,
 ) -> Result<()> {
-    let (uid, name) = (&names.uid, &names.name);
-    let mut blobs = Blobs::new(names.max_parallelism);
-    for (k, v) in map {
-        let out = &mut blobs.0[key_group(k, names.max_parallelism) as usize];
-        begin_entry(out, table_id);
-        encode_field(out, uid, name, |o| bincode::serialize_into(o, k))?;
-        encode_field(out, uid, name, |o| bincode::serialize_into(o, v))?;
-    }
-    blobs.append_to(groups);
-    Ok(())
+    let entries = map
+        .iter()
+        .map(|(k, v)| (key_group(k, names.max_parallelism), k, v));
+    write_keyed(entries, names, table_id, groups)
 }
 
 /// The entries [`copy_entries`] took: one per key, key groups known.
@@ -339,10 +333,21 @@ fn write_entries<K: Key, V: Data>(
     table_id: u16,
     groups: &mut BTreeMap<u16, Vec<u8>>,
 ) -> Result<()> {
+    let entries = entries.iter().map(|(kg, k, v)| (*kg, k, v));
+    write_keyed(entries, names, table_id, groups)
+}
+
+/// Writes one entry per (key group, key, value) into the key groups' blobs.
+fn write_keyed<'a, K: Key, V: Data>(
+    entries: impl Iterator<Item = (u16, &'a K, &'a V)>,
+    names: &Names,
+    table_id: u16,
+    groups: &mut BTreeMap<u16, Vec<u8>>,
+) -> Result<()> {
     let (uid, name) = (&names.uid, &names.name);
     let mut blobs = Blobs::new(names.max_parallelism);
     for (kg, k, v) in entries {
-        let out = &mut blobs.0[usize::from(*kg)];
+        let out = &mut blobs.0[usize::from(kg)];
         begin_entry(out, table_id);
         encode_field(out, uid, name, |o| bincode::serialize_into(o, k))?;
         encode_field(out, uid, name, |o| bincode::serialize_into(o, v))?;
