@@ -68,10 +68,14 @@ fn freeze<M: Send + Sync + 'static>(
 
 /// The entries of a map with each key's key group, for the uploader: copied at the barrier.
 /// Not `map.clone()`: that visits the keys one cache miss after another (see [`read_ahead`]).
-fn copy_entries<K: Key, V: Clone>(map: &FxHashMap<K, V>, max_parallelism: usize) -> Entries<K, V> {
-    let mut out = Vec::with_capacity(map.len());
+fn copy_entries<'a, K: Key, V: Clone + 'a>(
+    entries: impl Iterator<Item = (&'a K, &'a V)>,
+    len: usize,
+    max_parallelism: usize,
+) -> Entries<K, V> {
+    let mut out = Vec::with_capacity(len);
     let Ok(()) = read_ahead(
-        map.iter(),
+        entries,
         |(k, _)| *k,
         |(k, v)| {
             out.push((key_group(k, max_parallelism), k.clone(), v.clone()));
@@ -79,6 +83,22 @@ fn copy_entries<K: Key, V: Clone>(map: &FxHashMap<K, V>, max_parallelism: usize)
         },
     );
     out
+}
+
+/// A copy of value state's `entries` (`len` of them at most) in the canonical snapshot
+/// format, for the uploader to encode: how the heap backend freezes its value maps, for the
+/// RocksDB backend's write-back caches.
+pub(super) fn freeze_values<'a, K: Key, V: Data>(
+    entries: impl Iterator<Item = (&'a K, &'a V)>,
+    len: usize,
+    name: &str,
+    uid: &str,
+    max_parallelism: usize,
+    table_id: u16,
+) -> Frozen {
+    let copy = copy_entries(entries, len, max_parallelism);
+    let names = Names::new(name, uid, max_parallelism);
+    freeze(copy, &names, table_id, write_entries)
 }
 
 /// Entries of a value or list table with their key groups, as [`copy_entries`] takes them.
@@ -141,7 +161,8 @@ impl<K: Key, V: Data> StateTable for HeapValue<K, V> {
     }
 
     fn freeze(&self, table_id: u16) -> Option<Frozen> {
-        let copy = copy_entries(&self.map.borrow(), self.names.max_parallelism);
+        let map = self.map.borrow();
+        let copy = copy_entries(map.iter(), map.len(), self.names.max_parallelism);
         Some(freeze(copy, &self.names, table_id, write_entries))
     }
 
@@ -278,7 +299,8 @@ impl<K: Key, V: Data> StateTable for HeapList<K, V> {
     }
 
     fn freeze(&self, table_id: u16) -> Option<Frozen> {
-        let copy = copy_entries(&self.map.borrow(), self.names.max_parallelism);
+        let map = self.map.borrow();
+        let copy = copy_entries(map.iter(), map.len(), self.names.max_parallelism);
         Some(freeze(copy, &self.names, table_id, write_entries))
     }
 
@@ -394,13 +416,13 @@ mod tests {
                 (0..n as u64).map(|i| (format!("key{i}"), i)).collect();
             let numbers: FxHashMap<u64, Vec<u32>> =
                 (0..n as u64).map(|i| (i * 7, vec![i as u32])).collect();
-            let copy = copy_entries(&strings, 128);
+            let copy = copy_entries(strings.iter(), n, 128);
             assert_eq!(copy.len(), n);
             let back: FxHashMap<String, u64> =
                 copy.iter().map(|(_, k, v)| (k.clone(), *v)).collect();
             assert_eq!(back, strings);
             assert!(copy.iter().all(|(kg, k, _)| *kg == key_group(k, 128)));
-            let copy = copy_entries(&numbers, 300);
+            let copy = copy_entries(numbers.iter(), n, 300);
             assert_eq!(copy.len(), n);
             assert!(
                 copy.iter()

@@ -38,6 +38,11 @@ pub(crate) trait StateTable {
     fn freeze(&self, _table_id: u16) -> Option<Frozen> {
         None
     }
+    /// A copy of a RocksDB table's cached entries, when the database holds none of its state
+    /// (see [`KeyedStateStore::snapshot_at`]); `None` for tables without a cache.
+    fn freeze_cache(&self, _table_id: u16) -> Option<Frozen> {
+        None
+    }
     /// Loads one entry of a snapshot; decoding errors name the state.
     fn restore_entry(&self, key_group: u16, key: &[u8], value: &[u8]) -> Result<()>;
     /// Checks that an entry of a snapshot decodes as this state's types, without loading it
@@ -281,25 +286,52 @@ impl KeyedStateStore {
     /// checkpoints and everything on the heap are canonical; on RocksDB their files are
     /// linked here all the same, marked
     /// [`canonical`](crate::snapshot::NativeState::canonical), and read out by the uploader.
+    ///
+    /// A full checkpoint on RocksDB whose database was never written (all its state fits the
+    /// write-back caches) copies the caches as the heap backend copies its maps, and stores
+    /// them canonical: writing every cached entry back as an SST file at each checkpoint only
+    /// to read it out again cost the job far more (the files, then their compaction, at every
+    /// checkpoint), and the cached entries stay dirty for when the database is first used.
     pub fn snapshot_at(&self, barrier: &Barrier) -> Result<KeyedSnapshot> {
+        let from_caches = match &self.backend {
+            Backend::Rocks(db) => {
+                db.never_written() && !self.incremental && barrier.kind == BarrierKind::Checkpoint
+            }
+            Backend::Heap => false,
+        };
         // Heap tables are frozen, for the uploader to encode; the rest write their entries.
         let mut groups = BTreeMap::new();
         let mut frozen = Vec::new();
         for (id, t) in self.tables.iter().enumerate() {
-            match t.freeze(id as u16) {
+            let id = id as u16;
+            let copy = match from_caches {
+                true => t.freeze_cache(id).or_else(|| t.freeze(id)),
+                false => t.freeze(id),
+            };
+            match copy {
                 Some(f) => frozen.push(f),
-                None => t.snapshot_into(id as u16, &mut groups)?,
+                None => t.snapshot_into(id, &mut groups)?,
             }
         }
         groups.retain(|_, b: &mut Vec<u8>| !b.is_empty());
         let tables: Vec<String> = self.tables.iter().map(|t| t.name().to_string()).collect();
-        let Backend::Rocks(db) = &self.backend else {
-            return Ok(KeyedSnapshot {
-                tables,
-                groups,
-                native: Vec::new(),
-                frozen,
-            });
+        let db = match &self.backend {
+            Backend::Rocks(db) if !from_caches => db,
+            // The copies would then miss what went to the database.
+            Backend::Rocks(db) if !db.never_written() => {
+                return Err(SluiceError::Internal(format!(
+                    "the state of '{}' reached RocksDB while checkpoint {} copied its caches",
+                    self.uid, barrier.checkpoint_id
+                )));
+            }
+            _ => {
+                return Ok(KeyedSnapshot {
+                    tables,
+                    groups,
+                    native: Vec::new(),
+                    frozen,
+                });
+            }
         };
         let savepoint = barrier.kind != BarrierKind::Checkpoint;
         let mut files = db.native_checkpoint(

@@ -4,7 +4,7 @@
 //! checkpoints, not RocksDB, make state durable. Value state has a bounded write-back cache so
 //! a hot key costs a hash lookup, and cached changes reach RocksDB in one write batch.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -16,11 +16,11 @@ use rustc_hash::FxHashMap;
 use sluice_core::{KeyGroupRange, Result, SluiceError};
 
 use super::rocks_writer::{Entries, Writer};
-use super::{StateTable, decode, encode, key_group, read_ahead};
+use super::{StateTable, decode, encode, heap, key_group, read_ahead};
 use crate::context::OperatorContext;
 use crate::data::Data;
 use crate::key::Key;
-use crate::snapshot::{LocalDir, NativeState, Ready, write_entry};
+use crate::snapshot::{Frozen, LocalDir, NativeState, Ready, write_entry};
 
 pub struct RocksInstance {
     db: Option<Arc<DB>>,
@@ -34,6 +34,10 @@ pub struct RocksInstance {
     instance: String,
     /// Shared files this database's SST files were restored from (see [`NativeState`]).
     inherited: Option<(String, Vec<sluice_hdfs_backend::NativeFile>)>,
+    /// Whether anything was ever written to the database. Until then every entry of value
+    /// state lives in the write-back caches (and map and list state, which write through,
+    /// hold nothing), so a checkpoint can copy the caches instead of writing them back.
+    written: Cell<bool>,
 }
 
 impl RocksInstance {
@@ -81,7 +85,14 @@ impl RocksInstance {
             cache_entries: ctx.config.rocksdb_cache_entries.max(1),
             instance: instance_id(),
             inherited: native.and_then(|n| n.inherited.clone()),
+            written: Cell::new(native.is_some()),
         })
+    }
+
+    /// Whether the database never received a write: all keyed state is then in the value
+    /// states' caches (see [`StateTable::freeze_cache`]).
+    pub(super) fn never_written(&self) -> bool {
+        !self.written.get()
     }
 
     pub(super) fn wait_for_compactions(&self) -> Result<()> {
@@ -144,6 +155,7 @@ impl RocksInstance {
 
     /// Queues `data` for the writer thread to write as an SST file of its own.
     fn write_back_async(&self, data: Entries) -> Result<()> {
+        self.written.set(true);
         let mut path = self.dir.clone().into_os_string();
         path.push(format!(".write-back-{}.sst", unique()));
         self.writer
@@ -168,18 +180,21 @@ impl RocksInstance {
     }
 
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.written.set(true);
         self.db()?
             .put_opt(key, value, &self.write)
             .map_err(|e| self.err(e))
     }
 
     fn delete(&self, key: &[u8]) -> Result<()> {
+        self.written.set(true);
         self.db()?
             .delete_opt(key, &self.write)
             .map_err(|e| self.err(e))
     }
 
     fn write_batch(&self, batch: WriteBatch) -> Result<()> {
+        self.written.set(true);
         self.db()?
             .write_opt(batch, &self.write)
             .map_err(|e| self.err(e))
@@ -193,6 +208,7 @@ impl RocksInstance {
         &self,
         fill: impl FnOnce(&mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()>,
     ) -> Result<()> {
+        self.written.set(true);
         let opts = db_options(8 << 20);
         let mut files = BulkFiles(Vec::new());
         let mut writer: Option<rocksdb::SstFileWriter<'_>> = None;
@@ -760,6 +776,24 @@ impl<K: Key, V: Data> StateTable for RocksValue<K, V> {
 
     fn snapshot_into(&self, _table_id: u16, _groups: &mut BTreeMap<u16, Vec<u8>>) -> Result<()> {
         self.write_back()
+    }
+
+    /// The cached values, copied as the heap backend copies its maps; dirty entries stay
+    /// dirty, for the write-back that follows once the database is in use.
+    fn freeze_cache(&self, table_id: u16) -> Option<Frozen> {
+        let cache = self.cache.borrow();
+        let live = cache
+            .iter()
+            .filter_map(|(k, slot)| slot.value.as_ref().map(|v| (k, v)));
+        let c = &self.codec;
+        Some(heap::freeze_values(
+            live,
+            cache.len(),
+            &c.name,
+            &c.uid,
+            c.max_parallelism,
+            table_id,
+        ))
     }
 
     fn restore_entry(&self, kg: u16, key: &[u8], value: &[u8]) -> Result<()> {

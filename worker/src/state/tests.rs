@@ -271,8 +271,9 @@ fn rocksdb_snapshots_write_the_cache_back_and_keep_it() -> Result<()> {
 
 /// Checkpoints of RocksDB value state through the path jobs take (`snapshot_at`): write-backs
 /// too large for the memtable path are written by the writer thread while the task goes on,
-/// also when the cache evicts. Each snapshot holds exactly the values at its barrier, and the
-/// live state reads every value back, from the cache or from RocksDB.
+/// also when the cache evicts; while the database was never written, the caches are copied
+/// instead. Each snapshot holds exactly the values at its barrier, and the live state reads
+/// every value back, from the cache or from RocksDB.
 #[test]
 fn rocksdb_checkpoints_hold_the_values_at_their_barrier() -> Result<()> {
     use crate::data::{Barrier, BarrierKind};
@@ -291,18 +292,30 @@ fn rocksdb_checkpoints_hold_the_values_at_their_barrier() -> Result<()> {
         kind: BarrierKind::Checkpoint,
     };
     let taken = |mut keyed: KeyedSnapshot| -> Result<OperatorSnapshot> {
+        keyed.encode_frozen()?;
         read_out_native(&mut keyed, "op")?;
         Ok(OperatorSnapshot {
             keyed: Some(keyed),
             operator_state: vec![],
         })
     };
-    // (keys, cache entries): the memtable path; the writer thread with everything cached;
-    // the writer thread with evictions (the cache holds fewer entries than there are keys).
-    for (n, cache) in [(50u32, 1000), (6000, 20_000), (6000, 5000)] {
+    // (keys, cache entries, whether the database is in use from the start): the memtable
+    // path; the writer thread with everything cached; the writer thread with evictions (the
+    // cache holds fewer entries than there are keys); copies of the caches, small and large.
+    for (n, cache, used) in [
+        (50u32, 1000, true),
+        (6000, 20_000, true),
+        (6000, 5000, false),
+        (50, 1000, false),
+        (6000, 20_000, false),
+    ] {
         let mut c = with_cache(cache, None);
         let mut store = KeyedStateStore::open(&mut c)?;
         let v: ValueState<u32, u64> = store.value("v")?;
+        let other: ListState<u32, u32> = store.list("other")?;
+        if used {
+            other.add(&u32::MAX, 1)?; // list state writes through to the database
+        }
         for k in 0..n {
             v.put(&k, u64::from(k))?;
         }
@@ -314,6 +327,15 @@ fn rocksdb_checkpoints_hold_the_values_at_their_barrier() -> Result<()> {
             v.put(&k, 1000)?;
         }
         let second = store.snapshot_at(&barrier(2))?;
+        let copied = !used && n < cache as u32;
+        for (snap, which) in [(&first, "first"), (&second, "second")] {
+            assert_eq!(
+                snap.native.is_empty(),
+                copied,
+                "{n} keys, cache {cache}, database used {used}: {which} snapshot"
+            );
+            assert_eq!(snap.frozen.len(), usize::from(copied));
+        }
         let expected_first: Vec<Option<u64>> =
             (0..u64::from(n)).map(|k| (k >= 10).then_some(k)).collect();
         let expected_second: Vec<Option<u64>> = (0..u64::from(n))
@@ -322,15 +344,21 @@ fn rocksdb_checkpoints_hold_the_values_at_their_barrier() -> Result<()> {
         let live: Vec<Option<u64>> = (0..n).map(|k| v.get(&k)).collect::<Result<_>>()?;
         assert_eq!(live, expected_second, "{n} keys, cache {cache}: live");
         let (first, second) = (taken(first)?, taken(second)?);
-        drop(v);
+        // Copying the caches left their entries dirty: written back now, every value is in
+        // the database.
+        let written = taken(store.snapshot()?)?;
+        drop((v, other));
         drop(store);
         for (snap, expected, which) in [
             (&first, &expected_first, "first"),
             (&second, &expected_second, "second"),
+            (&written, &expected_second, "written back"),
         ] {
             let mut c = with_cache(cache, Some(snap.clone()));
             let mut store = KeyedStateStore::open(&mut c)?;
             let v: ValueState<u32, u64> = store.value("v")?;
+            let other: ListState<u32, u32> = store.list("other")?;
+            assert_eq!(other.get(&u32::MAX)?.len(), usize::from(used));
             let got: Vec<Option<u64>> = (0..n).map(|k| v.get(&k)).collect::<Result<_>>()?;
             assert_eq!(&got, expected, "{n} keys, cache {cache}: {which} snapshot");
         }
