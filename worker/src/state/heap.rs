@@ -121,6 +121,10 @@ impl<K: Key, V: Data> HeapValue<K, V> {
         self.map.borrow().get(key).cloned()
     }
 
+    pub(super) fn contains(&self, key: &K) -> bool {
+        self.map.borrow().contains_key(key)
+    }
+
     pub(super) fn put(&self, key: &K, value: V) {
         let mut m = self.map.borrow_mut();
         match m.get_mut(key) {
