@@ -66,16 +66,53 @@ fn freeze<M: Send + Sync + 'static>(
     }))
 }
 
+/// Tables at least this large are copied by two threads at a barrier (see [`copy_entries`]).
+const SPLIT_COPY_MIN: usize = 1 << 16;
+
 /// The entries of a map with each key's key group, for the uploader: copied at the barrier.
 /// Not `map.clone()`: that visits the keys one cache miss after another (see [`read_ahead`]).
-fn copy_entries<'a, K: Key, V: Clone + 'a>(
-    entries: impl Iterator<Item = (&'a K, &'a V)>,
+/// `entries` yields the table's entries afresh on each call (about `len` of them). A large
+/// table is copied half here and half on a helper thread while the task waits: the copy waits
+/// on memory, not on this core, and the task is stalled for the copy's duration, so two copying
+/// threads halve the stall.
+fn copy_entries<'a, K, V, I>(
+    entries: impl Fn() -> I + Sync,
     len: usize,
     max_parallelism: usize,
-) -> Entries<K, V> {
-    let mut out = Vec::with_capacity(len);
+) -> Entries<K, V>
+where
+    K: Key,
+    V: Clone + Send + Sync + 'a,
+    I: Iterator<Item = (&'a K, &'a V)>,
+{
+    if len < SPLIT_COPY_MIN {
+        return vec![copy_part(entries(), len, max_parallelism)];
+    }
+    let half = len / 2;
+    let second = || copy_part(entries().skip(half), len - half, max_parallelism);
+    std::thread::scope(|s| {
+        let helper = std::thread::Builder::new()
+            .name("state-copy".into())
+            .spawn_scoped(s, second);
+        let first = copy_part(entries().take(half), half, max_parallelism);
+        let second = match helper {
+            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            // No thread to be had: copy the rest here.
+            Err(_) => second(),
+        };
+        vec![first, second]
+    })
+}
+
+/// One thread's part of [`copy_entries`].
+fn copy_part<'a, K: Key, V: Clone + 'a>(
+    part: impl Iterator<Item = (&'a K, &'a V)>,
+    capacity: usize,
+    max_parallelism: usize,
+) -> Vec<(u16, K, V)> {
+    let mut out = Vec::with_capacity(capacity);
     let Ok(()) = read_ahead(
-        entries,
+        part,
         |(k, _)| *k,
         |(k, v)| {
             out.push((key_group(k, max_parallelism), k.clone(), v.clone()));
@@ -85,24 +122,28 @@ fn copy_entries<'a, K: Key, V: Clone + 'a>(
     out
 }
 
-/// A copy of value state's `entries` (`len` of them at most) in the canonical snapshot
-/// format, for the uploader to encode: how the heap backend freezes its value maps, for the
-/// RocksDB backend's write-back caches.
-pub(super) fn freeze_values<'a, K: Key, V: Data>(
-    entries: impl Iterator<Item = (&'a K, &'a V)>,
+/// A copy of value state's entries (about `len` of them; see [`copy_entries`]) in the
+/// canonical snapshot format, for the uploader to encode: how the heap backend freezes its
+/// value maps, for the RocksDB backend's write-back caches.
+pub(super) fn freeze_values<'a, K: Key, V: Data, I>(
+    entries: impl Fn() -> I + Sync,
     len: usize,
     name: &str,
     uid: &str,
     max_parallelism: usize,
     table_id: u16,
-) -> Frozen {
+) -> Frozen
+where
+    I: Iterator<Item = (&'a K, &'a V)>,
+{
     let copy = copy_entries(entries, len, max_parallelism);
     let names = Names::new(name, uid, max_parallelism);
     freeze(copy, &names, table_id, write_entries)
 }
 
-/// Entries of a value or list table with their key groups, as [`copy_entries`] takes them.
-type Entries<K, V> = Vec<(u16, K, V)>;
+/// Entries of a value or list table with their key groups, as [`copy_entries`] takes them: in
+/// parts, one per copying thread.
+type Entries<K, V> = Vec<Vec<(u16, K, V)>>;
 
 pub struct HeapValue<K, V> {
     names: Arc<Names>,
@@ -166,7 +207,8 @@ impl<K: Key, V: Data> StateTable for HeapValue<K, V> {
 
     fn freeze(&self, table_id: u16) -> Option<Frozen> {
         let map = self.map.borrow();
-        let copy = copy_entries(map.iter(), map.len(), self.names.max_parallelism);
+        let map = &*map;
+        let copy = copy_entries(|| map.iter(), map.len(), self.names.max_parallelism);
         Some(freeze(copy, &self.names, table_id, write_entries))
     }
 
@@ -304,7 +346,8 @@ impl<K: Key, V: Data> StateTable for HeapList<K, V> {
 
     fn freeze(&self, table_id: u16) -> Option<Frozen> {
         let map = self.map.borrow();
-        let copy = copy_entries(map.iter(), map.len(), self.names.max_parallelism);
+        let map = &*map;
+        let copy = copy_entries(|| map.iter(), map.len(), self.names.max_parallelism);
         Some(freeze(copy, &self.names, table_id, write_entries))
     }
 
@@ -359,7 +402,7 @@ fn write_entries<K: Key, V: Data>(
     table_id: u16,
     groups: &mut BTreeMap<u16, Vec<u8>>,
 ) -> Result<()> {
-    let entries = entries.iter().map(|(kg, k, v)| (*kg, k, v));
+    let entries = entries.iter().flatten().map(|(kg, k, v)| (*kg, k, v));
     write_keyed(entries, names, table_id, groups)
 }
 
@@ -412,26 +455,49 @@ mod tests {
     use crate::state::READ_AHEAD;
 
     /// Every entry is copied once, with its own key group, whatever the count's remainder by
-    /// [`READ_AHEAD`], for keys with and without allocations of their own.
+    /// [`READ_AHEAD`], for keys with and without allocations of their own, by one thread or
+    /// split between two; also when the count given is only an upper bound (a filtered table).
     #[test]
     fn copied_entries_are_the_maps_with_their_key_groups() {
-        for n in [0, 1, READ_AHEAD - 1, READ_AHEAD, READ_AHEAD + 1, 1000] {
+        let split = SPLIT_COPY_MIN;
+        for n in [
+            0,
+            1,
+            READ_AHEAD - 1,
+            READ_AHEAD,
+            READ_AHEAD + 1,
+            1000,
+            split,
+            3 * split + 5,
+        ] {
             let strings: FxHashMap<String, u64> =
                 (0..n as u64).map(|i| (format!("key{i}"), i)).collect();
             let numbers: FxHashMap<u64, Vec<u32>> =
                 (0..n as u64).map(|i| (i * 7, vec![i as u32])).collect();
-            let copy = copy_entries(strings.iter(), n, 128);
+            let copy = copy_entries(|| strings.iter(), n, 128);
+            assert_eq!(copy.len(), if n < split { 1 } else { 2 });
+            let copy: Vec<_> = copy.into_iter().flatten().collect();
             assert_eq!(copy.len(), n);
             let back: FxHashMap<String, u64> =
                 copy.iter().map(|(_, k, v)| (k.clone(), *v)).collect();
             assert_eq!(back, strings);
             assert!(copy.iter().all(|(kg, k, _)| *kg == key_group(k, 128)));
-            let copy = copy_entries(numbers.iter(), n, 300);
+            let copy: Vec<_> = copy_entries(|| numbers.iter(), n, 300)
+                .into_iter()
+                .flatten()
+                .collect();
             assert_eq!(copy.len(), n);
             assert!(
                 copy.iter()
                     .all(|(kg, k, v)| *kg == key_group(k, 300) && numbers[k] == *v)
             );
+            // Every third entry filtered out, the count given still `n`.
+            let kept = || numbers.iter().filter(|(k, _)| *k % 3 != 0);
+            let copy: Vec<_> = copy_entries(kept, n, 300).into_iter().flatten().collect();
+            assert_eq!(copy.len(), kept().count());
+            let copied: FxHashMap<u64, Vec<u32>> =
+                copy.into_iter().map(|(_, k, v)| (k, v)).collect();
+            assert_eq!(copied, kept().map(|(k, v)| (*k, v.clone())).collect());
         }
     }
 }

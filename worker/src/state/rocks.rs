@@ -782,9 +782,12 @@ impl<K: Key, V: Data> StateTable for RocksValue<K, V> {
     /// dirty, for the write-back that follows once the database is in use.
     fn freeze_cache(&self, table_id: u16) -> Option<Frozen> {
         let cache = self.cache.borrow();
-        let live = cache
-            .iter()
-            .filter_map(|(k, slot)| slot.value.as_ref().map(|v| (k, v)));
+        let cache = &*cache;
+        let live = || {
+            cache
+                .iter()
+                .filter_map(|(k, slot)| slot.value.as_ref().map(|v| (k, v)))
+        };
         let c = &self.codec;
         Some(heap::freeze_values(
             live,
