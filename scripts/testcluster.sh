@@ -623,8 +623,30 @@ cmd_signal() {
     load_layout
     component_of "$name" >/dev/null
     alive "$name" || die "$name is not running"
-    kill "-$signal" "$(pid_of "$name")"
+    local pid
+    pid=$(pid_of "$name")
+    kill "-$signal" "$pid"
+    # The signal stops each thread as it next enters or leaves the kernel; on a busy machine
+    # that can lag the kill. Return only once every thread is stopped, so a caller's next
+    # request finds a server that answers nothing.
+    [[ $signal != STOP ]] || wait_stopped "$name" "$pid"
     log "$name $what (SIG$signal)"
+}
+
+# wait_stopped NAME PID: until every thread of PID is in the stopped state (T), at most 10 s.
+wait_stopped() {
+    local name=$1 pid=$2 until=$((SECONDS + 10)) stat line running
+    while :; do
+        running=0
+        for stat in /proc/"$pid"/task/*/stat; do
+            line=$(cat "$stat" 2>/dev/null) || continue
+            line=${line##*) }
+            [[ ${line:0:1} == [Tt] ]] || running=$((running + 1))
+        done
+        ((running == 0)) && return
+        ((SECONDS < until)) || die "$name (pid $pid): $running threads still running 10 s after SIGSTOP"
+        sleep 0.05
+    done
 }
 
 # DFSHAAdmin (`hdfs haadmin`) from the launcher's classpath, configured by conf/.

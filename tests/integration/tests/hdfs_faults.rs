@@ -142,7 +142,12 @@ fn a_namenode_that_stops_answering_times_out_per_the_job_config() {
     let (listed, took) = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the call against the stopped NameNode returned");
-    let e = listed.unwrap_err();
+    let e = match listed {
+        Err(e) => e,
+        Ok(entries) => panic!(
+            "list({dir}) answered after {took:?} with every NameNode thread stopped: {entries:?}"
+        ),
+    };
     eprintln!("list() with the NameNode stopped failed after {took:?}: {e}");
     assert!(e.is_retryable(), "{e:?}");
     let msg = e.to_string();

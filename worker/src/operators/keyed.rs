@@ -67,21 +67,7 @@ where
         _ctx: &mut OperatorContext,
     ) -> Result<()> {
         let state = self.state.as_ref().expect("opened");
-        match state {
-            ValueState::Rocks(_) => {
-                let keys: Vec<S::Key> =
-                    batch.data.iter().map(|r| self.selector.key_of(r)).collect();
-                state.prefetch(keys.iter(), keys.len())?;
-            }
-            ValueState::Heap(_) => {
-                let found = batch
-                    .data
-                    .iter()
-                    .filter(|r| self.selector.with_key(r, |k| state.warm(k)))
-                    .count();
-                std::hint::black_box(found);
-            }
-        }
+        state.prefetch(&batch.data, &self.selector)?;
         let has_ts = batch.has_timestamps();
         let mut ts = batch.ts.into_iter();
         out.batch.data.reserve(batch.data.len());

@@ -16,17 +16,19 @@ use sluice_core::Result;
 
 use super::{StateTable, begin_entry, decode, encode_field, key_group, read_ahead};
 use crate::data::Data;
-use crate::key::Key;
+use crate::key::{Key, KeySelector};
 use crate::snapshot::{Frozen, FrozenTable};
 
-struct Names {
+/// What a state's snapshot entries and errors name: the state, its operator's uid, and the
+/// maximum parallelism its key groups are of. Shared by a table and each copy frozen from it.
+pub(super) struct Names {
     name: String,
     uid: String,
     max_parallelism: usize,
 }
 
 impl Names {
-    fn new(name: &str, uid: &str, max_parallelism: usize) -> Arc<Self> {
+    pub(super) fn new(name: &str, uid: &str, max_parallelism: usize) -> Arc<Self> {
         Arc::new(Names {
             name: name.to_string(),
             uid: uid.to_string(),
@@ -128,17 +130,14 @@ fn copy_part<'a, K: Key, V: Clone + 'a>(
 pub(super) fn freeze_values<'a, K: Key, V: Data, I>(
     entries: impl Fn() -> I + Sync,
     len: usize,
-    name: &str,
-    uid: &str,
-    max_parallelism: usize,
+    names: &Arc<Names>,
     table_id: u16,
 ) -> Frozen
 where
     I: Iterator<Item = (&'a K, &'a V)>,
 {
-    let copy = copy_entries(entries, len, max_parallelism);
-    let names = Names::new(name, uid, max_parallelism);
-    freeze(copy, &names, table_id, write_entries)
+    let copy = copy_entries(entries, len, names.max_parallelism);
+    freeze(copy, names, table_id, write_entries)
 }
 
 /// Entries of a value or list table with their key groups, as [`copy_entries`] takes them: in
@@ -162,8 +161,16 @@ impl<K: Key, V: Data> HeapValue<K, V> {
         self.map.borrow().get(key).cloned()
     }
 
-    pub(super) fn contains(&self, key: &K) -> bool {
-        self.map.borrow().contains_key(key)
+    /// Looks the key of each record up without reading its value (see
+    /// [`super::ValueState::prefetch`]).
+    pub(super) fn warm<R, S: KeySelector<R, Key = K>>(&self, records: &[R], selector: &S) {
+        let map = self.map.borrow();
+        let found = records
+            .iter()
+            .filter(|r| selector.with_key(r, |k| map.contains_key(k)))
+            .count();
+        // Keeps the lookups from being optimised away: their only effect is on the caches.
+        std::hint::black_box(found);
     }
 
     pub(super) fn put(&self, key: &K, value: V) {

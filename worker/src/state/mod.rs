@@ -20,7 +20,7 @@ use sluice_core::{KeyGroupRange, Result, SluiceError};
 
 use crate::context::OperatorContext;
 use crate::data::{Barrier, BarrierKind, Data};
-use crate::key::Key;
+use crate::key::{Key, KeySelector};
 use crate::snapshot::{EntryIter, Frozen, KeyedSnapshot, SavepointFormat};
 
 pub use rocks::RocksInstance;
@@ -525,28 +525,22 @@ impl<K: Key, V: Data> ValueState<K, V> {
         }
     }
 
-    /// Hints that the values of `keys` are about to be read: the RocksDB backend loads the
-    /// missing ones in one batched read. `count` is the number of keys (an upper bound).
-    pub fn prefetch<'a>(&self, keys: impl Iterator<Item = &'a K>, count: usize) -> Result<()>
-    where
-        K: 'a,
-    {
+    /// Hints that the values under the keys of `records` are about to be read or updated,
+    /// record by record. The heap backend looks every key up once, in a loop of lookups that
+    /// do not depend on each other, so their cache misses overlap and the updates then find
+    /// their entries in the cache (a large table misses on nearly every key). The RocksDB
+    /// backend loads the keys missing from its cache with one batched read.
+    pub fn prefetch<R, S: KeySelector<R, Key = K>>(
+        &self,
+        records: &[R],
+        selector: &S,
+    ) -> Result<()> {
         match self {
-            ValueState::Heap(_) => Ok(()),
-            ValueState::Rocks(t) => t.prefetch(keys, count),
-        }
-    }
-
-    /// Looks `key` up without reading its value; `true` if it has one on the heap. Looking up
-    /// every key of a batch first, in a loop of lookups that do not depend on each other, lets
-    /// their cache misses overlap, so the batch's updates then find their entries in the cache
-    /// (a large table misses on nearly every key). Nothing to do on RocksDB, whose
-    /// [`ValueState::prefetch`] reads a batch's keys into its cache.
-    #[inline]
-    pub fn warm(&self, key: &K) -> bool {
-        match self {
-            ValueState::Heap(t) => t.contains(key),
-            ValueState::Rocks(_) => false,
+            ValueState::Heap(t) => {
+                t.warm(records, selector);
+                Ok(())
+            }
+            ValueState::Rocks(t) => t.prefetch(records, selector),
         }
     }
 

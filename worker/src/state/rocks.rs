@@ -19,7 +19,7 @@ use super::rocks_writer::{Entries, Writer};
 use super::{StateTable, decode, encode, heap, key_group, read_ahead};
 use crate::context::OperatorContext;
 use crate::data::Data;
-use crate::key::Key;
+use crate::key::{Key, KeySelector};
 use crate::snapshot::{Frozen, LocalDir, NativeState, Ready, write_entry};
 
 pub struct RocksInstance {
@@ -561,6 +561,8 @@ struct CacheSlot<V> {
 pub struct RocksValue<K, V> {
     db: Rc<RocksInstance>,
     codec: KeyCodec,
+    /// For the copies of the cache that checkpoints freeze.
+    names: Arc<heap::Names>,
     cache: RefCell<FxHashMap<K, CacheSlot<V>>>,
 }
 
@@ -575,6 +577,7 @@ impl<K: Key, V: Data> RocksValue<K, V> {
         RocksValue {
             db,
             codec: KeyCodec::new(name, uid, id, max_parallelism),
+            names: heap::Names::new(name, uid, max_parallelism),
             cache: RefCell::new(FxHashMap::default()),
         }
     }
@@ -637,26 +640,31 @@ impl<K: Key, V: Data> RocksValue<K, V> {
         Ok(())
     }
 
-    /// Loads the values of `keys` missing from the cache with one batched RocksDB read, so a
-    /// batch of records costs one `multi_get` instead of a lookup per record. Makes room first,
-    /// so nothing loaded here is evicted before the batch is processed.
-    pub(super) fn prefetch<'a>(&self, keys: impl Iterator<Item = &'a K>, hint: usize) -> Result<()>
-    where
-        K: 'a,
-    {
-        if self.cache.borrow().len() + hint > self.db.cache_entries {
+    /// Loads the values under the keys of `records` missing from the cache with one batched
+    /// RocksDB read, so a batch of records costs one `multi_get` instead of a lookup per
+    /// record. Makes room first, so nothing loaded here is evicted before the batch is
+    /// processed.
+    pub(super) fn prefetch<R, S: KeySelector<R, Key = K>>(
+        &self,
+        records: &[R],
+        selector: &S,
+    ) -> Result<()> {
+        if self.cache.borrow().len() + records.len() > self.db.cache_entries {
             self.flush()?;
         }
-        let mut missing: Vec<K> = Vec::new();
+        // Only the missing keys are cloned, once each.
+        let mut missing = rustc_hash::FxHashSet::default();
         {
             let cache = self.cache.borrow();
-            let mut seen = rustc_hash::FxHashSet::default();
-            for k in keys {
-                if !cache.contains_key(k) && seen.insert(k) {
-                    missing.push(k.clone());
-                }
+            for r in records {
+                selector.with_key(r, |k| {
+                    if !cache.contains_key(k) && !missing.contains(k) {
+                        missing.insert(k.clone());
+                    }
+                });
             }
         }
+        let missing: Vec<K> = missing.into_iter().collect();
         if missing.is_empty() {
             return Ok(());
         }
@@ -788,13 +796,10 @@ impl<K: Key, V: Data> StateTable for RocksValue<K, V> {
                 .iter()
                 .filter_map(|(k, slot)| slot.value.as_ref().map(|v| (k, v)))
         };
-        let c = &self.codec;
         Some(heap::freeze_values(
             live,
             cache.len(),
-            &c.name,
-            &c.uid,
-            c.max_parallelism,
+            &self.names,
             table_id,
         ))
     }
