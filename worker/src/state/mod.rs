@@ -4,9 +4,11 @@
 //! can be restored into either backend at any parallelism.
 
 mod heap;
+mod heap_table;
 mod rocks;
 mod rocks_writer;
 pub mod testing;
+mod text_key;
 mod timers;
 
 use std::collections::BTreeMap;
