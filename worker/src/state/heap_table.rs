@@ -1,5 +1,6 @@
-//! The map behind heap value and list state: keyed by the state's key type, except that
-//! `String` keys are stored as [`TextKey`]s (short ones inline in the map's entries).
+//! The map behind heap value and list state and the RocksDB backend's write-back caches: keyed
+//! by the state's key type, except that `String` keys are stored as [`TextKey`]s (short ones
+//! inline in the map's entries).
 
 use std::any::{Any, TypeId};
 
@@ -32,6 +33,20 @@ impl<K: Key, V> Table<K, V> {
             Table::Text(TextMap::default())
         } else {
             Table::Keys(FxHashMap::default())
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Table::Keys(m) => m.len(),
+            Table::Text(m) => m.len(),
+        }
+    }
+
+    pub(super) fn clear(&mut self) {
+        match self {
+            Table::Keys(m) => m.clear(),
+            Table::Text(m) => m.clear(),
         }
     }
 
@@ -68,6 +83,18 @@ impl<K: Key, V> Table<K, V> {
             }
             Table::Text(m) => {
                 m.insert(TextKey::new(text_of(key).0), value);
+            }
+        }
+    }
+
+    /// [`Table::insert`] of a key the caller owns: moved in where the table stores `K`.
+    pub(super) fn insert_owned(&mut self, key: K, value: V) {
+        match self {
+            Table::Keys(m) => {
+                m.insert(key, value);
+            }
+            Table::Text(m) => {
+                m.insert(TextKey::new(text_of(&key).0), value);
             }
         }
     }
@@ -115,18 +142,25 @@ mod tests {
         let mut ids: Table<u64, u64> = Table::new();
         assert!(matches!(ids, Table::Keys(_)));
         let long = "k".repeat(40);
+        text.insert_owned("owned".to_string(), 7);
+        assert_eq!(text.get(&"owned".to_string()), Some(&7));
+        text.remove(&"owned".to_string());
         for (i, k) in ["a", "alpha12345", long.as_str()].iter().enumerate() {
             let k = k.to_string();
             assert!(!text.contains_key(&k));
             text.insert(&k, i as u64);
             *text.get_mut(&k).unwrap() += 10;
             assert_eq!(text.get(&k), Some(&(i as u64 + 10)));
-            ids.insert(&(i as u64), i as u64);
+            ids.insert_owned(i as u64, i as u64);
         }
         text.remove(&"a".to_string());
         ids.remove(&0);
         assert_eq!(text.get(&"a".to_string()), None);
         assert_eq!(text.get(&long), Some(&12));
         assert!(ids.get(&0).is_none() && ids.get(&2) == Some(&2));
+        assert_eq!((text.len(), ids.len()), (2, 2));
+        text.clear();
+        assert_eq!(text.len(), 0);
+        assert_eq!(text.get(&long), None);
     }
 }

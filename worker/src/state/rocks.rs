@@ -12,9 +12,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use rocksdb::{DB, Options, WriteBatch, WriteOptions};
-use rustc_hash::FxHashMap;
+use rustc_hash::FxHashSet;
 use sluice_core::{KeyGroupRange, Result, SluiceError};
 
+use super::heap_table::Table;
 use super::rocks_writer::{Entries, Writer};
 use super::{StateTable, decode, encode, heap, key_group, read_ahead};
 use crate::context::OperatorContext;
@@ -563,7 +564,7 @@ pub struct RocksValue<K, V> {
     codec: KeyCodec,
     /// For the copies of the cache that checkpoints freeze.
     names: Arc<heap::Names>,
-    cache: RefCell<FxHashMap<K, CacheSlot<V>>>,
+    cache: RefCell<Table<K, CacheSlot<V>>>,
 }
 
 impl<K: Key, V: Data> RocksValue<K, V> {
@@ -578,7 +579,7 @@ impl<K: Key, V: Data> RocksValue<K, V> {
             db,
             codec: KeyCodec::new(name, uid, id, max_parallelism),
             names: heap::Names::new(name, uid, max_parallelism),
-            cache: RefCell::new(FxHashMap::default()),
+            cache: RefCell::new(Table::new()),
         }
     }
 
@@ -604,16 +605,11 @@ impl<K: Key, V: Data> RocksValue<K, V> {
     /// checkpoint, from more and more level-0 files, which slowed a job checkpointing every
     /// second by a third.
     fn write_back(&self) -> Result<()> {
-        let mut cache = self.cache.borrow_mut();
         let mut data = self.db.writer.buffers();
-        read_ahead(
-            cache.iter_mut().filter(|(_, slot)| slot.dirty),
-            |(k, _)| *k,
-            |(k, slot)| {
-                slot.dirty = false;
-                self.codec.push_entry(&mut data, k, slot.value.as_ref())
-            },
-        )?;
+        match &mut *self.cache.borrow_mut() {
+            Table::Keys(m) => self.take_dirty(m.iter_mut(), &mut data)?,
+            Table::Text(m) => self.take_dirty(m.iter_mut(), &mut data)?,
+        }
         if data.is_empty() {
             return Ok(());
         }
@@ -631,6 +627,41 @@ impl<K: Key, V: Data> RocksValue<K, V> {
             }
         }
         self.db.write_batch(batch)
+    }
+
+    /// Encodes the dirty entries into `data` and marks them clean.
+    fn take_dirty<'a, Q: Key>(
+        &self,
+        entries: impl Iterator<Item = (&'a Q, &'a mut CacheSlot<V>)>,
+        data: &mut Entries,
+    ) -> Result<()>
+    where
+        V: 'a,
+    {
+        read_ahead(
+            entries.filter(|(_, slot)| slot.dirty),
+            |(k, _)| *k,
+            |(k, slot)| {
+                slot.dirty = false;
+                self.codec.push_entry(data, k, slot.value.as_ref())
+            },
+        )
+    }
+
+    /// A copy of the cached values (about `len` entries, some of them removals) for the
+    /// uploader: see [`heap::freeze_values`].
+    fn freeze_live<'a, Q: Key, I>(
+        &self,
+        entries: impl Fn() -> I + Sync,
+        len: usize,
+        table_id: u16,
+    ) -> Frozen
+    where
+        I: Iterator<Item = (&'a Q, &'a CacheSlot<V>)>,
+        V: 'a,
+    {
+        let live = || entries().filter_map(|(k, slot)| slot.value.as_ref().map(|v| (k, v)));
+        heap::freeze_values(live, len, &self.names, table_id)
     }
 
     fn make_room(&self) -> Result<()> {
@@ -653,7 +684,7 @@ impl<K: Key, V: Data> RocksValue<K, V> {
             self.flush()?;
         }
         // Only the missing keys are cloned, once each.
-        let mut missing = rustc_hash::FxHashSet::default();
+        let mut missing = FxHashSet::default();
         {
             let cache = self.cache.borrow();
             for r in records {
@@ -682,7 +713,7 @@ impl<K: Key, V: Data> RocksValue<K, V> {
                     Some(decode(&mut s, &self.codec.uid, &self.codec.name)?)
                 }
             };
-            cache.insert(
+            cache.insert_owned(
                 k,
                 CacheSlot {
                     value,
@@ -700,7 +731,7 @@ impl<K: Key, V: Data> RocksValue<K, V> {
         let v = self.load(key)?;
         self.make_room()?;
         self.cache.borrow_mut().insert(
-            key.clone(),
+            key,
             CacheSlot {
                 value: v.clone(),
                 dirty: false,
@@ -717,7 +748,7 @@ impl<K: Key, V: Data> RocksValue<K, V> {
         }
         self.make_room()?;
         self.cache.borrow_mut().insert(
-            key.clone(),
+            key,
             CacheSlot {
                 value: Some(value),
                 dirty: true,
@@ -734,7 +765,7 @@ impl<K: Key, V: Data> RocksValue<K, V> {
         }
         self.make_room()?;
         self.cache.borrow_mut().insert(
-            key.clone(),
+            key,
             CacheSlot {
                 value: None,
                 dirty: true,
@@ -767,7 +798,7 @@ impl<K: Key, V: Data> RocksValue<K, V> {
         };
         self.make_room()?;
         self.cache.borrow_mut().insert(
-            key.clone(),
+            key,
             CacheSlot {
                 value: Some(merged.clone()),
                 dirty: true,
@@ -790,18 +821,10 @@ impl<K: Key, V: Data> StateTable for RocksValue<K, V> {
     /// dirty, for the write-back that follows once the database is in use.
     fn freeze_cache(&self, table_id: u16) -> Option<Frozen> {
         let cache = self.cache.borrow();
-        let cache = &*cache;
-        let live = || {
-            cache
-                .iter()
-                .filter_map(|(k, slot)| slot.value.as_ref().map(|v| (k, v)))
-        };
-        Some(heap::freeze_values(
-            live,
-            cache.len(),
-            &self.names,
-            table_id,
-        ))
+        Some(match &*cache {
+            Table::Keys(m) => self.freeze_live(|| m.iter(), m.len(), table_id),
+            Table::Text(m) => self.freeze_live(|| m.iter(), m.len(), table_id),
+        })
     }
 
     fn restore_entry(&self, kg: u16, key: &[u8], value: &[u8]) -> Result<()> {
