@@ -18,15 +18,19 @@ use super::plane::Shared;
 use super::{ChannelId, INITIAL_CREDITS, cancelled, channel_error};
 use crate::exchange::CANCEL_POLL;
 
-/// Credits a receiver returns in one frame while its queue still holds frames: half the
-/// window, so the sender keeps frames in flight while credit frames (a system call here, a
-/// wakeup of the sender's reader there) are halved. A receiver that empties its queue returns
-/// what it owes at once, so a sender never waits on credits a waiting receiver holds back.
+/// Credits a receiver returns in one frame: half the window, so the sender keeps frames in
+/// flight while credit frames (a system call here, a read and a wakeup there) are halved.
+/// Holding credits back never strands a sender, as long as a batch is no larger than the
+/// window: a sender out of credits spent them all on frames that are queued, on their way or
+/// taken with their credits owed, and taking those brings what is owed up to a batch.
+/// (Returning every credit as soon as the queue ran empty cost a credit frame per data frame
+/// whenever the consumer kept up.)
 const CREDIT_BATCH: u32 = if INITIAL_CREDITS >= 2 {
     INITIAL_CREDITS / 2
 } else {
     1
 };
+const _: () = assert!(CREDIT_BATCH >= 1 && CREDIT_BATCH <= INITIAL_CREDITS);
 
 /// Why a channel cannot go on: the kind of the error to raise and its message.
 pub(super) type Closed = (ErrorKind, String);
@@ -304,16 +308,14 @@ impl NetReceiver {
     }
 
     /// Accounts for a frame taken from [`NetReceiver::frames`]: returns its credit to the
-    /// sender, in batches of [`CREDIT_BATCH`] while more frames are queued and at once when
-    /// the queue ran empty, so a sender never waits on credits an idle receiver holds back.
-    /// Fails if the channel was closed here meanwhile.
+    /// sender, in batches of [`CREDIT_BATCH`]. Fails if the channel was closed here meanwhile.
     pub fn taken(&self, frame: Bytes) -> Result<Bytes> {
         if self.chan.discarded.load(Ordering::Relaxed) {
             return Err(self.ended());
         }
         let owed = self.owed.get() + 1;
         self.owed.set(owed);
-        if owed >= CREDIT_BATCH || self.chan.frames.is_empty() {
+        if owed >= CREDIT_BATCH {
             let credits = self.owed.take();
             let mut st = self.chan.state.lock();
             st.outstanding += credits;

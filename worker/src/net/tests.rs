@@ -209,6 +209,37 @@ fn backpressure_blocks_sender_and_bounds_frames_in_flight() {
     );
 }
 
+/// Credits held back for a batch must never strand a sender: one that sends a frame only after
+/// the receiver took the previous one (as a source waiting on a slow upstream does) keeps
+/// going for many times its credits.
+#[test]
+fn credits_held_for_a_batch_never_strand_a_lockstep_sender() {
+    const FRAMES: u8 = 40;
+    let (a, b) = (plane(), plane());
+    let ch = chan(1, 1, 1);
+    let rx = b.open_receiver(ch).unwrap();
+    let mut tx = a.open_sender(b.local_addr(), ch).unwrap();
+    let (go_tx, go_rx) = bounded::<u8>(1);
+    let sender = thread::spawn(move || {
+        let cancel = AtomicBool::new(false);
+        while let Ok(i) = go_rx.recv() {
+            tx.send(&[i], &cancel).unwrap();
+        }
+    });
+    for i in 0..FRAMES {
+        go_tx.send(i).unwrap();
+        let got = rx.recv_timeout(HANG).unwrap();
+        assert_eq!(
+            got,
+            Some(Bytes::from(vec![i])),
+            "frame {i} of a lockstep sender"
+        );
+    }
+    drop(go_tx);
+    sender.join().unwrap();
+    assert!(FRAMES as u32 > 4 * INITIAL_CREDITS);
+}
+
 #[test]
 fn sender_opened_before_receiver_waits_for_credits() {
     let (a, b) = (plane(), plane());
