@@ -496,13 +496,76 @@ impl CheckpointCoordinator {
         }
     }
 
-    /// Time until the next periodic checkpoint may be due (for the driver's wait).
+    /// How long the driver may wait for events before it looks again: until the next
+    /// periodic checkpoint is due, at most [`IDLE_WAKEUP`] (expiries are checked then too).
+    /// While checkpoints in flight or the minimum pause hold the next one back, it is due when
+    /// they let it, not when its interval passed: a wait of zero there would have the driver
+    /// spin through a whole slow checkpoint, taking a core from the tasks.
     pub fn next_wakeup(&self, now: Instant) -> Duration {
-        match (self.settings.interval, self.last_trigger) {
-            (Some(i), Some(t)) => (t + i)
-                .saturating_duration_since(now)
-                .min(Duration::from_millis(50)),
-            _ => Duration::from_millis(50),
+        let Some(interval) = self.settings.interval else {
+            return IDLE_WAKEUP;
+        };
+        if self.settings.dir.is_none() || self.pending.len() >= self.settings.max_concurrent {
+            // An acknowledgement wakes the driver when a checkpoint completes.
+            return IDLE_WAKEUP;
         }
+        let mut due = self.last_trigger.map_or(now, |t| t + interval);
+        if let Some(done) = self.last_completion {
+            due = due.max(done + self.settings.min_pause);
+        }
+        due.saturating_duration_since(now).min(IDLE_WAKEUP)
+    }
+}
+
+/// The longest the job driver waits for events before it checks the time again.
+pub const IDLE_WAKEUP: Duration = Duration::from_millis(50);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::config::Config;
+
+    fn coordinator(dir: &std::path::Path, pause: Duration) -> CheckpointCoordinator {
+        let mut config = Config::default();
+        config.checkpoint_interval = Some(Duration::from_millis(100));
+        config.checkpoint_min_pause = pause;
+        let mut settings = CheckpointSettings::from_config(&config);
+        settings.dir = Some(format!("file://{}", dir.display()));
+        let ops = vec![("op".to_string(), "op".to_string(), 1)];
+        CheckpointCoordinator::new(settings, "job-1", "job", 128, ops, 1, 1)
+    }
+
+    /// A checkpoint still in flight past the interval, or a minimum pause not yet over, holds
+    /// the next one back: the driver then waits instead of looking again at once (which spun a
+    /// core through every checkpoint slower than its interval).
+    #[test]
+    fn the_driver_waits_while_the_next_checkpoint_is_held_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut coord = coordinator(dir.path(), Duration::ZERO);
+        let t0 = Instant::now();
+        assert!(coord.periodic_due(t0));
+        assert_eq!(
+            coord.next_wakeup(t0),
+            Duration::ZERO,
+            "the first one is due at once"
+        );
+        coord.begin(SnapshotKind::Checkpoint, None, t0).unwrap();
+        assert_eq!(coord.next_wakeup(t0), IDLE_WAKEUP);
+        let late = t0 + Duration::from_millis(300);
+        assert!(
+            !coord.periodic_due(late),
+            "one in flight, at most one at a time"
+        );
+        assert_eq!(coord.next_wakeup(late), IDLE_WAKEUP);
+
+        let mut paused = coordinator(dir.path(), Duration::from_millis(400));
+        paused.last_trigger = Some(t0);
+        paused.last_completion = Some(t0 + Duration::from_millis(150));
+        let at = t0 + Duration::from_millis(200);
+        assert!(!paused.periodic_due(at), "the pause runs until 550 ms");
+        assert_eq!(paused.next_wakeup(at), IDLE_WAKEUP);
+        let near = t0 + Duration::from_millis(530);
+        assert_eq!(paused.next_wakeup(near), Duration::from_millis(20));
+        assert!(paused.periodic_due(t0 + Duration::from_millis(550)));
     }
 }

@@ -7,7 +7,7 @@ mod registry;
 mod settings;
 mod stats;
 
-pub use coordinator::{CheckpointCoordinator, Completed, Counts, Failed, TaskId};
+pub use coordinator::{CheckpointCoordinator, Completed, Counts, Failed, IDLE_WAKEUP, TaskId};
 pub use registry::CheckpointRegistry;
 pub use settings::CheckpointSettings;
 pub use stats::{CheckpointStats, CheckpointStatus};

@@ -15,7 +15,7 @@ use sluice_worker::upload::CheckpointEvent;
 
 use super::end_of_input::{self, EndOfInput, FINAL_CHECKPOINT_ATTEMPTS};
 use super::{JobView, Request, root_cause};
-use crate::checkpoint::{CheckpointCoordinator, CheckpointSettings};
+use crate::checkpoint::{CheckpointCoordinator, CheckpointSettings, IDLE_WAKEUP};
 use crate::executor::{Attempt, Executor};
 use crate::restart::{RestartStrategy, RestartTracker};
 use crate::{ExecutionPlan, JobStatus};
@@ -309,6 +309,12 @@ impl Driver {
                     finished,
                 );
             }
+            // A wait of zero means a checkpoint is due that this attempt does not take
+            // (a stop in progress, tasks finished): waiting for events then avoids a spin.
+            let wakeup = match coord.next_wakeup(now) {
+                d if d.is_zero() => IDLE_WAKEUP,
+                d => d,
+            };
             select! {
                 recv(attempt.done()) -> msg => {
                     let Ok((_task, _subtask, result)) = msg else { return (Outcome::Finished, finished) };
@@ -376,7 +382,7 @@ impl Driver {
                         }
                     }
                 }
-                default(coord.next_wakeup(now)) => {}
+                default(wakeup) => {}
             }
             self.publish(coord);
         }
