@@ -20,7 +20,7 @@ use sluice_core::Result;
 
 use super::heap_table::Table;
 use super::text_key::TextKey;
-use super::{StateTable, begin_entry, decode, encode_field, key_group, read_ahead};
+use super::{StateTable, begin_entry, decode, encode_field, encode_key, key_group, read_ahead};
 use crate::data::Data;
 use crate::key::{Key, KeySelector};
 use crate::snapshot::{Frozen, FrozenTable};
@@ -79,30 +79,41 @@ const SPLIT_COPY_MIN: usize = 1 << 16;
 
 /// The entries of a map with each key's key group, for the uploader: copied at the barrier.
 /// Not `map.clone()`: that visits the keys one cache miss after another (see [`read_ahead`]).
-/// `entries` yields the table's entries afresh on each call (about `len` of them). A large
+/// `entries` yields the table's entries afresh on each call (`len` of them), and `live` the
+/// ones to copy (a cache leaves out its removals), as references to key and value. A large
 /// table is copied half here and half on a helper thread while the task waits: the copy waits
 /// on memory, not on this core, and the task is stalled for the copy's duration, so two copying
 /// threads halve the stall.
-fn copy_entries<'a, K, V, I>(
+fn copy_entries<'a, K, V, T, I>(
     entries: impl Fn() -> I + Sync,
+    live: impl Fn(T) -> Option<(&'a K, &'a V)> + Sync,
     len: usize,
     max_parallelism: usize,
 ) -> Entries<K, V>
 where
     K: Key,
     V: Clone + Send + Sync + 'a,
-    I: Iterator<Item = (&'a K, &'a V)>,
+    I: Iterator<Item = T>,
 {
     if len < SPLIT_COPY_MIN {
-        return vec![copy_part(entries(), len, max_parallelism)];
+        return vec![copy_part(entries().filter_map(&live), len, max_parallelism)];
     }
+    // Split before `live` looks at an entry, so the helper skips the first half's entries
+    // without reading them.
     let half = len / 2;
-    let second = || copy_part(entries().skip(half), len - half, max_parallelism);
+    let second = || {
+        let part = entries().skip(half).filter_map(&live);
+        copy_part(part, len - half, max_parallelism)
+    };
     std::thread::scope(|s| {
         let helper = std::thread::Builder::new()
             .name("state-copy".into())
             .spawn_scoped(s, second);
-        let first = copy_part(entries().take(half), half, max_parallelism);
+        let first = copy_part(
+            entries().take(half).filter_map(&live),
+            half,
+            max_parallelism,
+        );
         let second = match helper {
             Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
             // No thread to be had: copy the rest here.
@@ -133,16 +144,17 @@ fn copy_part<'a, K: Key, V: Clone + 'a>(
 /// A copy of value state's entries (about `len` of them; see [`copy_entries`]) in the
 /// canonical snapshot format, for the uploader to encode: how the heap backend freezes its
 /// value maps, for the RocksDB backend's write-back caches.
-pub(super) fn freeze_values<'a, K: Key, V: Data, I>(
+pub(super) fn freeze_values<'a, K: Key, V: Data, T, I>(
     entries: impl Fn() -> I + Sync,
+    live: impl Fn(T) -> Option<(&'a K, &'a V)> + Sync,
     len: usize,
     names: &Arc<Names>,
     table_id: u16,
 ) -> Frozen
 where
-    I: Iterator<Item = (&'a K, &'a V)>,
+    I: Iterator<Item = T>,
 {
-    let copy = copy_entries(entries, len, names.max_parallelism);
+    let copy = copy_entries(entries, live, len, names.max_parallelism);
     freeze(copy, names, table_id, write_entries)
 }
 
@@ -363,9 +375,40 @@ impl<K: Key, V: Data> StateTable for HeapList<K, V> {
 /// Key-group blobs by index, so that each entry costs no map lookup; empty until used.
 struct Blobs(Vec<Vec<u8>>);
 
+/// Entries [`Blobs::sized_for`] encodes to learn their size.
+const SIZE_SAMPLE: usize = 64;
+
 impl Blobs {
     fn new(max_parallelism: usize) -> Blobs {
         Blobs(vec![Vec::new(); max_parallelism])
+    }
+
+    /// Blobs with room for `entries` (counted per key group, at the average size of the first
+    /// [`SIZE_SAMPLE`], plus an eighth): a blob that grows by doubling copies itself as it
+    /// goes and touches twice the memory, which for a million entries was a fifth of the
+    /// uploader's time.
+    fn sized_for<'a, K: Key, V: Data>(
+        entries: impl Iterator<Item = (u16, &'a K, &'a V)>,
+        names: &Names,
+        table_id: u16,
+    ) -> Result<Blobs> {
+        let mut counts = vec![0usize; names.max_parallelism];
+        let mut sample = Vec::new();
+        let mut sampled = 0;
+        for (kg, k, v) in entries {
+            counts[usize::from(kg)] += 1;
+            if sampled < SIZE_SAMPLE {
+                write_entry(&mut sample, k, v, names, table_id)?;
+                sampled += 1;
+            }
+        }
+        let per_entry = sample.len().div_ceil(sampled.max(1));
+        Ok(Blobs(
+            counts
+                .into_iter()
+                .map(|n| Vec::with_capacity(n * per_entry + n * per_entry / 8))
+                .collect(),
+        ))
     }
 
     /// Appends the blobs to `groups` (after what earlier tables wrote there).
@@ -391,7 +434,8 @@ fn write_values<'a, K: Key, V: Data>(
     groups: &mut BTreeMap<u16, Vec<u8>>,
 ) -> Result<()> {
     let entries = entries.map(|(k, v)| (key_group(k, names.max_parallelism), k, v));
-    write_keyed(entries, names, table_id, groups)
+    let blobs = Blobs::new(names.max_parallelism);
+    write_keyed(entries, blobs, names, table_id, groups)
 }
 
 /// [`write_values`] of a value or list table, whatever its key layout: a [`TextKey`] encodes
@@ -413,13 +457,13 @@ fn freeze_table<K: Key, V: Data>(table: &Table<K, V>, names: &Arc<Names>, table_
     let mp = names.max_parallelism;
     match table {
         Table::Keys(m) => freeze(
-            copy_entries(|| m.iter(), m.len(), mp),
+            copy_entries(|| m.iter(), Some, m.len(), mp),
             names,
             table_id,
             write_entries,
         ),
         Table::Text(m) => freeze(
-            copy_entries(|| m.iter(), m.len(), mp),
+            copy_entries(|| m.iter(), Some, m.len(), mp),
             names,
             table_id,
             write_entries,
@@ -449,27 +493,37 @@ fn write_entries<K: Key, V: Data>(
     table_id: u16,
     groups: &mut BTreeMap<u16, Vec<u8>>,
 ) -> Result<()> {
-    let entries = entries.iter().flatten().map(|(kg, k, v)| (*kg, k, v));
-    write_keyed(entries, names, table_id, groups)
+    let all = || entries.iter().flatten().map(|(kg, k, v)| (*kg, k, v));
+    let blobs = Blobs::sized_for(all(), names, table_id)?;
+    write_keyed(all(), blobs, names, table_id, groups)
 }
 
 /// Writes one entry per (key group, key, value) into the key groups' blobs.
 fn write_keyed<'a, K: Key, V: Data>(
     entries: impl Iterator<Item = (u16, &'a K, &'a V)>,
+    mut blobs: Blobs,
     names: &Names,
     table_id: u16,
     groups: &mut BTreeMap<u16, Vec<u8>>,
 ) -> Result<()> {
-    let (uid, name) = (&names.uid, &names.name);
-    let mut blobs = Blobs::new(names.max_parallelism);
     for (kg, k, v) in entries {
-        let out = &mut blobs.0[usize::from(kg)];
-        begin_entry(out, table_id);
-        encode_field(out, uid, name, |o| bincode::serialize_into(o, k))?;
-        encode_field(out, uid, name, |o| bincode::serialize_into(o, v))?;
+        write_entry(&mut blobs.0[usize::from(kg)], k, v, names, table_id)?;
     }
     blobs.append_to(groups);
     Ok(())
+}
+
+fn write_entry<K: Key, V: Data>(
+    out: &mut Vec<u8>,
+    key: &K,
+    value: &V,
+    names: &Names,
+    table_id: u16,
+) -> Result<()> {
+    let (uid, name) = (&names.uid, &names.name);
+    begin_entry(out, table_id);
+    encode_field(out, uid, name, |o| encode_key(o, key))?;
+    encode_field(out, uid, name, |o| bincode::serialize_into(o, value))
 }
 
 /// The entries of map state: one per key and user key.
@@ -521,7 +575,7 @@ mod tests {
                 (0..n as u64).map(|i| (format!("key{i}"), i)).collect();
             let numbers: FxHashMap<u64, Vec<u32>> =
                 (0..n as u64).map(|i| (i * 7, vec![i as u32])).collect();
-            let copy = copy_entries(|| strings.iter(), n, 128);
+            let copy = copy_entries(|| strings.iter(), Some, n, 128);
             assert_eq!(copy.len(), if n < split { 1 } else { 2 });
             let copy: Vec<_> = copy.into_iter().flatten().collect();
             assert_eq!(copy.len(), n);
@@ -529,7 +583,7 @@ mod tests {
                 copy.iter().map(|(_, k, v)| (k.clone(), *v)).collect();
             assert_eq!(back, strings);
             assert!(copy.iter().all(|(kg, k, _)| *kg == key_group(k, 128)));
-            let copy: Vec<_> = copy_entries(|| numbers.iter(), n, 300)
+            let copy: Vec<_> = copy_entries(|| numbers.iter(), Some, n, 300)
                 .into_iter()
                 .flatten()
                 .collect();
@@ -540,7 +594,15 @@ mod tests {
             );
             // Every third entry filtered out, the count given still `n`.
             let kept = || numbers.iter().filter(|(k, _)| *k % 3 != 0);
-            let copy: Vec<_> = copy_entries(kept, n, 300).into_iter().flatten().collect();
+            let copy: Vec<_> = copy_entries(
+                || numbers.iter(),
+                |(k, v)| (*k % 3 != 0).then_some((k, v)),
+                n,
+                300,
+            )
+            .into_iter()
+            .flatten()
+            .collect();
             assert_eq!(copy.len(), kept().count());
             let copied: FxHashMap<u64, Vec<u32>> =
                 copy.into_iter().map(|(_, k, v)| (k, v)).collect();

@@ -11,6 +11,8 @@ pub mod testing;
 mod text_key;
 mod timers;
 
+use text_key::TextKey;
+
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -472,13 +474,32 @@ pub(crate) fn read_ahead<T, K: 'static, E>(
     }
 }
 
-/// The first byte of a `String` key (0 for other keys): one load that brings the key's
-/// allocation into the cache.
+/// The first byte of a key that owns an allocation (a `String`, a long [`TextKey`]; 0 for
+/// other keys): one load that brings the allocation into the cache.
 #[inline]
 fn first_byte<K: 'static>(key: &K) -> u8 {
-    match (key as &dyn std::any::Any).downcast_ref::<String>() {
+    let key = key as &dyn std::any::Any;
+    if let Some(t) = key.downcast_ref::<TextKey>() {
+        return t.first_boxed_byte();
+    }
+    match key.downcast_ref::<String>() {
         Some(s) => s.as_bytes().first().copied().unwrap_or(0),
         None => 0,
+    }
+}
+
+/// Appends the bincode encoding of a key: a [`TextKey`]'s without a second UTF-8 check.
+#[inline]
+pub(crate) fn encode_key<K: Serialize + 'static>(
+    out: &mut Vec<u8>,
+    key: &K,
+) -> bincode::Result<()> {
+    match (key as &dyn std::any::Any).downcast_ref::<TextKey>() {
+        Some(t) => {
+            t.encode_into(out);
+            Ok(())
+        }
+        None => bincode::serialize_into(out, key),
     }
 }
 

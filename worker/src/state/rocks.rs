@@ -508,7 +508,11 @@ impl KeyCodec {
     fn encode_key<K: Key>(&self, key: &K, out: &mut Vec<u8>) -> Result<()> {
         out.extend_from_slice(&key_group(key, self.max_parallelism).to_be_bytes());
         out.extend_from_slice(&self.id.to_be_bytes());
-        encode(key, out, &self.uid, &self.name)
+        super::encode_key(out, key).map_err(|e| SluiceError::State {
+            uid: self.uid.clone(),
+            state: self.name.clone(),
+            message: format!("cannot serialise a key: {e}"),
+        })
     }
 
     /// Appends an entry (`value` `None`: a delete) to a write-back, its key encoded straight
@@ -660,8 +664,8 @@ impl<K: Key, V: Data> RocksValue<K, V> {
         I: Iterator<Item = (&'a Q, &'a CacheSlot<V>)>,
         V: 'a,
     {
-        let live = || entries().filter_map(|(k, slot)| slot.value.as_ref().map(|v| (k, v)));
-        heap::freeze_values(live, len, &self.names, table_id)
+        let live = |(k, slot): (&'a Q, &'a CacheSlot<V>)| slot.value.as_ref().map(|v| (k, v));
+        heap::freeze_values(entries, live, len, &self.names, table_id)
     }
 
     fn make_room(&self) -> Result<()> {
