@@ -8,7 +8,10 @@
 //! stay there in every future version, so an old build can always tell "newer format" from
 //! "garbage"; everything after the version may change with it.
 
+use bytes::Bytes;
+
 use crate::error::{Result, StorageError};
+use crate::storage::{ChunkIter, ChunkSource};
 
 pub(crate) const STATE_MAGIC: [u8; 4] = *b"SLST";
 pub(crate) const METADATA_MAGIC: [u8; 4] = *b"SLMD";
@@ -24,6 +27,62 @@ pub(crate) fn encode(magic: [u8; 4], version: u32, payload: &[u8]) -> Vec<u8> {
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
+}
+
+/// The frame of `payload` as [`encode`] lays it out, written in pieces without copying the
+/// payload (a checkpoint's state is tens of megabytes, and copying it behind a header cost as
+/// much as writing it out), with the payload's own CRC32, computed in the same pass.
+pub(crate) struct Framed {
+    header: Bytes,
+    payload: Bytes,
+    trailer: Bytes,
+    /// CRC32 of the payload alone.
+    pub(crate) payload_crc: u32,
+}
+
+/// Pieces of the payload a [`Framed`] hands to storage at a time.
+const FRAMED_CHUNK: usize = 4 << 20;
+
+impl Framed {
+    pub(crate) fn new(magic: [u8; 4], version: u32, payload: Bytes) -> Framed {
+        let mut header = Vec::with_capacity(HEADER);
+        header.extend_from_slice(&magic);
+        header.extend_from_slice(&version.to_le_bytes());
+        header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        let mut of_payload = crc32fast::Hasher::new();
+        of_payload.update(&payload);
+        let mut of_frame = crc32fast::Hasher::new();
+        of_frame.update(&header);
+        of_frame.combine(&of_payload);
+        Framed {
+            header: header.into(),
+            payload,
+            trailer: Bytes::copy_from_slice(&of_frame.finalize().to_le_bytes()),
+            payload_crc: of_payload.finalize(),
+        }
+    }
+}
+
+impl ChunkSource for Framed {
+    fn len(&self) -> u64 {
+        (HEADER + self.payload.len() + TRAILER) as u64
+    }
+
+    fn open(&self) -> Result<Box<dyn ChunkIter + '_>> {
+        let mut pieces = vec![self.header.clone()];
+        let mut rest = self.payload.clone();
+        while !rest.is_empty() {
+            pieces.push(rest.split_to(FRAMED_CHUNK.min(rest.len())));
+        }
+        pieces.push(self.trailer.clone());
+        Ok(Box::new(pieces.into_iter()))
+    }
+}
+
+impl ChunkIter for std::vec::IntoIter<Bytes> {
+    fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        Ok(self.next())
+    }
 }
 
 /// The payload of a frame of `magic` and `version`; `path` names the file in errors.
@@ -212,6 +271,31 @@ impl<'a> Decoder<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A frame written in pieces is [`encode`]'s, byte for byte, and knows its payload's CRC.
+    #[test]
+    fn a_frame_in_pieces_is_the_encoded_frame() {
+        for n in [
+            0usize,
+            1,
+            5,
+            FRAMED_CHUNK - 1,
+            FRAMED_CHUNK,
+            2 * FRAMED_CHUNK + 3,
+        ] {
+            let payload: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
+            let framed = Framed::new(STATE_MAGIC, 3, Bytes::from(payload.clone()));
+            let mut written = Vec::new();
+            let mut pieces = framed.open().unwrap();
+            while let Some(p) = pieces.next_chunk().unwrap() {
+                assert!(p.len() <= FRAMED_CHUNK);
+                written.extend_from_slice(&p);
+            }
+            assert_eq!(written, encode(STATE_MAGIC, 3, &payload), "{n} bytes");
+            assert_eq!(framed.len(), written.len() as u64);
+            assert_eq!(framed.payload_crc, crc32fast::hash(&payload));
+        }
+    }
 
     #[test]
     fn round_trip_and_damage() {

@@ -219,14 +219,33 @@ impl SnapshotDir {
                 bytes: bytes.to_vec(),
             });
         }
+        self.write_state_owned(name, bytes.to_vec(), inline_threshold)
+    }
+
+    /// [`SnapshotDir::write_state`] of bytes it may keep: a state file is written from them
+    /// as they are, never copied into its frame.
+    ///
+    /// The file is written as [`Storage::write_atomic_from`] writes (a temporary name, then a
+    /// rename): an error, a lost NameNode connection included, leaves no partial state file
+    /// under `name`.
+    pub fn write_state_owned(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        inline_threshold: usize,
+    ) -> Result<StateHandle> {
+        if bytes.len() < inline_threshold {
+            return Ok(StateHandle::Inline { bytes });
+        }
         self.check_state_name(name)?;
-        let framed = frame::encode(STATE_MAGIC, FORMAT_VERSION, bytes);
+        let len = bytes.len() as u64;
+        let framed = frame::Framed::new(STATE_MAGIC, FORMAT_VERSION, bytes.into());
         self.storage
-            .write_atomic(&join(&self.path, name), &framed)?;
+            .write_atomic_from(&join(&self.path, name), &framed)?;
         Ok(StateHandle::File {
             path: name.to_string(),
-            len: bytes.len() as u64,
-            crc32: crc32fast::hash(bytes),
+            len,
+            crc32: framed.payload_crc,
         })
     }
 

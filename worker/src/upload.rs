@@ -189,7 +189,7 @@ fn upload(
                 };
             }
         };
-        match dir.write_state(&file_name(&uid, subtask), &bytes, threshold) {
+        match dir.write_state_owned(&file_name(&uid, subtask), bytes, threshold) {
             Ok(handle) => states.push((uid, subtask, handle)),
             Err(e) => {
                 return CheckpointEvent::Declined {
