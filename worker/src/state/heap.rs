@@ -18,6 +18,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use sluice_core::Result;
 
+use super::copy_buffers::{Copied, CopyBuffers, TableBuffers};
 use super::heap_table::Table;
 use super::text_key::TextKey;
 use super::{StateTable, begin_entry, decode, encode_field, encode_key, key_group, read_ahead};
@@ -89,21 +90,24 @@ fn copy_entries<'a, K, V, T, I>(
     live: impl Fn(T) -> Option<(&'a K, &'a V)> + Sync,
     len: usize,
     max_parallelism: usize,
+    buffers: &Arc<CopyBuffers<K, V>>,
 ) -> Entries<K, V>
 where
     K: Key,
     V: Clone + Send + Sync + 'a,
     I: Iterator<Item = T>,
 {
+    let copied = |parts| Copied::new(parts, buffers.clone());
     if len < SPLIT_COPY_MIN {
-        return vec![copy_part(entries().filter_map(&live), len, max_parallelism)];
+        let all = entries().filter_map(&live);
+        return copied(vec![copy_part(all, buffers.take(len), max_parallelism)]);
     }
     // Split before `live` looks at an entry, so the helper skips the first half's entries
     // without reading them.
     let half = len / 2;
     let second = || {
         let part = entries().skip(half).filter_map(&live);
-        copy_part(part, len - half, max_parallelism)
+        copy_part(part, buffers.take(len - half), max_parallelism)
     };
     std::thread::scope(|s| {
         let helper = std::thread::Builder::new()
@@ -111,7 +115,7 @@ where
             .spawn_scoped(s, second);
         let first = copy_part(
             entries().take(half).filter_map(&live),
-            half,
+            buffers.take(half),
             max_parallelism,
         );
         let second = match helper {
@@ -119,17 +123,16 @@ where
             // No thread to be had: copy the rest here.
             Err(_) => second(),
         };
-        vec![first, second]
+        copied(vec![first, second])
     })
 }
 
 /// One thread's part of [`copy_entries`].
 fn copy_part<'a, K: Key, V: Clone + 'a>(
     part: impl Iterator<Item = (&'a K, &'a V)>,
-    capacity: usize,
+    mut out: Vec<(u16, K, V)>,
     max_parallelism: usize,
 ) -> Vec<(u16, K, V)> {
-    let mut out = Vec::with_capacity(capacity);
     let Ok(()) = read_ahead(
         part,
         |(k, _)| *k,
@@ -150,21 +153,23 @@ pub(super) fn freeze_values<'a, K: Key, V: Data, T, I>(
     len: usize,
     names: &Arc<Names>,
     table_id: u16,
+    buffers: &Arc<CopyBuffers<K, V>>,
 ) -> Frozen
 where
     I: Iterator<Item = T>,
 {
-    let copy = copy_entries(entries, live, len, names.max_parallelism);
+    let copy = copy_entries(entries, live, len, names.max_parallelism, buffers);
     freeze(copy, names, table_id, write_entries)
 }
 
 /// Entries of a value or list table with their key groups, as [`copy_entries`] takes them: in
 /// parts, one per copying thread.
-type Entries<K, V> = Vec<Vec<(u16, K, V)>>;
+type Entries<K, V> = Copied<K, V>;
 
 pub struct HeapValue<K, V> {
     names: Arc<Names>,
     map: RefCell<Table<K, V>>,
+    copies: TableBuffers<K, V>,
 }
 
 impl<K: Key, V: Data> HeapValue<K, V> {
@@ -172,6 +177,7 @@ impl<K: Key, V: Data> HeapValue<K, V> {
         HeapValue {
             names: Names::new(name, uid, max_parallelism),
             map: RefCell::new(Table::new()),
+            copies: TableBuffers::new(),
         }
     }
 
@@ -229,7 +235,12 @@ impl<K: Key, V: Data> StateTable for HeapValue<K, V> {
     }
 
     fn freeze(&self, table_id: u16) -> Option<Frozen> {
-        Some(freeze_table(&self.map.borrow(), &self.names, table_id))
+        Some(freeze_table(
+            &self.map.borrow(),
+            &self.names,
+            table_id,
+            &self.copies,
+        ))
     }
 
     fn restore_entry(&self, _kg: u16, key: &[u8], mut value: &[u8]) -> Result<()> {
@@ -319,6 +330,7 @@ impl<K: Key, UK: Key, UV: Data> StateTable for HeapMap<K, UK, UV> {
 pub struct HeapList<K, V> {
     names: Arc<Names>,
     map: RefCell<Table<K, Vec<V>>>,
+    copies: TableBuffers<K, Vec<V>>,
 }
 
 impl<K: Key, V: Data> HeapList<K, V> {
@@ -326,6 +338,7 @@ impl<K: Key, V: Data> HeapList<K, V> {
         HeapList {
             names: Names::new(name, uid, max_parallelism),
             map: RefCell::new(Table::new()),
+            copies: TableBuffers::new(),
         }
     }
 
@@ -363,7 +376,12 @@ impl<K: Key, V: Data> StateTable for HeapList<K, V> {
     }
 
     fn freeze(&self, table_id: u16) -> Option<Frozen> {
-        Some(freeze_table(&self.map.borrow(), &self.names, table_id))
+        Some(freeze_table(
+            &self.map.borrow(),
+            &self.names,
+            table_id,
+            &self.copies,
+        ))
     }
 
     fn restore_entry(&self, _kg: u16, key: &[u8], mut value: &[u8]) -> Result<()> {
@@ -453,17 +471,22 @@ fn write_table<K: Key, V: Data>(
 }
 
 /// A value or list table copied at a barrier (see [`copy_entries`]), for the uploader.
-fn freeze_table<K: Key, V: Data>(table: &Table<K, V>, names: &Arc<Names>, table_id: u16) -> Frozen {
+fn freeze_table<K: Key, V: Data>(
+    table: &Table<K, V>,
+    names: &Arc<Names>,
+    table_id: u16,
+    buffers: &TableBuffers<K, V>,
+) -> Frozen {
     let mp = names.max_parallelism;
     match table {
         Table::Keys(m) => freeze(
-            copy_entries(|| m.iter(), Some, m.len(), mp),
+            copy_entries(|| m.iter(), Some, m.len(), mp, &buffers.keys),
             names,
             table_id,
             write_entries,
         ),
         Table::Text(m) => freeze(
-            copy_entries(|| m.iter(), Some, m.len(), mp),
+            copy_entries(|| m.iter(), Some, m.len(), mp, &buffers.text),
             names,
             table_id,
             write_entries,
@@ -561,6 +584,9 @@ mod tests {
     #[test]
     fn copied_entries_are_the_maps_with_their_key_groups() {
         let split = SPLIT_COPY_MIN;
+        // Shared by every round: each copy reuses the buffers of the one before, emptied.
+        let string_buffers = TableBuffers::<String, u64>::new().keys;
+        let number_buffers = TableBuffers::<u64, Vec<u32>>::new().keys;
         for n in [
             0,
             1,
@@ -570,22 +596,24 @@ mod tests {
             1000,
             split,
             3 * split + 5,
+            7,
         ] {
             let strings: FxHashMap<String, u64> =
                 (0..n as u64).map(|i| (format!("key{i}"), i)).collect();
             let numbers: FxHashMap<u64, Vec<u32>> =
                 (0..n as u64).map(|i| (i * 7, vec![i as u32])).collect();
-            let copy = copy_entries(|| strings.iter(), Some, n, 128);
+            let copy = copy_entries(|| strings.iter(), Some, n, 128, &string_buffers);
             assert_eq!(copy.len(), if n < split { 1 } else { 2 });
-            let copy: Vec<_> = copy.into_iter().flatten().collect();
+            let copy: Vec<_> = copy.iter().flatten().cloned().collect();
             assert_eq!(copy.len(), n);
             let back: FxHashMap<String, u64> =
                 copy.iter().map(|(_, k, v)| (k.clone(), *v)).collect();
             assert_eq!(back, strings);
             assert!(copy.iter().all(|(kg, k, _)| *kg == key_group(k, 128)));
-            let copy: Vec<_> = copy_entries(|| numbers.iter(), Some, n, 300)
-                .into_iter()
+            let copy: Vec<_> = copy_entries(|| numbers.iter(), Some, n, 300, &number_buffers)
+                .iter()
                 .flatten()
+                .cloned()
                 .collect();
             assert_eq!(copy.len(), n);
             assert!(
@@ -599,9 +627,11 @@ mod tests {
                 |(k, v)| (*k % 3 != 0).then_some((k, v)),
                 n,
                 300,
+                &number_buffers,
             )
-            .into_iter()
+            .iter()
             .flatten()
+            .cloned()
             .collect();
             assert_eq!(copy.len(), kept().count());
             let copied: FxHashMap<u64, Vec<u32>> =

@@ -3,6 +3,7 @@
 //! backend snapshots by key group into one canonical format (see [`crate::snapshot`]), so state
 //! can be restored into either backend at any parallelism.
 
+mod copy_buffers;
 mod heap;
 mod heap_table;
 mod rocks;

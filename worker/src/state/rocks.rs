@@ -15,6 +15,7 @@ use rocksdb::{DB, Options, WriteBatch, WriteOptions};
 use rustc_hash::FxHashSet;
 use sluice_core::{KeyGroupRange, Result, SluiceError};
 
+use super::copy_buffers::{CopyBuffers, TableBuffers};
 use super::heap_table::Table;
 use super::rocks_writer::{Entries, Writer};
 use super::{StateTable, decode, encode, heap, key_group, read_ahead};
@@ -569,6 +570,7 @@ pub struct RocksValue<K, V> {
     /// For the copies of the cache that checkpoints freeze.
     names: Arc<heap::Names>,
     cache: RefCell<Table<K, CacheSlot<V>>>,
+    copies: TableBuffers<K, V>,
 }
 
 impl<K: Key, V: Data> RocksValue<K, V> {
@@ -584,6 +586,7 @@ impl<K: Key, V: Data> RocksValue<K, V> {
             codec: KeyCodec::new(name, uid, id, max_parallelism),
             names: heap::Names::new(name, uid, max_parallelism),
             cache: RefCell::new(Table::new()),
+            copies: TableBuffers::new(),
         }
     }
 
@@ -659,13 +662,14 @@ impl<K: Key, V: Data> RocksValue<K, V> {
         entries: impl Fn() -> I + Sync,
         len: usize,
         table_id: u16,
+        buffers: &Arc<CopyBuffers<Q, V>>,
     ) -> Frozen
     where
         I: Iterator<Item = (&'a Q, &'a CacheSlot<V>)>,
         V: 'a,
     {
         let live = |(k, slot): (&'a Q, &'a CacheSlot<V>)| slot.value.as_ref().map(|v| (k, v));
-        heap::freeze_values(entries, live, len, &self.names, table_id)
+        heap::freeze_values(entries, live, len, &self.names, table_id, buffers)
     }
 
     fn make_room(&self) -> Result<()> {
@@ -826,8 +830,8 @@ impl<K: Key, V: Data> StateTable for RocksValue<K, V> {
     fn freeze_cache(&self, table_id: u16) -> Option<Frozen> {
         let cache = self.cache.borrow();
         Some(match &*cache {
-            Table::Keys(m) => self.freeze_live(|| m.iter(), m.len(), table_id),
-            Table::Text(m) => self.freeze_live(|| m.iter(), m.len(), table_id),
+            Table::Keys(m) => self.freeze_live(|| m.iter(), m.len(), table_id, &self.copies.keys),
+            Table::Text(m) => self.freeze_live(|| m.iter(), m.len(), table_id, &self.copies.text),
         })
     }
 
