@@ -26,6 +26,8 @@ const COALESCE_LEN: usize = 16 << 10;
 /// record (measured: a frame of 1024 records of 100 bytes as 1026 slices took a third more CPU
 /// than copying them), so only records this large go without the copy.
 const OWN_SLICE_LEN: usize = 4 << 10;
+/// A copy keeps its source's offset within a line of this many bytes (see [`copy_lead`]).
+const COPY_ALIGN: usize = 64;
 
 /// What a frame means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,12 +120,40 @@ pub fn write_frame<W: Write>(
     }
     let h = header(kind, ch, payload.len());
     if payload.len() <= COALESCE_LEN {
-        scratch.clear();
-        scratch.extend_from_slice(&h);
+        let lead = start_behind_header(scratch, &h, payload, payload.len());
         scratch.extend_from_slice(payload);
-        return w.write_all(scratch);
+        return w.write_all(&scratch[lead..]);
     }
     write_all_vectored(w, &mut [IoSlice::new(&h), IoSlice::new(payload)])
+}
+
+/// Bytes to leave unused at the front of `scratch` so that `src`, copied in behind a frame
+/// header, keeps the offset within a [`COPY_ALIGN`]-byte line that it has where it is. A copy
+/// whose destination lies a few bytes past its source's offset in a page (as a 27-byte header
+/// puts it, when both buffers start on a page) is the slow case of `rep movsb` on some x86
+/// CPUs: measured on the AMD EPYC this is developed on, 1.8 GB/s for a 100 KB copy at
+/// destination minus source of 1 to 31 bytes (mod 4096), 30 GB/s at 0 or 64.
+fn copy_lead(scratch: &[u8], src: &[u8]) -> usize {
+    let dst = scratch.as_ptr() as usize + HEADER_LEN;
+    (src.as_ptr() as usize).wrapping_sub(dst) % COPY_ALIGN
+}
+
+/// Empties `scratch`, makes room for a frame of `len` bytes after the header that copies `src`
+/// first, and writes the header (of the frame as [`header`] has it) after the lead that keeps
+/// `src`'s copy aligned ([`copy_lead`]). Returns the lead: the frame starts there.
+fn start_behind_header(
+    scratch: &mut Vec<u8>,
+    frame_header: &[u8; HEADER_LEN],
+    src: &[u8],
+    len: usize,
+) -> usize {
+    scratch.clear();
+    // Room for all of it first: a buffer that moved would undo the alignment.
+    scratch.reserve(COPY_ALIGN + HEADER_LEN + len);
+    let lead = copy_lead(scratch, src);
+    scratch.resize(lead, 0);
+    scratch.extend_from_slice(frame_header);
+    lead
 }
 
 /// Writes one frame whose payload is `head` followed by the bytes of every record in `tail`,
@@ -144,13 +174,23 @@ pub fn write_frame_parts<W: Write>(
             "frame of {payload_len} bytes exceeds the limit of {MAX_FRAME_LEN}"
         )));
     }
-    scratch.clear();
-    scratch.extend_from_slice(&header(kind, ch, payload_len));
-    scratch.extend_from_slice(head);
+    let h = header(kind, ch, payload_len);
     // Where each slice's bytes are: a range of `scratch` (which still grows, so no slice of it
     // can be taken yet) or a record.
     let mut parts: Vec<Result<Range<usize>, &[u8]>> = Vec::new();
-    let mut own_from = 0;
+    let mut own_from;
+    if head.len() > COALESCE_LEN {
+        // A large head (a whole batch encoded by serde) goes as a slice of its own: copying it
+        // would cost as much as the kernel's copy of it.
+        scratch.clear();
+        scratch.extend_from_slice(&h);
+        parts.push(Ok(0..HEADER_LEN));
+        parts.push(Err(head));
+        own_from = HEADER_LEN;
+    } else {
+        own_from = start_behind_header(scratch, &h, head, payload_len);
+        scratch.extend_from_slice(head);
+    }
     for r in tail {
         if r.len() < OWN_SLICE_LEN {
             scratch.extend_from_slice(r);
@@ -365,6 +405,44 @@ mod tests {
         assert_eq!((f.kind, f.ch), (Kind::Data, ch));
         assert_eq!(f.payload, expected);
         assert_eq!(r.read_frame().unwrap().payload, head);
+    }
+
+    #[test]
+    fn copies_behind_the_header_keep_their_sources_line_offset() {
+        let ch = ch();
+        let source: Vec<u8> = (0..COALESCE_LEN as u32 + 200).map(|i| i as u8).collect();
+        let records = [
+            Bytes::from_static(b"abc"),
+            Bytes::from(vec![5u8; OWN_SLICE_LEN]),
+        ];
+        let mut scratch = Vec::new();
+        // Heads and payloads starting at every offset within a line, and a head too large to
+        // be copied at all: the frames are the same bytes whatever the lead.
+        for start in (0..COPY_ALIGN).chain([100, 199]) {
+            for len in [0, 1, 4000, COALESCE_LEN, COALESCE_LEN + 1] {
+                let part = &source[start..start + len];
+                let mut wire = Vec::new();
+                write_frame(&mut wire, &mut scratch, Kind::Data, &ch, part).unwrap();
+                write_frame_parts(&mut wire, &mut scratch, Kind::Data, &ch, part, &records)
+                    .unwrap();
+                let mut r = FrameReader::new(&wire[..]);
+                assert_eq!(r.read_frame().unwrap().payload, part);
+                let mut expected = part.to_vec();
+                records.iter().for_each(|t| expected.extend_from_slice(t));
+                assert_eq!(
+                    r.read_frame().unwrap().payload,
+                    expected,
+                    "start {start} len {len}"
+                );
+                if len > 0 && len <= COALESCE_LEN {
+                    // The head's copy in `scratch` sits at its source's offset in a line.
+                    let lead = copy_lead(&scratch, part);
+                    let copy = scratch.as_ptr() as usize + lead + HEADER_LEN;
+                    assert_eq!(copy.wrapping_sub(part.as_ptr() as usize) % COPY_ALIGN, 0);
+                    assert_eq!(&scratch[lead + HEADER_LEN..][..len], part);
+                }
+            }
+        }
     }
 
     #[test]
