@@ -15,7 +15,7 @@ use crate::storage::{ChunkIter, ChunkSource};
 
 pub(crate) const STATE_MAGIC: [u8; 4] = *b"SLST";
 pub(crate) const METADATA_MAGIC: [u8; 4] = *b"SLMD";
-const HEADER: usize = 16;
+pub(crate) const HEADER: usize = 16;
 const TRAILER: usize = 4;
 
 pub(crate) fn encode(magic: [u8; 4], version: u32, payload: &[u8]) -> Vec<u8> {

@@ -15,6 +15,7 @@ pub mod local;
 mod native;
 pub mod retention;
 pub mod snapshot;
+mod state_buf;
 pub mod storage;
 
 pub use error::{Result, StorageError};
@@ -25,4 +26,5 @@ pub use snapshot::{
     CheckpointMetadata, FORMAT_VERSION, METADATA_FILE, NativeFile, OperatorState, SHARED_DIR,
     SnapshotDir, SnapshotKind, StateHandle, SubtaskState, load_snapshot, verify_snapshot,
 };
+pub use state_buf::StateBuf;
 pub use storage::{BytesSource, ChunkIter, ChunkSink, ChunkSource, DirEntry, Storage, resolve};

@@ -11,12 +11,14 @@
 //! hex), so an operator can inspect a snapshot with `tail -c +17 _metadata`; it is small next to
 //! the state files, so the size of JSON does not matter.
 
+use std::io::Write;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StorageError};
 use crate::frame::{self, METADATA_MAGIC, STATE_MAGIC};
+use crate::state_buf::StateBuf;
 use crate::storage::{Storage, file_name, join, parent, random_hex12, resolve};
 
 pub const METADATA_FILE: &str = "_metadata";
@@ -219,7 +221,11 @@ impl SnapshotDir {
                 bytes: bytes.to_vec(),
             });
         }
-        self.write_state_owned(name, bytes.to_vec(), inline_threshold)
+        let mut state = StateBuf::with_capacity(bytes.len());
+        state
+            .write_all(bytes)
+            .expect("writing to memory does not fail");
+        self.write_state_owned(name, state, inline_threshold)
     }
 
     /// [`SnapshotDir::write_state`] of bytes it may keep: a state file is written from them
@@ -231,15 +237,17 @@ impl SnapshotDir {
     pub fn write_state_owned(
         &self,
         name: &str,
-        bytes: Vec<u8>,
+        bytes: StateBuf,
         inline_threshold: usize,
     ) -> Result<StateHandle> {
         if bytes.len() < inline_threshold {
-            return Ok(StateHandle::Inline { bytes });
+            return Ok(StateHandle::Inline {
+                bytes: bytes.into_vec(),
+            });
         }
         self.check_state_name(name)?;
         let len = bytes.len() as u64;
-        let framed = frame::Framed::new(STATE_MAGIC, FORMAT_VERSION, bytes.into());
+        let framed = frame::Framed::new(STATE_MAGIC, FORMAT_VERSION, bytes.into_bytes());
         self.storage
             .write_atomic_from(&join(&self.path, name), &framed)?;
         Ok(StateHandle::File {
