@@ -18,15 +18,43 @@ pub(crate) const METADATA_MAGIC: [u8; 4] = *b"SLMD";
 pub(crate) const HEADER: usize = 16;
 const TRAILER: usize = 4;
 
+/// A large copy keeps its source's offset within a line of this many bytes: on some x86 CPUs
+/// `rep movsb`, which copies of more than a few kilobytes use (in the kernel too), is many
+/// times slower when the destination lies 1 to 31 bytes past the source's offset within a
+/// page, as it does for a payload copied behind a 16-byte header when both buffers start on a
+/// page. Measured on the AMD EPYC this is developed on: 1.8 GB/s against 30 GB/s for a
+/// 100 KB copy.
+pub(crate) const LINE: usize = 64;
+
+/// Bytes to skip at the front of the buffer at `buffer` so that what is written from there
+/// lands at offset `at` of a file (or frame) at its offset within a [`LINE`].
+pub(crate) fn lead_for(buffer: *const u8, at: usize) -> usize {
+    // Arithmetic mod 2^64 keeps residues mod 64 exact.
+    at.wrapping_sub(buffer as usize) % LINE
+}
+
+/// The frame of `payload`: header, payload, CRC32 of both.
 pub(crate) fn encode(magic: [u8; 4], version: u32, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + payload.len() + TRAILER);
+    encode_placed(magic, version, payload).to_vec()
+}
+
+/// [`encode`] for a payload of any size: the payload is copied in at its own offset within a
+/// [`LINE`], and the frame is returned where it is.
+pub(crate) fn encode_placed(magic: [u8; 4], version: u32, payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(LINE + HEADER + payload.len() + TRAILER);
+    // The payload goes to `lead + HEADER`: where its source's offset within a line is.
+    let lead = lead_for(
+        out.as_ptr(),
+        (payload.as_ptr() as usize).wrapping_sub(HEADER),
+    );
+    out.resize(lead, 0);
     out.extend_from_slice(&magic);
     out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(payload);
-    let crc = crc32fast::hash(&out);
+    let crc = crc32fast::hash(&out[lead..]);
     out.extend_from_slice(&crc.to_le_bytes());
-    out
+    Bytes::from(out).slice(lead..)
 }
 
 /// The frame of `payload` as [`encode`] lays it out, written in pieces without copying the
@@ -271,6 +299,25 @@ impl<'a> Decoder<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_placed_frame_copies_its_payload_at_the_payloads_line_offset() {
+        let source: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+        for start in (0..LINE).chain([1000, 4095]) {
+            for len in [0, 1, 100, 65_000] {
+                let payload = &source[start..start + len];
+                let placed = encode_placed(STATE_MAGIC, 1, payload);
+                assert_eq!(decode("f", STATE_MAGIC, 1, &placed).unwrap(), payload);
+                let copy = placed.as_ptr() as usize + HEADER;
+                assert_eq!(
+                    copy.wrapping_sub(payload.as_ptr() as usize) % LINE,
+                    0,
+                    "start {start} len {len}"
+                );
+                assert_eq!(encode(STATE_MAGIC, 1, payload), placed);
+            }
+        }
+    }
 
     /// A frame written in pieces is [`encode`]'s, byte for byte, and knows its payload's CRC.
     #[test]

@@ -245,8 +245,12 @@ impl ChunkIter for FramedChunks<'_> {
             }
             1 if self.left > 0 => {
                 let n = usize::try_from(self.left).unwrap_or(CHUNK).min(CHUNK);
-                let mut buf = vec![0u8; n];
-                self.file.read_exact(&mut buf).map_err(|e| {
+                // Chunks go behind the 16-byte header: each is read in at the offset within a
+                // line it has in the file, so that the write copies it fast (see `frame::LINE`).
+                let mut buf = Vec::with_capacity(frame::LINE + n);
+                let lead = frame::lead_for(buf.as_ptr(), frame::HEADER);
+                buf.resize(lead + n, 0);
+                self.file.read_exact(&mut buf[lead..]).map_err(|e| {
                     StorageError::from_io(
                         self.src.local.display().to_string(),
                         std::io::Error::new(
@@ -255,9 +259,9 @@ impl ChunkIter for FramedChunks<'_> {
                         ),
                     )
                 })?;
-                self.hash.update(&buf);
+                self.hash.update(&buf[lead..]);
                 self.left -= n as u64;
-                Ok(Some(bytes::Bytes::from(buf)))
+                Ok(Some(bytes::Bytes::from(buf).slice(lead..)))
             }
             1 | 2 => {
                 self.stage = 3;

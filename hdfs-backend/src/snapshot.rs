@@ -321,7 +321,7 @@ impl SnapshotDir {
         bytes: &[u8],
     ) -> Result<NativeFile> {
         self.check_state_name(path)?;
-        let framed = frame::encode(STATE_MAGIC, FORMAT_VERSION, bytes);
+        let framed = frame::encode_placed(STATE_MAGIC, FORMAT_VERSION, bytes);
         self.storage
             .write_atomic(&join(&self.path, path), &framed)?;
         Ok(native_file(file_name, path.to_string(), bytes))
@@ -337,7 +337,7 @@ impl SnapshotDir {
     ) -> Result<NativeFile> {
         let rel = format!("{SHARED_DIR}/{unique_name}");
         self.check_state_name(&rel)?;
-        let framed = frame::encode(STATE_MAGIC, FORMAT_VERSION, bytes);
+        let framed = frame::encode_placed(STATE_MAGIC, FORMAT_VERSION, bytes);
         self.storage
             .write_atomic(&join(self.job_dir(), &rel), &framed)?;
         Ok(native_file(file_name, rel, bytes))

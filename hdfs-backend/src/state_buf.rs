@@ -5,10 +5,7 @@ use std::io;
 
 use bytes::Bytes;
 
-use crate::frame;
-
-/// A copy keeps its source's offset within a line of this many bytes.
-const LINE: usize = 64;
+use crate::frame::{self, LINE};
 
 /// A subtask's serialized state on its way to [`crate::SnapshotDir::write_state_owned`]; fill
 /// it through [`io::Write`].
@@ -17,8 +14,8 @@ const LINE: usize = 64;
 /// copies the state into the page cache 16 bytes past its offset in memory whenever the buffer
 /// starts on a page, as large allocations do. On some x86 CPUs `rep movsb`, which the kernel
 /// copies with, is many times slower when the destination lies 1 to 31 bytes past the
-/// source's offset within a page (on the AMD EPYC this is developed on, writing 64 MB to a file
-/// at such an offset took 1.6 to 1.9 times as long as at a matching one). The state therefore
+/// source's offset within a page ([`LINE`]; on the AMD EPYC this is developed on, writing
+/// 64 MB to a file at such an offset took 1.6 to 1.9 times as long as at a matching one). The state therefore
 /// starts a few bytes into its buffer, at the offset within a line it will have in the file.
 pub struct StateBuf {
     bytes: Vec<u8>,
@@ -31,8 +28,7 @@ impl StateBuf {
     /// moved (copied once more) and lose its placement.
     pub fn with_capacity(len: usize) -> StateBuf {
         let mut bytes = Vec::with_capacity(LINE + len);
-        // Arithmetic mod 2^64 keeps residues mod 64 exact.
-        let start = frame::HEADER.wrapping_sub(bytes.as_ptr() as usize) % LINE;
+        let start = frame::lead_for(bytes.as_ptr(), frame::HEADER);
         bytes.resize(start, 0);
         StateBuf { bytes, start }
     }
