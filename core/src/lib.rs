@@ -3,6 +3,7 @@
 pub mod config;
 pub mod error;
 pub mod keygroup;
+pub mod placement;
 pub mod plan;
 pub mod size;
 

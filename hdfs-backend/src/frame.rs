@@ -9,6 +9,7 @@
 //! "garbage"; everything after the version may change with it.
 
 use bytes::Bytes;
+use sluice_core::placement::{LINE, lead_for};
 
 use crate::error::{Result, StorageError};
 use crate::storage::{ChunkIter, ChunkSource};
@@ -18,28 +19,13 @@ pub(crate) const METADATA_MAGIC: [u8; 4] = *b"SLMD";
 pub(crate) const HEADER: usize = 16;
 const TRAILER: usize = 4;
 
-/// A large copy keeps its source's offset within a line of this many bytes: on some x86 CPUs
-/// `rep movsb`, which copies of more than a few kilobytes use (in the kernel too), is many
-/// times slower when the destination lies 1 to 31 bytes past the source's offset within a
-/// page, as it does for a payload copied behind a 16-byte header when both buffers start on a
-/// page. Measured on the AMD EPYC this is developed on: 1.8 GB/s against 30 GB/s for a
-/// 100 KB copy.
-pub(crate) const LINE: usize = 64;
-
-/// Bytes to skip at the front of the buffer at `buffer` so that what is written from there
-/// lands at offset `at` of a file (or frame) at its offset within a [`LINE`].
-pub(crate) fn lead_for(buffer: *const u8, at: usize) -> usize {
-    // Arithmetic mod 2^64 keeps residues mod 64 exact.
-    at.wrapping_sub(buffer as usize) % LINE
-}
-
 /// The frame of `payload`: header, payload, CRC32 of both.
 pub(crate) fn encode(magic: [u8; 4], version: u32, payload: &[u8]) -> Vec<u8> {
     encode_placed(magic, version, payload).to_vec()
 }
 
 /// [`encode`] for a payload of any size: the payload is copied in at its own offset within a
-/// [`LINE`], and the frame is returned where it is.
+/// line (see `sluice_core::placement`), and the frame is returned where it is.
 pub(crate) fn encode_placed(magic: [u8; 4], version: u32, payload: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(LINE + HEADER + payload.len() + TRAILER);
     // The payload goes to `lead + HEADER`: where its source's offset within a line is.

@@ -14,6 +14,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use crate::error::{Result, StorageError};
+use sluice_core::placement::{LINE, lead_for};
+
 use crate::frame::{self, Decoder, STATE_MAGIC};
 use crate::snapshot::{FORMAT_VERSION, NativeFile, SHARED_DIR, SnapshotDir};
 use crate::storage::{ChunkIter, ChunkSource, join};
@@ -246,9 +248,9 @@ impl ChunkIter for FramedChunks<'_> {
             1 if self.left > 0 => {
                 let n = usize::try_from(self.left).unwrap_or(CHUNK).min(CHUNK);
                 // Chunks go behind the 16-byte header: each is read in at the offset within a
-                // line it has in the file, so that the write copies it fast (see `frame::LINE`).
-                let mut buf = Vec::with_capacity(frame::LINE + n);
-                let lead = frame::lead_for(buf.as_ptr(), frame::HEADER);
+                // line it has in the file, so that the write copies it fast.
+                let mut buf = Vec::with_capacity(LINE + n);
+                let lead = lead_for(buf.as_ptr(), frame::HEADER);
                 buf.resize(lead + n, 0);
                 self.file.read_exact(&mut buf[lead..]).map_err(|e| {
                     StorageError::from_io(

@@ -5,18 +5,18 @@ use std::io;
 
 use bytes::Bytes;
 
-use crate::frame::{self, LINE};
+use sluice_core::placement::{LINE, lead_for};
+
+use crate::frame;
 
 /// A subtask's serialized state on its way to [`crate::SnapshotDir::write_state_owned`]; fill
 /// it through [`io::Write`].
 ///
-/// Why not a plain `Vec`: a state file holds the state behind a 16-byte header, so the kernel
-/// copies the state into the page cache 16 bytes past its offset in memory whenever the buffer
-/// starts on a page, as large allocations do. On some x86 CPUs `rep movsb`, which the kernel
-/// copies with, is many times slower when the destination lies 1 to 31 bytes past the
-/// source's offset within a page ([`LINE`]; on the AMD EPYC this is developed on, writing
-/// 64 MB to a file at such an offset took 1.6 to 1.9 times as long as at a matching one). The state therefore
-/// starts a few bytes into its buffer, at the offset within a line it will have in the file.
+/// Why not a plain `Vec`: a state file holds the state behind a 16-byte header, so a buffer
+/// starting on a page, as large allocations do, would have the kernel copy the state into the
+/// page cache 16 bytes past its offset in memory: the slow case of `sluice_core::placement`.
+/// The state therefore starts a few bytes into its buffer, at the offset within a line it will
+/// have in the file.
 pub struct StateBuf {
     bytes: Vec<u8>,
     /// Where the state starts in `bytes`.
@@ -28,7 +28,7 @@ impl StateBuf {
     /// moved (copied once more) and lose its placement.
     pub fn with_capacity(len: usize) -> StateBuf {
         let mut bytes = Vec::with_capacity(LINE + len);
-        let start = frame::lead_for(bytes.as_ptr(), frame::HEADER);
+        let start = lead_for(bytes.as_ptr(), frame::HEADER);
         bytes.resize(start, 0);
         StateBuf { bytes, start }
     }

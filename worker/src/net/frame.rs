@@ -6,6 +6,7 @@ use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
 use std::ops::Range;
 
 use bytes::Bytes;
+use sluice_core::placement::{LINE, lead_for};
 
 use super::ChannelId;
 
@@ -26,8 +27,6 @@ const COALESCE_LEN: usize = 16 << 10;
 /// record (measured: a frame of 1024 records of 100 bytes as 1026 slices took a third more CPU
 /// than copying them), so only records this large go without the copy.
 const OWN_SLICE_LEN: usize = 4 << 10;
-/// A copy keeps its source's offset within a line of this many bytes (see [`copy_lead`]).
-const COPY_ALIGN: usize = 64;
 
 /// What a frame means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,14 +127,13 @@ pub fn write_frame<W: Write>(
 }
 
 /// Bytes to leave unused at the front of `scratch` so that `src`, copied in behind a frame
-/// header, keeps the offset within a [`COPY_ALIGN`]-byte line that it has where it is. A copy
-/// whose destination lies a few bytes past its source's offset in a page (as a 27-byte header
-/// puts it, when both buffers start on a page) is the slow case of `rep movsb` on some x86
-/// CPUs: measured on the AMD EPYC this is developed on, 1.8 GB/s for a 100 KB copy at
-/// destination minus source of 1 to 31 bytes (mod 4096), 30 GB/s at 0 or 64.
+/// header, keeps the offset within a line that it has where it is: a copy 27 bytes past its
+/// source's offset is the slow case of `sluice_core::placement`.
 fn copy_lead(scratch: &[u8], src: &[u8]) -> usize {
-    let dst = scratch.as_ptr() as usize + HEADER_LEN;
-    (src.as_ptr() as usize).wrapping_sub(dst) % COPY_ALIGN
+    lead_for(
+        scratch.as_ptr(),
+        (src.as_ptr() as usize).wrapping_sub(HEADER_LEN),
+    )
 }
 
 /// Empties `scratch`, makes room for a frame of `len` bytes after the header that copies `src`
@@ -149,7 +147,7 @@ fn start_behind_header(
 ) -> usize {
     scratch.clear();
     // Room for all of it first: a buffer that moved would undo the alignment.
-    scratch.reserve(COPY_ALIGN + HEADER_LEN + len);
+    scratch.reserve(LINE + HEADER_LEN + len);
     let lead = copy_lead(scratch, src);
     scratch.resize(lead, 0);
     scratch.extend_from_slice(frame_header);
@@ -418,7 +416,7 @@ mod tests {
         let mut scratch = Vec::new();
         // Heads and payloads starting at every offset within a line, and a head too large to
         // be copied at all: the frames are the same bytes whatever the lead.
-        for start in (0..COPY_ALIGN).chain([100, 199]) {
+        for start in (0..LINE).chain([100, 199]) {
             for len in [0, 1, 4000, COALESCE_LEN, COALESCE_LEN + 1] {
                 let part = &source[start..start + len];
                 let mut wire = Vec::new();
@@ -438,7 +436,7 @@ mod tests {
                     // The head's copy in `scratch` sits at its source's offset in a line.
                     let lead = copy_lead(&scratch, part);
                     let copy = scratch.as_ptr() as usize + lead + HEADER_LEN;
-                    assert_eq!(copy.wrapping_sub(part.as_ptr() as usize) % COPY_ALIGN, 0);
+                    assert_eq!(copy.wrapping_sub(part.as_ptr() as usize) % LINE, 0);
                     assert_eq!(&scratch[lead + HEADER_LEN..][..len], part);
                 }
             }
