@@ -21,7 +21,9 @@ const TRAILER: usize = 4;
 
 /// The frame of `payload`: header, payload, CRC32 of both.
 pub(crate) fn encode(magic: [u8; 4], version: u32, payload: &[u8]) -> Vec<u8> {
-    encode_placed(magic, version, payload).to_vec()
+    let mut out = Vec::with_capacity(HEADER + payload.len() + TRAILER);
+    append_frame(&mut out, magic, version, payload);
+    out
 }
 
 /// [`encode`] for a payload of any size: the payload is copied in at its own offset within a
@@ -34,13 +36,17 @@ pub(crate) fn encode_placed(magic: [u8; 4], version: u32, payload: &[u8]) -> Byt
         (payload.as_ptr() as usize).wrapping_sub(HEADER),
     );
     out.resize(lead, 0);
-    out.extend_from_slice(&magic);
-    out.extend_from_slice(&version.to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(payload);
-    let crc = crc32fast::hash(&out[lead..]);
-    out.extend_from_slice(&crc.to_le_bytes());
+    append_frame(&mut out, magic, version, payload);
     Bytes::from(out).slice(lead..)
+}
+
+/// Appends the frame of `payload` to `out`, which has room for it.
+fn append_frame(out: &mut Vec<u8>, magic: [u8; 4], version: u32, payload: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(&header(magic, version, payload.len() as u64));
+    out.extend_from_slice(payload);
+    let crc = crc32fast::hash(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
 }
 
 /// The frame of `payload` as [`encode`] lays it out, written in pieces without copying the

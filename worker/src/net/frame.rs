@@ -111,19 +111,7 @@ pub fn write_frame<W: Write>(
     ch: &ChannelId,
     payload: &[u8],
 ) -> io::Result<()> {
-    if HEADER_LEN + payload.len() > MAX_FRAME_LEN {
-        return Err(invalid(format!(
-            "frame of {} bytes exceeds the limit of {MAX_FRAME_LEN}",
-            payload.len()
-        )));
-    }
-    let h = header(kind, ch, payload.len());
-    if payload.len() <= COALESCE_LEN {
-        let lead = start_behind_header(scratch, &h, payload, payload.len());
-        scratch.extend_from_slice(payload);
-        return w.write_all(&scratch[lead..]);
-    }
-    write_all_vectored(w, &mut [IoSlice::new(&h), IoSlice::new(payload)])
+    write_frame_parts(w, scratch, kind, ch, payload, &[])
 }
 
 /// Bytes to leave unused at the front of `scratch` so that `src`, copied in behind a frame
@@ -173,13 +161,23 @@ pub fn write_frame_parts<W: Write>(
         )));
     }
     let h = header(kind, ch, payload_len);
+    if tail.is_empty() {
+        // The common frame, all in `head`: a small one is copied behind its header and goes
+        // out in one plain write; a large one (a whole batch encoded by serde) goes without
+        // the copy, which would cost as much as the kernel's copy of it.
+        if head.len() <= COALESCE_LEN {
+            let lead = start_behind_header(scratch, &h, head, payload_len);
+            scratch.extend_from_slice(head);
+            return w.write_all(&scratch[lead..]);
+        }
+        return write_all_vectored(w, &mut [IoSlice::new(&h), IoSlice::new(head)]);
+    }
     // Where each slice's bytes are: a range of `scratch` (which still grows, so no slice of it
     // can be taken yet) or a record.
     let mut parts: Vec<Result<Range<usize>, &[u8]>> = Vec::new();
     let mut own_from;
     if head.len() > COALESCE_LEN {
-        // A large head (a whole batch encoded by serde) goes as a slice of its own: copying it
-        // would cost as much as the kernel's copy of it.
+        // A large head goes as a slice of its own, as above.
         scratch.clear();
         scratch.extend_from_slice(&h);
         parts.push(Ok(0..HEADER_LEN));
