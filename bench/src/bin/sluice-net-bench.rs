@@ -3,9 +3,11 @@
 //! plane into consumer threads' inlets in a child process, as tasks use them)
 //! against raw loopback TCP moving the same bytes in writes and reads of the same size,
 //! measured in the same run. Prints MB/s and records/s of both, their ratio, and the CPU time
-//! each took (both processes together). A third figure, the same records encoded and decoded
-//! through bounded channels in one process without any network, shows what the record work
-//! alone allows on the machine, so the data plane's own cost can be told apart from it.
+//! each took (both processes together). Two more figures tell the data plane's own cost apart
+//! from the records': the same records encoded and decoded through bounded channels in one
+//! process without any network (codec only), and the data plane moving the same frames,
+//! encoded once before the clock, with no record work at either end (frames only: the ceiling
+//! of any record layout on this machine).
 //!
 //!   sluice-net-bench [--records 10000000] [--record-bytes 100] [--channels 1] [--rounds 3]
 //!                    [--record-type string|bytes|struct]
@@ -311,7 +313,8 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    /// Rounds of raw TCP, data plane and codec only for records of type `R`; prints the best
+    /// Rounds of raw TCP, data plane, codec only and frames only for records of type `R`;
+    /// prints the best
     /// of each and returns the data plane's share of raw TCP as one line.
     fn measure<R: Record>(&mut self) -> Result<String> {
         let args = self.args;
@@ -336,6 +339,7 @@ impl Bench<'_> {
         let mut best_raw = Run::default();
         let mut best_plane = Run::default();
         let mut best_codec = Run::default();
+        let mut best_frames = Run::default();
         for round in 1..=args.rounds {
             let raw = raw_send(self.peer, self.raw_addr, &shape)?;
             self.attempt += 1;
@@ -348,12 +352,23 @@ impl Bench<'_> {
                 self.attempt,
             )?;
             let codec = codec_only::<R>(args, &shape)?;
+            self.attempt += 1;
+            let frames = frames_send::<R>(
+                self.peer,
+                self.plane,
+                self.plane_addr,
+                args,
+                &shape,
+                self.attempt,
+            )?;
             println!(
-                "round {round}: raw TCP {}, data plane {}, codec only {}",
+                "round {round}: raw TCP {}, data plane {}, codec only {}, frames only {}",
                 raw.brief(),
                 net.brief(),
-                codec.brief()
+                codec.brief(),
+                frames.brief()
             );
+            best_frames = best_frames.best(frames);
             best_raw = best_raw.best(raw);
             best_plane = best_plane.best(net);
             best_codec = best_codec.best(codec);
@@ -370,12 +385,15 @@ impl Bench<'_> {
         line("raw TCP", &best_raw);
         line("data plane", &best_plane);
         line("codec only", &best_codec);
+        line("frames only", &best_frames);
         let ratio = |base: &Run| 100.0 * base.wall.as_secs_f64() / best_plane.wall.as_secs_f64();
         let summary = format!(
-            "{} records: data plane {:.1} % of raw TCP, {:.1} % of codec only",
+            "{} records: data plane {:.1} % of raw TCP, {:.1} % of codec only; frames only \
+             {:.1} % of raw TCP",
             R::NAME,
             ratio(&best_raw),
-            ratio(&best_codec)
+            ratio(&best_codec),
+            100.0 * best_raw.wall.as_secs_f64() / best_frames.wall.as_secs_f64()
         );
         println!("{summary}");
         Ok(summary)
@@ -513,6 +531,72 @@ fn plane_send<R: Record>(
     })
 }
 
+/// Moves the workload's frames through the data plane without any record work: each producer
+/// sends one batch's encoding (made before the clock) as every frame, then the end of input;
+/// the child's consumers take the frames and drop them undecoded. The data plane's channels,
+/// credits, connection and hand-over to the consumers' threads are all there, so this is as fast
+/// as any layout of records could cross it.
+fn frames_send<R: Record>(
+    peer: &mut Peer,
+    plane: &DataPlane,
+    to: SocketAddr,
+    args: &Args,
+    shape: &Shape,
+    attempt: u64,
+) -> Result<Run> {
+    let mut encoded = Vec::new();
+    codec::encode(&Event::Batch(batch::<R>(args)), &mut encoded).map_err(|e| anyhow!(e))?;
+    let mut end = Vec::new();
+    codec::encode(&Event::<R>::EndOfInput, &mut end).map_err(|e| anyhow!(e))?;
+    let (batch, end) = (Arc::new(encoded), Arc::new(end));
+    peer.command(&format!("frames {attempt} {}", shape.batches_per_channel))?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut threads: Vec<JoinHandle<sluice_core::Result<()>>> = Vec::new();
+    let mut starts = Vec::new();
+    for p in 0..args.channels {
+        let mut tx = plane.open_sender(to, channel(attempt, p))?;
+        let (go_tx, go_rx) = bounded::<()>(1);
+        starts.push(go_tx);
+        let (c, batch, end, frames) = (
+            cancel.clone(),
+            batch.clone(),
+            end.clone(),
+            shape.batches_per_channel,
+        );
+        let producer = std::thread::Builder::new().name("producer".into());
+        threads.push(producer.spawn(move || {
+            let _ = go_rx.recv();
+            for _ in 0..frames {
+                tx.send(&batch, &c)?;
+            }
+            tx.send(&end, &c)
+        })?);
+    }
+    let cpu = process_cpu_time();
+    let t = Instant::now();
+    for s in starts {
+        s.send(())?;
+    }
+    let reply = peer.reply()?;
+    let wall = t.elapsed();
+    let cpu = process_cpu_time() - cpu;
+    let (fields, child_cpu) = parse_done(&reply)?;
+    for th in threads {
+        th.join()
+            .map_err(|_| anyhow!("a sending thread panicked"))??;
+    }
+    plane.close_attempts_before(attempt + 1);
+    let frames = u64::from(args.channels) * (shape.batches_per_channel + 1);
+    let bytes = u64::from(args.channels)
+        * (shape.batches_per_channel * batch.len() as u64 + end.len() as u64);
+    let expected = format!("done {frames} {bytes}");
+    ensure!(fields == expected, "receiver: {reply}, expected {expected}");
+    Ok(Run {
+        wall,
+        cpu: cpu + child_cpu,
+    })
+}
+
 /// The batches a producer sends: built up front (the default), or each when it is sent.
 struct Batches<R: Record> {
     template: Batch<R>,
@@ -621,6 +705,13 @@ fn receiver(args: &Args) -> Result<()> {
                 let cpu = (process_cpu_time() - cpu).as_secs_f64();
                 println!("done {records} {bytes} {cpu}");
             }
+            (Some("frames"), Some(attempt), Some(batches)) => {
+                let cpu = process_cpu_time();
+                let (frames, bytes) =
+                    frames_receive(&plane, args, attempt.parse()?, batches.parse()?)?;
+                let cpu = (process_cpu_time() - cpu).as_secs_f64();
+                println!("done {frames} {bytes} {cpu}");
+            }
             (Some("quit"), _, _) => return Ok(()),
             _ => bail!("unknown command {line:?}"),
         }
@@ -638,6 +729,40 @@ fn raw_receive(listener: &TcpListener, bytes: u64, read_size: usize) -> Result<u
         got += n as u64;
     }
     Ok(got)
+}
+
+/// The child's end of [`frames_send`]: every channel's frames (its batches and the end of
+/// input), taken and dropped undecoded; returns how many frames and payload bytes came.
+fn frames_receive(
+    plane: &DataPlane,
+    args: &Args,
+    attempt: u64,
+    batches: u64,
+) -> Result<(u64, u64)> {
+    let mut consumers = Vec::new();
+    for p in 0..args.channels {
+        let rx = plane.open_receiver(channel(attempt, p))?;
+        let consumer = std::thread::Builder::new().name("consumer".into());
+        consumers.push(consumer.spawn(move || {
+            let (mut frames, mut bytes) = (0u64, 0u64);
+            while frames <= batches {
+                let Some(frame) = rx.recv_timeout(Duration::from_secs(60))? else {
+                    bail!("no frame within a minute");
+                };
+                frames += 1;
+                bytes += frame.len() as u64;
+            }
+            Ok::<_, anyhow::Error>((frames, bytes))
+        })?);
+    }
+    let (mut frames, mut bytes) = (0, 0);
+    for c in consumers {
+        let (f, b) = c.join().map_err(|_| anyhow!("a consumer panicked"))??;
+        frames += f;
+        bytes += b;
+    }
+    plane.close_attempts_before(attempt + 1);
+    Ok((frames, bytes))
 }
 
 fn plane_receive<R: Record>(plane: &DataPlane, args: &Args, attempt: u64) -> Result<(u64, u64)> {
