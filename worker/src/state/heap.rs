@@ -391,14 +391,60 @@ impl<K: Key, V: Data> StateTable for HeapList<K, V> {
 }
 
 /// Key-group blobs by index, so that each entry costs no map lookup; empty until used.
-struct Blobs(Vec<Vec<u8>>);
+///
+/// Entries are written to a small stage per key group first and reach their blob a stage at a
+/// time. A table's entries come in hash order, each to another of up to `max_parallelism`
+/// blobs: written straight there, nearly every entry began a cache line of memory the cache did
+/// not hold, too many places at once for the hardware to fetch ahead, and the uploader's stores
+/// waited on memory (about 80 ns an entry, most of its time, with a million entries). The
+/// stages together stay in the core's cache, and a full stage goes to its blob as one copy.
+struct Blobs {
+    blobs: Vec<Vec<u8>>,
+    stages: Vec<Vec<u8>>,
+    /// Bytes a stage gathers before it goes to its blob.
+    stage_len: usize,
+}
 
 /// Entries [`Blobs::sized_for`] encodes to learn their size.
 const SIZE_SAMPLE: usize = 64;
+/// Bytes all stages of a table may take together: well inside a core's L2 cache.
+const STAGES_BYTES: usize = 128 << 10;
+/// Stage length bounds: a copy of fewer bytes would gain little over writing entries one by
+/// one, and more than a kilobyte gains nothing more.
+const STAGE_MIN: usize = 128;
+const STAGE_MAX: usize = 1 << 10;
 
 impl Blobs {
     fn new(max_parallelism: usize) -> Blobs {
-        Blobs(vec![Vec::new(); max_parallelism])
+        Blobs::with_blobs(vec![Vec::new(); max_parallelism])
+    }
+
+    fn with_blobs(blobs: Vec<Vec<u8>>) -> Blobs {
+        let stage_len = (STAGES_BYTES / blobs.len().max(1)).clamp(STAGE_MIN, STAGE_MAX);
+        Blobs {
+            stages: vec![Vec::new(); blobs.len()],
+            blobs,
+            stage_len,
+        }
+    }
+
+    /// Where to write the next entry of key group `kg`; [`Blobs::settle`] it after.
+    fn stage(&mut self, kg: usize) -> &mut Vec<u8> {
+        let stage = &mut self.stages[kg];
+        if stage.capacity() == 0 {
+            // Room for a full stage and the entry that fills it, so it is never reallocated.
+            stage.reserve(2 * self.stage_len);
+        }
+        stage
+    }
+
+    /// Moves key group `kg`'s stage to its blob once it is full.
+    fn settle(&mut self, kg: usize) {
+        let stage = &mut self.stages[kg];
+        if stage.len() >= self.stage_len {
+            self.blobs[kg].extend_from_slice(stage);
+            stage.clear();
+        }
     }
 
     /// Blobs with room for `entries` (counted per key group, at the average size of the first
@@ -421,7 +467,7 @@ impl Blobs {
             }
         }
         let per_entry = sample.len().div_ceil(sampled.max(1));
-        Ok(Blobs(
+        Ok(Blobs::with_blobs(
             counts
                 .into_iter()
                 .map(|n| Vec::with_capacity(n * per_entry + n * per_entry / 8))
@@ -429,9 +475,13 @@ impl Blobs {
         ))
     }
 
-    /// Appends the blobs to `groups` (after what earlier tables wrote there).
-    fn append_to(self, groups: &mut BTreeMap<u16, Vec<u8>>) {
-        for (kg, blob) in self.0.into_iter().enumerate() {
+    /// Appends the blobs, with what their stages still hold, to `groups` (after what earlier
+    /// tables wrote there).
+    fn append_to(mut self, groups: &mut BTreeMap<u16, Vec<u8>>) {
+        for (blob, stage) in self.blobs.iter_mut().zip(&self.stages) {
+            blob.extend_from_slice(stage);
+        }
+        for (kg, blob) in self.blobs.into_iter().enumerate() {
             if !blob.is_empty() {
                 let g = groups.entry(kg as u16).or_default();
                 if g.is_empty() {
@@ -530,7 +580,9 @@ fn write_keyed<'a, K: Key, V: Data>(
     groups: &mut BTreeMap<u16, Vec<u8>>,
 ) -> Result<()> {
     for (kg, k, v) in entries {
-        write_entry(&mut blobs.0[usize::from(kg)], k, v, names, table_id)?;
+        let kg = usize::from(kg);
+        write_entry(blobs.stage(kg), k, v, names, table_id)?;
+        blobs.settle(kg);
     }
     blobs.append_to(groups);
     Ok(())
@@ -559,14 +611,16 @@ fn write_maps<K: Key, UK: Key, UV: Data>(
     let (uid, name) = (&names.uid, &names.name);
     let mut blobs = Blobs::new(names.max_parallelism);
     for (k, inner) in map {
-        let out = &mut blobs.0[key_group(k, names.max_parallelism) as usize];
+        let kg = key_group(k, names.max_parallelism) as usize;
         for (uk, v) in inner {
+            let out = blobs.stage(kg);
             begin_entry(out, table_id);
             encode_field(out, uid, name, |o| {
                 bincode::serialize_into(&mut *o, k)?;
                 bincode::serialize_into(o, uk)
             })?;
             encode_field(out, uid, name, |o| bincode::serialize_into(o, v))?;
+            blobs.settle(kg);
         }
     }
     blobs.append_to(groups);
@@ -637,6 +691,41 @@ mod tests {
             let copied: FxHashMap<u64, Vec<u32>> =
                 copy.into_iter().map(|(_, k, v)| (k, v)).collect();
             assert_eq!(copied, kept().map(|(k, v)| (*k, v.clone())).collect());
+        }
+    }
+
+    /// Staged writing gives each key group exactly the bytes written straight to its blob, in
+    /// the same order: for entries much smaller than a stage and larger than one, for few and
+    /// many key groups (short and long stages), and behind what an earlier table wrote there.
+    #[test]
+    fn staged_blobs_hold_their_entries_in_order() {
+        for max_parallelism in [1, 128, 4096] {
+            let mut blobs = Blobs::new(max_parallelism);
+            let mut expected: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
+            expected.insert(0, b"earlier table".to_vec());
+            let mut groups = expected.clone();
+            // A fixed pseudo-random walk over key groups and entry sizes.
+            let mut x = 0x2545_f491_4f6c_dd1du64;
+            for i in 0..20_000u32 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let kg = (x % max_parallelism as u64) as usize;
+                let len = if i % 97 == 0 {
+                    3000
+                } else {
+                    1 + (x >> 32) as usize % 60
+                };
+                let entry: Vec<u8> = (0..len).map(|j| (i as usize + j) as u8).collect();
+                blobs.stage(kg).extend_from_slice(&entry);
+                blobs.settle(kg);
+                expected
+                    .entry(kg as u16)
+                    .or_default()
+                    .extend_from_slice(&entry);
+            }
+            blobs.append_to(&mut groups);
+            assert_eq!(groups, expected, "max parallelism {max_parallelism}");
         }
     }
 }
