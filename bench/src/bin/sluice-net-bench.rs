@@ -36,12 +36,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use crossbeam_channel::bounded;
+use crossbeam_channel::{Receiver, Sender, bounded};
 use sluice_bench::process_cpu_time;
 use sluice_worker::data::{Batch, Data, Event};
 use sluice_worker::exchange::{BATCH_SIZE, CHANNEL_CAPACITY};
 use sluice_worker::net::frame::HEADER_LEN;
-use sluice_worker::net::{ChannelId, DataPlane, NetInlet, NetOutlet, codec};
+use sluice_worker::net::{ChannelId, DataPlane, NetInlet, NetOutlet, NetReceiver, codec};
 
 #[derive(Parser)]
 struct Args {
@@ -342,25 +342,9 @@ impl Bench<'_> {
         let mut best_frames = Run::default();
         for round in 1..=args.rounds {
             let raw = raw_send(self.peer, self.raw_addr, &shape)?;
-            self.attempt += 1;
-            let net = plane_send::<R>(
-                self.peer,
-                self.plane,
-                self.plane_addr,
-                args,
-                &shape,
-                self.attempt,
-            )?;
+            let net = self.plane_send::<R>(&shape)?;
             let codec = codec_only::<R>(args, &shape)?;
-            self.attempt += 1;
-            let frames = frames_send::<R>(
-                self.peer,
-                self.plane,
-                self.plane_addr,
-                args,
-                &shape,
-                self.attempt,
-            )?;
+            let frames = self.frames_send::<R>(&shape)?;
             println!(
                 "round {round}: raw TCP {}, data plane {}, codec only {}, frames only {}",
                 raw.brief(),
@@ -466,135 +450,135 @@ fn raw_send(peer: &mut Peer, to: SocketAddr, shape: &Shape) -> Result<Run> {
     })
 }
 
-/// Moves the workload from producers through their outlets and the data plane into the child.
-fn plane_send<R: Record>(
-    peer: &mut Peer,
-    plane: &DataPlane,
-    to: SocketAddr,
-    args: &Args,
-    shape: &Shape,
-    attempt: u64,
-) -> Result<Run> {
-    peer.command(&format!("plane {attempt} {}", R::NAME))?;
-    let cancel = Arc::new(AtomicBool::new(false));
-    let template = batch::<R>(args);
-    let mut threads: Vec<JoinHandle<sluice_core::Result<()>>> = Vec::new();
-    let mut starts = Vec::new();
-    let mut readies = Vec::new();
-    for p in 0..args.channels {
-        let mut outlet =
-            NetOutlet::new(plane.open_sender(to, channel(attempt, p))?, Arc::default());
-        let (go_tx, go_rx) = bounded::<()>(1);
-        starts.push(go_tx);
-        let (c, template, batches) = (cancel.clone(), template.clone(), shape.batches_per_channel);
-        let (ready_tx, ready_rx) = bounded::<()>(1);
-        readies.push(ready_rx);
-        let build_in_clock = args.build_in_clock;
-        let producer = std::thread::Builder::new().name("producer".into());
-        threads.push(producer.spawn(move || {
-            let mut built = Batches::new(&template, batches, build_in_clock);
-            let blocked = AtomicU64::new(0);
-            let _ = ready_tx.send(());
-            let _ = go_rx.recv();
-            while let Some(b) = built.next_batch() {
-                outlet.send(Event::Batch(b), &c, &blocked)?;
-            }
-            outlet.send(Event::<R>::EndOfInput, &c, &blocked)
-        })?);
+impl Bench<'_> {
+    /// The channels of a new attempt, for a data plane run, and the ends it needs.
+    fn next_attempt(&mut self) -> (u64, &mut Peer, &DataPlane, SocketAddr, &Args) {
+        self.attempt += 1;
+        (
+            self.attempt,
+            self.peer,
+            self.plane,
+            self.plane_addr,
+            self.args,
+        )
     }
-    for r in readies {
-        r.recv()?;
+
+    /// Moves the workload from producers through their outlets and the data plane into the child.
+    fn plane_send<R: Record>(&mut self, shape: &Shape) -> Result<Run> {
+        let (attempt, peer, plane, to, args) = self.next_attempt();
+        peer.command(&format!("plane {attempt} {}", R::NAME))?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let template = batch::<R>(args);
+        let mut producers = Producers::default();
+        let mut readies = Vec::new();
+        for p in 0..args.channels {
+            let mut outlet =
+                NetOutlet::new(plane.open_sender(to, channel(attempt, p))?, Arc::default());
+            let (c, template, batches) =
+                (cancel.clone(), template.clone(), shape.batches_per_channel);
+            let (ready_tx, ready_rx) = bounded::<()>(1);
+            readies.push(ready_rx);
+            let build_in_clock = args.build_in_clock;
+            producers.spawn(move |go| {
+                let mut built = Batches::new(&template, batches, build_in_clock);
+                let blocked = AtomicU64::new(0);
+                let _ = ready_tx.send(());
+                let _ = go.recv();
+                while let Some(b) = built.next_batch() {
+                    outlet.send(Event::Batch(b), &c, &blocked)?;
+                }
+                outlet.send(Event::<R>::EndOfInput, &c, &blocked)
+            })?;
+        }
+        for r in readies {
+            r.recv()?;
+        }
+        let expected = format!(
+            "done {} {}",
+            shape.records,
+            shape.records * args.record_bytes as u64
+        );
+        producers.run(peer, plane, attempt, &expected)
     }
-    let cpu = process_cpu_time();
-    let t = Instant::now();
-    for s in starts {
-        s.send(())?;
+
+    /// Moves the workload's frames through the data plane without any record work: each producer
+    /// sends one batch's encoding (made before the clock) as every frame, then the end of input;
+    /// the child's consumers take the frames and drop them undecoded. The data plane's channels,
+    /// credits, connection and hand-over to the consumers' threads are all there, so this is as fast
+    /// as any layout of records could cross it.
+    fn frames_send<R: Record>(&mut self, shape: &Shape) -> Result<Run> {
+        let (attempt, peer, plane, to, args) = self.next_attempt();
+        let mut encoded = Vec::new();
+        codec::encode(&Event::Batch(batch::<R>(args)), &mut encoded).map_err(|e| anyhow!(e))?;
+        let mut end = Vec::new();
+        codec::encode(&Event::<R>::EndOfInput, &mut end).map_err(|e| anyhow!(e))?;
+        let (batch, end) = (Arc::new(encoded), Arc::new(end));
+        peer.command(&format!("frames {attempt} {}", shape.batches_per_channel))?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut producers = Producers::default();
+        for p in 0..args.channels {
+            let mut tx = plane.open_sender(to, channel(attempt, p))?;
+            let (c, batch, end) = (cancel.clone(), batch.clone(), end.clone());
+            let frames = shape.batches_per_channel;
+            producers.spawn(move |go| {
+                let _ = go.recv();
+                for _ in 0..frames {
+                    tx.send(&batch, &c)?;
+                }
+                tx.send(&end, &c)
+            })?;
+        }
+        let frames = u64::from(args.channels) * (shape.batches_per_channel + 1);
+        let bytes = u64::from(args.channels)
+            * (shape.batches_per_channel * batch.len() as u64 + end.len() as u64);
+        producers.run(peer, plane, attempt, &format!("done {frames} {bytes}"))
     }
-    let reply = peer.reply()?;
-    let wall = t.elapsed();
-    let cpu = process_cpu_time() - cpu;
-    let (fields, child_cpu) = parse_done(&reply)?;
-    for th in threads {
-        th.join()
-            .map_err(|_| anyhow!("a sending thread panicked"))??;
-    }
-    plane.close_attempts_before(attempt + 1);
-    let expected = format!(
-        "done {} {}",
-        shape.records,
-        shape.records * args.record_bytes as u64
-    );
-    ensure!(fields == expected, "receiver: {reply}, expected {expected}");
-    Ok(Run {
-        wall,
-        cpu: cpu + child_cpu,
-    })
 }
 
-/// Moves the workload's frames through the data plane without any record work: each producer
-/// sends one batch's encoding (made before the clock) as every frame, then the end of input;
-/// the child's consumers take the frames and drop them undecoded. The data plane's channels,
-/// credits, connection and hand-over to the consumers' threads are all there, so this is as fast
-/// as any layout of records could cross it.
-fn frames_send<R: Record>(
-    peer: &mut Peer,
-    plane: &DataPlane,
-    to: SocketAddr,
-    args: &Args,
-    shape: &Shape,
-    attempt: u64,
-) -> Result<Run> {
-    let mut encoded = Vec::new();
-    codec::encode(&Event::Batch(batch::<R>(args)), &mut encoded).map_err(|e| anyhow!(e))?;
-    let mut end = Vec::new();
-    codec::encode(&Event::<R>::EndOfInput, &mut end).map_err(|e| anyhow!(e))?;
-    let (batch, end) = (Arc::new(encoded), Arc::new(end));
-    peer.command(&format!("frames {attempt} {}", shape.batches_per_channel))?;
-    let cancel = Arc::new(AtomicBool::new(false));
-    let mut threads: Vec<JoinHandle<sluice_core::Result<()>>> = Vec::new();
-    let mut starts = Vec::new();
-    for p in 0..args.channels {
-        let mut tx = plane.open_sender(to, channel(attempt, p))?;
+/// The sending threads of one data plane measurement, each waiting for the start.
+#[derive(Default)]
+struct Producers {
+    starts: Vec<Sender<()>>,
+    threads: Vec<JoinHandle<sluice_core::Result<()>>>,
+}
+
+impl Producers {
+    /// Starts a producer thread; `send` gets the receiver that says go.
+    fn spawn<F>(&mut self, send: F) -> Result<()>
+    where
+        F: FnOnce(Receiver<()>) -> sluice_core::Result<()> + Send + 'static,
+    {
         let (go_tx, go_rx) = bounded::<()>(1);
-        starts.push(go_tx);
-        let (c, batch, end, frames) = (
-            cancel.clone(),
-            batch.clone(),
-            end.clone(),
-            shape.batches_per_channel,
-        );
+        self.starts.push(go_tx);
         let producer = std::thread::Builder::new().name("producer".into());
-        threads.push(producer.spawn(move || {
-            let _ = go_rx.recv();
-            for _ in 0..frames {
-                tx.send(&batch, &c)?;
-            }
-            tx.send(&end, &c)
-        })?);
+        self.threads.push(producer.spawn(move || send(go_rx))?);
+        Ok(())
     }
-    let cpu = process_cpu_time();
-    let t = Instant::now();
-    for s in starts {
-        s.send(())?;
+
+    /// Starts the clock and the producers, and stops the clock at the child's reply, which
+    /// must be `expected` (followed by the child's CPU time); then closes the attempt's
+    /// channels.
+    fn run(self, peer: &mut Peer, plane: &DataPlane, attempt: u64, expected: &str) -> Result<Run> {
+        let cpu = process_cpu_time();
+        let t = Instant::now();
+        for s in self.starts {
+            s.send(())?;
+        }
+        let reply = peer.reply()?;
+        let wall = t.elapsed();
+        let cpu = process_cpu_time() - cpu;
+        let (fields, child_cpu) = parse_done(&reply)?;
+        for th in self.threads {
+            th.join()
+                .map_err(|_| anyhow!("a sending thread panicked"))??;
+        }
+        plane.close_attempts_before(attempt + 1);
+        ensure!(fields == expected, "receiver: {reply}, expected {expected}");
+        Ok(Run {
+            wall,
+            cpu: cpu + child_cpu,
+        })
     }
-    let reply = peer.reply()?;
-    let wall = t.elapsed();
-    let cpu = process_cpu_time() - cpu;
-    let (fields, child_cpu) = parse_done(&reply)?;
-    for th in threads {
-        th.join()
-            .map_err(|_| anyhow!("a sending thread panicked"))??;
-    }
-    plane.close_attempts_before(attempt + 1);
-    let frames = u64::from(args.channels) * (shape.batches_per_channel + 1);
-    let bytes = u64::from(args.channels)
-        * (shape.batches_per_channel * batch.len() as u64 + end.len() as u64);
-    let expected = format!("done {frames} {bytes}");
-    ensure!(fields == expected, "receiver: {reply}, expected {expected}");
-    Ok(Run {
-        wall,
-        cpu: cpu + child_cpu,
-    })
 }
 
 /// The batches a producer sends: built up front (the default), or each when it is sent.
@@ -731,7 +715,7 @@ fn raw_receive(listener: &TcpListener, bytes: u64, read_size: usize) -> Result<u
     Ok(got)
 }
 
-/// The child's end of [`frames_send`]: every channel's frames (its batches and the end of
+/// The child's end of [`Bench::frames_send`]: every channel's frames (its batches and the end of
 /// input), taken and dropped undecoded; returns how many frames and payload bytes came.
 fn frames_receive(
     plane: &DataPlane,
@@ -739,61 +723,60 @@ fn frames_receive(
     attempt: u64,
     batches: u64,
 ) -> Result<(u64, u64)> {
+    receive_all(plane, args, attempt, move |rx| {
+        let (mut frames, mut bytes) = (0u64, 0u64);
+        while frames <= batches {
+            let Some(frame) = rx.recv_timeout(Duration::from_secs(60))? else {
+                bail!("no frame within a minute");
+            };
+            frames += 1;
+            bytes += frame.len() as u64;
+        }
+        Ok((frames, bytes))
+    })
+}
+
+/// The child's end of [`Bench::plane_send`]: every channel's events, decoded; returns how many
+/// records and record bytes came.
+fn plane_receive<R: Record>(plane: &DataPlane, args: &Args, attempt: u64) -> Result<(u64, u64)> {
+    receive_all(plane, args, attempt, |rx| {
+        let mut inlet = NetInlet::<R>::new(rx, Arc::default());
+        let (mut records, mut bytes) = (0u64, 0u64);
+        loop {
+            let Some(ev) = inlet.recv_timeout(Duration::from_secs(60))? else {
+                bail!("no event within a minute");
+            };
+            match ev {
+                Event::Batch(b) => {
+                    records += b.len() as u64;
+                    bytes += b.data.iter().map(|r| r.size() as u64).sum::<u64>();
+                }
+                Event::EndOfInput => return Ok((records, bytes)),
+                _ => {}
+            }
+        }
+    })
+}
+
+/// Runs `consume` on a consumer thread of its own for each channel of the attempt, with its
+/// receiving end, and adds up the pairs of counts they return; then closes the channels.
+fn receive_all<F>(plane: &DataPlane, args: &Args, attempt: u64, consume: F) -> Result<(u64, u64)>
+where
+    F: Fn(NetReceiver) -> Result<(u64, u64)> + Clone + Send + 'static,
+{
     let mut consumers = Vec::new();
     for p in 0..args.channels {
         let rx = plane.open_receiver(channel(attempt, p))?;
+        let consume = consume.clone();
         let consumer = std::thread::Builder::new().name("consumer".into());
-        consumers.push(consumer.spawn(move || {
-            let (mut frames, mut bytes) = (0u64, 0u64);
-            while frames <= batches {
-                let Some(frame) = rx.recv_timeout(Duration::from_secs(60))? else {
-                    bail!("no frame within a minute");
-                };
-                frames += 1;
-                bytes += frame.len() as u64;
-            }
-            Ok::<_, anyhow::Error>((frames, bytes))
-        })?);
+        consumers.push(consumer.spawn(move || consume(rx))?);
     }
-    let (mut frames, mut bytes) = (0, 0);
+    let (mut a, mut b) = (0, 0);
     for c in consumers {
-        let (f, b) = c.join().map_err(|_| anyhow!("a consumer panicked"))??;
-        frames += f;
-        bytes += b;
+        let (x, y) = c.join().map_err(|_| anyhow!("a consumer panicked"))??;
+        a += x;
+        b += y;
     }
     plane.close_attempts_before(attempt + 1);
-    Ok((frames, bytes))
-}
-
-fn plane_receive<R: Record>(plane: &DataPlane, args: &Args, attempt: u64) -> Result<(u64, u64)> {
-    let mut consumers = Vec::new();
-    for p in 0..args.channels {
-        let mut inlet =
-            NetInlet::<R>::new(plane.open_receiver(channel(attempt, p))?, Arc::default());
-        let consumer = std::thread::Builder::new().name("consumer".into());
-        consumers.push(consumer.spawn(move || {
-            let (mut records, mut bytes) = (0u64, 0u64);
-            loop {
-                let Some(ev) = inlet.recv_timeout(Duration::from_secs(60))? else {
-                    bail!("no event within a minute");
-                };
-                match ev {
-                    Event::Batch(b) => {
-                        records += b.len() as u64;
-                        bytes += b.data.iter().map(|r| r.size() as u64).sum::<u64>();
-                    }
-                    Event::EndOfInput => return Ok::<_, anyhow::Error>((records, bytes)),
-                    _ => {}
-                }
-            }
-        })?);
-    }
-    let (mut records, mut bytes) = (0, 0);
-    for c in consumers {
-        let (r, b) = c.join().map_err(|_| anyhow!("a consumer panicked"))??;
-        records += r;
-        bytes += b;
-    }
-    plane.close_attempts_before(attempt + 1);
-    Ok((records, bytes))
+    Ok((a, b))
 }
