@@ -407,7 +407,8 @@ struct Blobs {
 
 /// Entries [`Blobs::sized_for`] encodes to learn their size.
 const SIZE_SAMPLE: usize = 64;
-/// Bytes all stages of a table may take together: well inside a core's L2 cache.
+/// Bytes all stages of a table gather before they go to their blobs (each has room for twice its
+/// share): well inside a core's L2 cache.
 const STAGES_BYTES: usize = 128 << 10;
 /// Stage length bounds: a copy of fewer bytes would gain little over writing entries one by
 /// one, and more than a kilobyte gains nothing more.
@@ -432,7 +433,8 @@ impl Blobs {
     fn stage(&mut self, kg: usize) -> &mut Vec<u8> {
         let stage = &mut self.stages[kg];
         if stage.capacity() == 0 {
-            // Room for a full stage and the entry that fills it, so it is never reallocated.
+            // Room for a full stage and the entry that fills it: only an entry larger than a
+            // stage makes it grow.
             stage.reserve(2 * self.stage_len);
         }
         stage
