@@ -54,8 +54,10 @@ fn append_frame(out: &mut Vec<u8>, magic: [u8; 4], version: u32, payload: &[u8])
 /// much as writing it out), with the payload's own CRC32, computed in the same pass.
 pub(crate) struct Framed {
     header: Bytes,
-    payload: Bytes,
+    /// The payload, in the pieces it was handed over in.
+    payload: Vec<Bytes>,
     trailer: Bytes,
+    payload_len: usize,
     /// CRC32 of the payload alone.
     pub(crate) payload_crc: u32,
 }
@@ -64,20 +66,25 @@ pub(crate) struct Framed {
 const FRAMED_CHUNK: usize = 4 << 20;
 
 impl Framed {
-    pub(crate) fn new(magic: [u8; 4], version: u32, payload: Bytes) -> Framed {
+    /// The frame of the payload made of `pieces`, in order.
+    pub(crate) fn new(magic: [u8; 4], version: u32, pieces: Vec<Bytes>) -> Framed {
+        let payload_len: usize = pieces.iter().map(Bytes::len).sum();
         let mut header = Vec::with_capacity(HEADER);
         header.extend_from_slice(&magic);
         header.extend_from_slice(&version.to_le_bytes());
-        header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        header.extend_from_slice(&(payload_len as u64).to_le_bytes());
         let mut of_payload = crc32fast::Hasher::new();
-        of_payload.update(&payload);
+        for piece in &pieces {
+            of_payload.update(piece);
+        }
         let mut of_frame = crc32fast::Hasher::new();
         of_frame.update(&header);
         of_frame.combine(&of_payload);
         Framed {
             header: header.into(),
-            payload,
+            payload: pieces,
             trailer: Bytes::copy_from_slice(&of_frame.finalize().to_le_bytes()),
+            payload_len,
             payload_crc: of_payload.finalize(),
         }
     }
@@ -85,14 +92,16 @@ impl Framed {
 
 impl ChunkSource for Framed {
     fn len(&self) -> u64 {
-        (HEADER + self.payload.len() + TRAILER) as u64
+        (HEADER + self.payload_len + TRAILER) as u64
     }
 
     fn open(&self) -> Result<Box<dyn ChunkIter + '_>> {
         let mut pieces = vec![self.header.clone()];
-        let mut rest = self.payload.clone();
-        while !rest.is_empty() {
-            pieces.push(rest.split_to(FRAMED_CHUNK.min(rest.len())));
+        for piece in &self.payload {
+            let mut rest = piece.clone();
+            while !rest.is_empty() {
+                pieces.push(rest.split_to(FRAMED_CHUNK.min(rest.len())));
+            }
         }
         pieces.push(self.trailer.clone());
         Ok(Box::new(pieces.into_iter()))
@@ -323,16 +332,29 @@ mod tests {
             2 * FRAMED_CHUNK + 3,
         ] {
             let payload: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
-            let framed = Framed::new(STATE_MAGIC, 3, Bytes::from(payload.clone()));
-            let mut written = Vec::new();
-            let mut pieces = framed.open().unwrap();
-            while let Some(p) = pieces.next_chunk().unwrap() {
-                assert!(p.len() <= FRAMED_CHUNK);
-                written.extend_from_slice(&p);
+            // One piece, and the same bytes in three pieces (one of them empty).
+            let cut = n / 3;
+            let whole = Framed::new(STATE_MAGIC, 3, vec![Bytes::from(payload.clone())]);
+            let pieces = Framed::new(
+                STATE_MAGIC,
+                3,
+                vec![
+                    Bytes::copy_from_slice(&payload[..cut]),
+                    Bytes::new(),
+                    Bytes::copy_from_slice(&payload[cut..]),
+                ],
+            );
+            for framed in [whole, pieces] {
+                let mut written = Vec::new();
+                let mut pieces = framed.open().unwrap();
+                while let Some(p) = pieces.next_chunk().unwrap() {
+                    assert!(p.len() <= FRAMED_CHUNK);
+                    written.extend_from_slice(&p);
+                }
+                assert_eq!(written, encode(STATE_MAGIC, 3, &payload), "{n} bytes");
+                assert_eq!(framed.len(), written.len() as u64);
+                assert_eq!(framed.payload_crc, crc32fast::hash(&payload));
             }
-            assert_eq!(written, encode(STATE_MAGIC, 3, &payload), "{n} bytes");
-            assert_eq!(framed.len(), written.len() as u64);
-            assert_eq!(framed.payload_crc, crc32fast::hash(&payload));
         }
     }
 

@@ -247,7 +247,7 @@ impl SnapshotDir {
         }
         self.check_state_name(name)?;
         let len = bytes.len() as u64;
-        let framed = frame::Framed::new(STATE_MAGIC, FORMAT_VERSION, bytes.into_bytes());
+        let framed = frame::Framed::new(STATE_MAGIC, FORMAT_VERSION, bytes.into_parts());
         self.storage
             .write_atomic_from(&join(&self.path, name), &framed)?;
         Ok(StateHandle::File {

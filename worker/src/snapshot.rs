@@ -10,13 +10,18 @@
 //! `groups`, the rest is in the native directory.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use sluice_core::KeyGroupRange;
-use sluice_hdfs_backend::NativeFile;
+use sluice_hdfs_backend::{NativeFile, StateBuf};
+
+/// Key-group blobs at least this long go into a state file from their own memory (see
+/// [`OperatorSnapshot::into_state_buf`]); shorter ones are cheaper copied than written apart.
+pub const SHARED_BLOB_MIN: usize = 16 << 10;
 
 /// The format of a savepoint, Flink's `SavepointFormatType` (`--type`, REST `formatType`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -227,6 +232,37 @@ impl OperatorSnapshot {
             items,
         });
         self
+    }
+
+    /// The snapshot serialized exactly as `bincode::serialize` lays it out, in a buffer a state
+    /// file is written from: key-group blobs of at least [`SHARED_BLOB_MIN`] bytes go in by
+    /// reference ([`StateBuf::append_shared`]), not copied.
+    pub fn into_state_buf(mut self) -> bincode::Result<StateBuf> {
+        let groups = self
+            .keyed
+            .as_mut()
+            .map(|k| std::mem::take(&mut k.groups))
+            .unwrap_or_default();
+        let mut out = StateBuf::with_capacity(bincode::serialized_size(&self)? as usize);
+        bincode::serialize_into(&mut out, &self)?;
+        if groups.is_empty() {
+            return Ok(out);
+        }
+        // `groups` is the last field serialized (the last of `KeyedSnapshot`, itself the last of
+        // `OperatorSnapshot`), so the bytes end with its length: 0, a `u64`. The entries follow
+        // it as bincode writes a map of `u16` to byte strings.
+        out.truncate(out.len() - 8);
+        out.write_all(&(groups.len() as u64).to_le_bytes())?;
+        for (kg, blob) in groups {
+            out.write_all(&kg.to_le_bytes())?;
+            out.write_all(&(blob.len() as u64).to_le_bytes())?;
+            if blob.len() >= SHARED_BLOB_MIN {
+                out.append_shared(blob.into());
+            } else {
+                out.write_all(&blob)?;
+            }
+        }
+        Ok(out)
     }
 
     pub fn operator_state(&self, name: &str) -> Option<&OperatorStateEntry> {
@@ -454,6 +490,56 @@ mod blobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A snapshot written through [`OperatorSnapshot::into_state_buf`] is the bytes bincode
+    /// writes for it, whatever its blobs' sizes, and decodes back to it.
+    #[test]
+    fn state_buf_holds_the_bincode_of_the_snapshot() {
+        let big: Vec<u8> = (0..SHARED_BLOB_MIN as u32 * 3)
+            .map(|i| (i % 249) as u8)
+            .collect();
+        let keyed = |groups: BTreeMap<u16, Vec<u8>>| KeyedSnapshot {
+            tables: vec!["count".into(), "seen".into()],
+            groups,
+            ..KeyedSnapshot::default()
+        };
+        let cases = [
+            OperatorSnapshot::default(),
+            OperatorSnapshot::default().with_operator_state(
+                "offsets",
+                Redistribution::Split,
+                vec![vec![1, 2], vec![3]],
+            ),
+            OperatorSnapshot {
+                keyed: Some(keyed(BTreeMap::new())),
+                ..OperatorSnapshot::default()
+            },
+            OperatorSnapshot {
+                keyed: Some(keyed(
+                    [
+                        (0u16, vec![9u8; 10]),
+                        (1, big.clone()),
+                        (2, big[..SHARED_BLOB_MIN].to_vec()),
+                        (7, vec![5u8; SHARED_BLOB_MIN - 1]),
+                        (127, big.clone()),
+                        (4000, vec![1]),
+                    ]
+                    .into(),
+                )),
+                ..OperatorSnapshot::default()
+            }
+            .with_operator_state("u", Redistribution::Union, vec![vec![7; 40]]),
+        ];
+        for snap in cases {
+            let expected = bincode::serialize(&snap).unwrap();
+            let buf = snap.clone().into_state_buf().unwrap();
+            assert_eq!(buf.len(), expected.len());
+            let bytes = buf.into_vec();
+            assert!(bytes == expected, "{snap:?}");
+            let back: OperatorSnapshot = bincode::deserialize(&bytes).unwrap();
+            assert_eq!(back, snap);
+        }
+    }
 
     /// The blobs' encoding is the one of a plain `BTreeMap<u16, Vec<u8>>`: snapshots written
     /// before it changed still decode, and the other way round.

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
-use sluice_hdfs_backend::{SnapshotDir, StateBuf, StateHandle};
+use sluice_hdfs_backend::{SnapshotDir, StateHandle};
 
 use crate::incremental::{SharedRegistry, read_out_native, store_native};
 use crate::task::TaskReport;
@@ -171,12 +171,7 @@ fn upload(
             }
             continue;
         }
-        // Sized first: a state of tens of megabytes grown by doubling is copied once more.
-        let sized = bincode::serialized_size(&snap).and_then(|n| {
-            let mut bytes = StateBuf::with_capacity(n as usize);
-            bincode::serialize_into(&mut bytes, &snap).map(|()| bytes)
-        });
-        let bytes = match sized {
+        let bytes = match snap.into_state_buf() {
             Ok(b) => b,
             Err(e) => {
                 return CheckpointEvent::Declined {
