@@ -451,22 +451,17 @@ fn raw_send(peer: &mut Peer, to: SocketAddr, shape: &Shape) -> Result<Run> {
 }
 
 impl Bench<'_> {
-    /// The channels of a new attempt, for a data plane run, and the ends it needs.
-    fn next_attempt(&mut self) -> (u64, &mut Peer, &DataPlane, SocketAddr, &Args) {
+    /// The attempt whose channels a new data plane run uses.
+    fn next_attempt(&mut self) -> u64 {
         self.attempt += 1;
-        (
-            self.attempt,
-            self.peer,
-            self.plane,
-            self.plane_addr,
-            self.args,
-        )
+        self.attempt
     }
 
     /// Moves the workload from producers through their outlets and the data plane into the child.
     fn plane_send<R: Record>(&mut self, shape: &Shape) -> Result<Run> {
-        let (attempt, peer, plane, to, args) = self.next_attempt();
-        peer.command(&format!("plane {attempt} {}", R::NAME))?;
+        let attempt = self.next_attempt();
+        let (plane, to, args) = (self.plane, self.plane_addr, self.args);
+        self.peer.command(&format!("plane {attempt} {}", R::NAME))?;
         let cancel = Arc::new(AtomicBool::new(false));
         let template = batch::<R>(args);
         let mut producers = Producers::default();
@@ -498,7 +493,7 @@ impl Bench<'_> {
             shape.records,
             shape.records * args.record_bytes as u64
         );
-        producers.run(peer, plane, attempt, &expected)
+        producers.run(self.peer, plane, attempt, &expected)
     }
 
     /// Moves the workload's frames through the data plane without any record work: each producer
@@ -507,13 +502,15 @@ impl Bench<'_> {
     /// credits, connection and hand-over to the consumers' threads are all there, so this is as fast
     /// as any layout of records could cross it.
     fn frames_send<R: Record>(&mut self, shape: &Shape) -> Result<Run> {
-        let (attempt, peer, plane, to, args) = self.next_attempt();
+        let attempt = self.next_attempt();
+        let (plane, to, args) = (self.plane, self.plane_addr, self.args);
         let mut encoded = Vec::new();
         codec::encode(&Event::Batch(batch::<R>(args)), &mut encoded).map_err(|e| anyhow!(e))?;
         let mut end = Vec::new();
         codec::encode(&Event::<R>::EndOfInput, &mut end).map_err(|e| anyhow!(e))?;
         let (batch, end) = (Arc::new(encoded), Arc::new(end));
-        peer.command(&format!("frames {attempt} {}", shape.batches_per_channel))?;
+        self.peer
+            .command(&format!("frames {attempt} {}", shape.batches_per_channel))?;
         let cancel = Arc::new(AtomicBool::new(false));
         let mut producers = Producers::default();
         for p in 0..args.channels {
@@ -531,7 +528,7 @@ impl Bench<'_> {
         let frames = u64::from(args.channels) * (shape.batches_per_channel + 1);
         let bytes = u64::from(args.channels)
             * (shape.batches_per_channel * batch.len() as u64 + end.len() as u64);
-        producers.run(peer, plane, attempt, &format!("done {frames} {bytes}"))
+        producers.run(self.peer, plane, attempt, &format!("done {frames} {bytes}"))
     }
 }
 

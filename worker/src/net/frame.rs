@@ -161,31 +161,28 @@ pub fn write_frame_parts<W: Write>(
         )));
     }
     let h = header(kind, ch, payload_len);
-    if tail.is_empty() {
-        // The common frame, all in `head`: a small one is copied behind its header and goes
-        // out in one plain write; a large one (a whole batch encoded by serde) goes without
-        // the copy, which would cost as much as the kernel's copy of it.
-        if head.len() <= COALESCE_LEN {
-            let lead = start_behind_header(scratch, &h, head, payload_len);
-            scratch.extend_from_slice(head);
-            return w.write_all(&scratch[lead..]);
-        }
-        return write_all_vectored(w, &mut [IoSlice::new(&h), IoSlice::new(head)]);
-    }
     // Where each slice's bytes are: a range of `scratch` (which still grows, so no slice of it
     // can be taken yet) or a record.
     let mut parts: Vec<Result<Range<usize>, &[u8]>> = Vec::new();
     let mut own_from;
     if head.len() > COALESCE_LEN {
-        // A large head goes as a slice of its own, as above.
+        // A large head (a whole batch encoded by serde) goes as a slice of its own: copying it
+        // behind the header would cost as much as the kernel's copy of it.
+        if tail.is_empty() {
+            return write_all_vectored(w, &mut [IoSlice::new(&h), IoSlice::new(head)]);
+        }
         scratch.clear();
         scratch.extend_from_slice(&h);
         parts.push(Ok(0..HEADER_LEN));
         parts.push(Err(head));
         own_from = HEADER_LEN;
     } else {
+        // A small head is copied behind its header; alone, the frame goes in one plain write.
         own_from = start_behind_header(scratch, &h, head, payload_len);
         scratch.extend_from_slice(head);
+        if tail.is_empty() {
+            return w.write_all(&scratch[own_from..]);
+        }
     }
     for r in tail {
         if r.len() < OWN_SLICE_LEN {
