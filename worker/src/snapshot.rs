@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use sluice_core::KeyGroupRange;
 use sluice_hdfs_backend::{NativeFile, StateBuf};
 
+use crate::state::BlobPool;
+
 /// Key-group blobs at least this long go into a state file from their own memory (see
 /// [`OperatorSnapshot::into_state_buf`]); shorter ones are cheaper copied than written apart.
 pub const SHARED_BLOB_MIN: usize = 16 << 10;
@@ -98,7 +100,12 @@ pub struct KeyedSnapshot {
 pub trait FrozenTable: Send + Sync {
     /// Appends the table's entries to their key groups' blobs, as
     /// [`write_entry`] lays them out.
-    fn write_into(&self, groups: &mut BTreeMap<u16, Vec<u8>>) -> sluice_core::Result<()>;
+    /// Blobs whose size it knows beforehand take their memory from `pool`.
+    fn write_into(
+        &self,
+        groups: &mut BTreeMap<u16, Vec<u8>>,
+        pool: &BlobPool,
+    ) -> sluice_core::Result<()>;
 }
 
 /// A [`FrozenTable`] in a snapshot.
@@ -236,8 +243,9 @@ impl OperatorSnapshot {
 
     /// The snapshot serialized exactly as `bincode::serialize` lays it out, in a buffer a state
     /// file is written from: key-group blobs of at least [`SHARED_BLOB_MIN`] bytes go in by
-    /// reference ([`StateBuf::append_shared`]), not copied.
-    pub fn into_state_buf(mut self) -> bincode::Result<StateBuf> {
+    /// reference ([`StateBuf::append_shared`]), not copied, and their memory goes to `pool`
+    /// once the buffer is dropped.
+    pub fn into_state_buf(mut self, pool: &Arc<BlobPool>) -> bincode::Result<StateBuf> {
         let groups = self
             .keyed
             .as_mut()
@@ -257,7 +265,7 @@ impl OperatorSnapshot {
             out.write_all(&kg.to_le_bytes())?;
             out.write_all(&(blob.len() as u64).to_le_bytes())?;
             if blob.len() >= SHARED_BLOB_MIN {
-                out.append_shared(blob.into());
+                out.append_shared(pool.shared(blob));
             } else {
                 out.write_all(&blob)?;
             }
@@ -351,9 +359,9 @@ pub(crate) fn remap_tables(dst: &mut Vec<String>, src: &[String]) -> Vec<u16> {
 impl KeyedSnapshot {
     /// Encodes the frozen tables into `groups` (the uploader does, off the task's thread),
     /// then drops the key groups left empty.
-    pub fn encode_frozen(&mut self) -> sluice_core::Result<()> {
+    pub fn encode_frozen(&mut self, pool: &BlobPool) -> sluice_core::Result<()> {
         for f in std::mem::take(&mut self.frozen) {
-            f.0.write_into(&mut self.groups)?;
+            f.0.write_into(&mut self.groups, pool)?;
         }
         self.groups.retain(|_, b| !b.is_empty());
         Ok(())
@@ -532,7 +540,7 @@ mod tests {
         ];
         for snap in cases {
             let expected = bincode::serialize(&snap).unwrap();
-            let buf = snap.clone().into_state_buf().unwrap();
+            let buf = snap.clone().into_state_buf(&BlobPool::new()).unwrap();
             assert_eq!(buf.len(), expected.len());
             let bytes = buf.into_vec();
             assert!(bytes == expected, "{snap:?}");

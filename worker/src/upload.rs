@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use sluice_hdfs_backend::{SnapshotDir, StateHandle};
 
 use crate::incremental::{SharedRegistry, read_out_native, store_native};
+use crate::state::BlobPool;
 use crate::task::TaskReport;
 
 /// Where each in-flight checkpoint's state goes: id → (directory, inline threshold).
@@ -71,15 +72,16 @@ pub fn spawn_uploaders(
     transfer_threads: usize,
 ) -> Vec<JoinHandle<()>> {
     let registry = Arc::new(SharedRegistry::default());
+    let blobs = BlobPool::new();
     (0..UPLOAD_THREADS)
         .map(|i| {
             let (reports, targets, events) = (reports.clone(), targets.clone(), events.clone());
-            let registry = registry.clone();
+            let (registry, blobs) = (registry.clone(), blobs.clone());
             std::thread::Builder::new()
                 .name(format!("checkpoint-upload-{i}"))
                 .spawn(move || {
                     for report in reports.iter() {
-                        let event = upload(report, &targets, &registry, transfer_threads);
+                        let event = upload(report, &targets, &registry, &blobs, transfer_threads);
                         if events.send(event).is_err() {
                             break;
                         }
@@ -94,6 +96,7 @@ fn upload(
     report: TaskReport,
     targets: &CheckpointTargets,
     registry: &SharedRegistry,
+    blobs: &Arc<BlobPool>,
     transfer_threads: usize,
 ) -> CheckpointEvent {
     let (task, subtask, barrier, snapshots, alignment_ms) = match report {
@@ -127,7 +130,7 @@ fn upload(
     };
     let mut states = Vec::with_capacity(snapshots.len());
     for (uid, mut snap) in snapshots {
-        if let Some(Err(e)) = snap.keyed.as_mut().map(|k| k.encode_frozen()) {
+        if let Some(Err(e)) = snap.keyed.as_mut().map(|k| k.encode_frozen(blobs)) {
             return CheckpointEvent::Declined {
                 checkpoint_id: id,
                 task,
@@ -171,7 +174,7 @@ fn upload(
             }
             continue;
         }
-        let bytes = match snap.into_state_buf() {
+        let bytes = match snap.into_state_buf(blobs) {
             Ok(b) => b,
             Err(e) => {
                 return CheckpointEvent::Declined {

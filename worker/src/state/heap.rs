@@ -21,7 +21,9 @@ use sluice_core::Result;
 use super::copy_buffers::{Copied, CopyBuffers, TableBuffers};
 use super::heap_table::Table;
 use super::text_key::TextKey;
-use super::{StateTable, begin_entry, decode, encode_field, encode_key, key_group, read_ahead};
+use super::{
+    BlobPool, StateTable, begin_entry, decode, encode_field, encode_key, key_group, read_ahead,
+};
 use crate::data::Data;
 use crate::key::{Key, KeySelector};
 use crate::snapshot::{Frozen, FrozenTable};
@@ -44,8 +46,9 @@ impl Names {
     }
 }
 
-/// Writes a map's entries into key-group blobs under `table_id`.
-type WriteEntries<M> = fn(&M, &Names, u16, &mut BTreeMap<u16, Vec<u8>>) -> Result<()>;
+/// Writes a map's entries into key-group blobs under `table_id`, taking the blobs' memory from
+/// the pool where it knows their sizes.
+type WriteEntries<M> = fn(&M, &Names, u16, &mut BTreeMap<u16, Vec<u8>>, &BlobPool) -> Result<()>;
 
 /// A map as it was at a barrier, for the uploader to encode.
 struct FrozenMap<M> {
@@ -56,8 +59,8 @@ struct FrozenMap<M> {
 }
 
 impl<M: Send + Sync> FrozenTable for FrozenMap<M> {
-    fn write_into(&self, groups: &mut BTreeMap<u16, Vec<u8>>) -> Result<()> {
-        (self.write)(&self.map, &self.names, self.table_id, groups)
+    fn write_into(&self, groups: &mut BTreeMap<u16, Vec<u8>>, pool: &BlobPool) -> Result<()> {
+        (self.write)(&self.map, &self.names, self.table_id, groups, pool)
     }
 }
 
@@ -306,7 +309,13 @@ impl<K: Key, UK: Key, UV: Data> StateTable for HeapMap<K, UK, UV> {
     }
 
     fn snapshot_into(&self, table_id: u16, groups: &mut BTreeMap<u16, Vec<u8>>) -> Result<()> {
-        write_maps(&self.map.borrow(), &self.names, table_id, groups)
+        write_maps(
+            &self.map.borrow(),
+            &self.names,
+            table_id,
+            groups,
+            &BlobPool::default(),
+        )
     }
 
     fn freeze(&self, table_id: u16) -> Option<Frozen> {
@@ -450,13 +459,14 @@ impl Blobs {
     }
 
     /// Blobs with room for `entries` (counted per key group, at the average size of the first
-    /// [`SIZE_SAMPLE`], plus an eighth): a blob that grows by doubling copies itself as it
-    /// goes and touches twice the memory, which for a million entries was a fifth of the
-    /// uploader's time.
+    /// [`SIZE_SAMPLE`], plus an eighth), from `pool`: a blob that grows by doubling copies
+    /// itself as it goes and touches twice the memory, which for a million entries was a fifth
+    /// of the uploader's time.
     fn sized_for<'a, K: Key, V: Data>(
         entries: impl Iterator<Item = (u16, &'a K, &'a V)>,
         names: &Names,
         table_id: u16,
+        pool: &BlobPool,
     ) -> Result<Blobs> {
         let mut counts = vec![0usize; names.max_parallelism];
         let mut sample = Vec::new();
@@ -472,7 +482,10 @@ impl Blobs {
         Ok(Blobs::with_blobs(
             counts
                 .into_iter()
-                .map(|n| Vec::with_capacity(n * per_entry + n * per_entry / 8))
+                .map(|n| match n * per_entry + n * per_entry / 8 {
+                    0 => Vec::new(),
+                    room => pool.take(room),
+                })
                 .collect(),
         ))
     }
@@ -567,9 +580,10 @@ fn write_entries<K: Key, V: Data>(
     names: &Names,
     table_id: u16,
     groups: &mut BTreeMap<u16, Vec<u8>>,
+    pool: &BlobPool,
 ) -> Result<()> {
     let all = || entries.iter().flatten().map(|(kg, k, v)| (*kg, k, v));
-    let blobs = Blobs::sized_for(all(), names, table_id)?;
+    let blobs = Blobs::sized_for(all(), names, table_id, pool)?;
     write_keyed(all(), blobs, names, table_id, groups)
 }
 
@@ -609,6 +623,9 @@ fn write_maps<K: Key, UK: Key, UV: Data>(
     names: &Names,
     table_id: u16,
     groups: &mut BTreeMap<u16, Vec<u8>>,
+    // Map state's blobs grow as they are written (their sizes are not counted first), so they
+    // take no memory from the pool.
+    _pool: &BlobPool,
 ) -> Result<()> {
     let (uid, name) = (&names.uid, &names.name);
     let mut blobs = Blobs::new(names.max_parallelism);

@@ -292,7 +292,7 @@ fn rocksdb_checkpoints_hold_the_values_at_their_barrier() -> Result<()> {
         kind: BarrierKind::Checkpoint,
     };
     let taken = |mut keyed: KeyedSnapshot| -> Result<OperatorSnapshot> {
-        keyed.encode_frozen()?;
+        keyed.encode_frozen(&BlobPool::default())?;
         read_out_native(&mut keyed, "op")?;
         Ok(OperatorSnapshot {
             keyed: Some(keyed),
@@ -398,7 +398,7 @@ fn heap_checkpoints_hold_the_state_at_their_barrier() -> Result<()> {
     m.put(&"key2".to_string(), 99, "later".to_string())?;
     l.add(&"key3".to_string(), 7)?;
     v.remove(&"key4".to_string())?;
-    frozen.encode_frozen()?;
+    frozen.encode_frozen(&BlobPool::default())?;
     assert!(frozen.frozen.is_empty());
     assert_eq!(frozen.tables, at_barrier.tables);
     assert_eq!(frozen.groups, at_barrier.groups);
