@@ -317,7 +317,7 @@ impl RocksInstance {
 
 impl Drop for RocksInstance {
     fn drop(&mut self) {
-        self.writer.shut_down();
+        self.writer.abandon();
         self.db.take();
         // Local state is a working copy; the checkpoint holds the durable one.
         let _ignored = std::fs::remove_dir_all(&self.dir);

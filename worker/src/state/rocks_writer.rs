@@ -129,6 +129,8 @@ struct Shared {
     /// Nothing pending and nothing failed: what `settle` finds on nearly every state access,
     /// told without taking the lock.
     idle: AtomicBool,
+    /// Set by [`Writer::abandon`]: the write-back at hand stops too.
+    abandoned: AtomicBool,
 }
 
 impl Shared {
@@ -162,7 +164,7 @@ impl Writer {
                 let failed = s.progress.lock().failed.clone();
                 let result = match failed {
                     Some(f) => Err(f),
-                    None => run(&db, &mut job),
+                    None => run(&db, &mut job, &s.abandoned),
                 };
                 match job {
                     Job::Checkpoint { ready, .. } => ready.set(result.clone()),
@@ -237,6 +239,22 @@ impl Writer {
         }
     }
 
+    /// Ends the thread without writing what is queued, and stops a write-back under way: for
+    /// a database about to be deleted, whose contents nobody reads again (a task's working
+    /// copy, as its attempt ends). A checkpoint still queued fails, so whoever waits for it
+    /// learns that it was not taken. A failed attempt's restart waited for this work: with a
+    /// million cached entries, most of a second.
+    pub(super) fn abandon(&mut self) {
+        self.shared.abandoned.store(true, Ordering::Relaxed);
+        {
+            let mut p = self.shared.progress.lock();
+            p.failed
+                .get_or_insert_with(|| "the RocksDB instance was closed".to_string());
+            self.shared.note_idle(&p);
+        }
+        self.shut_down();
+    }
+
     /// Finishes what is queued and ends the thread.
     pub(super) fn shut_down(&mut self) {
         self.jobs.take();
@@ -252,9 +270,12 @@ impl Drop for Writer {
     }
 }
 
-fn run(db: &DB, job: &mut Job) -> Result<(), String> {
+/// Entries a write-back writes between its looks at whether it was abandoned.
+const ABANDON_CHECK: usize = 1 << 16;
+
+fn run(db: &DB, job: &mut Job, abandoned: &AtomicBool) -> Result<(), String> {
     match job {
-        Job::Ingest { path, data } => ingest(db, path, data),
+        Job::Ingest { path, data } => ingest(db, path, data, abandoned),
         Job::Checkpoint { target, .. } => {
             let target: &Path = target;
             db.flush()
@@ -271,7 +292,11 @@ fn run(db: &DB, job: &mut Job) -> Result<(), String> {
 /// changes between checkpoints) cost a memtable insert per entry and then a flush that read
 /// them all out again into a file. The file is uncompressed: the next compaction rewrites it,
 /// compressed, anyway.
-fn ingest(db: &DB, path: &Path, data: &mut Entries) -> Result<(), String> {
+fn ingest(db: &DB, path: &Path, data: &mut Entries, abandoned: &AtomicBool) -> Result<(), String> {
+    let stopped = || format!("writing back through {}: abandoned", path.display());
+    if abandoned.load(Ordering::Relaxed) {
+        return Err(stopped());
+    }
     data.sort();
     let mut opts = super::rocks::db_options(8 << 20);
     opts.set_compression_type(rocksdb::DBCompressionType::None);
@@ -279,7 +304,10 @@ fn ingest(db: &DB, path: &Path, data: &mut Entries) -> Result<(), String> {
     let result = (|| {
         let mut writer = rocksdb::SstFileWriter::create(&opts);
         writer.open(path).map_err(err)?;
-        for (key, value) in data.iter() {
+        for (i, (key, value)) in data.iter().enumerate() {
+            if i % ABANDON_CHECK == 0 && abandoned.load(Ordering::Relaxed) {
+                return Err(stopped());
+            }
             match value {
                 Some(v) => writer.put(key, v),
                 None => writer.delete(key),
@@ -299,7 +327,72 @@ fn ingest(db: &DB, path: &Path, data: &mut Entries) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::Entries;
+    use super::*;
+
+    /// Entries of `n` distinct keys starting with `prefix`, with 100-byte values.
+    fn entries(prefix: &str, n: usize) -> Entries {
+        let mut data = Entries::default();
+        for i in 0..n {
+            let start = data.bytes.len();
+            data.bytes
+                .extend_from_slice(format!("{prefix}-{i:09}").as_bytes());
+            let key = start..data.bytes.len();
+            data.bytes.extend_from_slice(&[b'v'; 100]);
+            data.push(key.clone(), Some(key.end..data.bytes.len()));
+        }
+        data
+    }
+
+    /// Shut down, a writer writes everything queued before it; abandoned, it writes nothing
+    /// queued, and a checkpoint still queued fails instead of being taken.
+    #[test]
+    fn an_abandoned_writer_drops_its_queue_and_fails_queued_checkpoints() {
+        for abandon in [false, true] {
+            let tmp = tempfile::tempdir().unwrap();
+            let db = Arc::new(
+                DB::open(
+                    &super::super::rocks::db_options(8 << 20),
+                    tmp.path().join("db"),
+                )
+                .unwrap(),
+            );
+            let mut writer = Writer::start(db.clone(), "rocksdb-wb-test".into()).unwrap();
+            // Built first and queued at once: the writer cannot be through the first three
+            // write-backs by the time it is abandoned.
+            let write_backs: Vec<Entries> = (0..4)
+                .map(|j| entries(&format!("wb{j}"), 200_000))
+                .collect();
+            for (j, data) in write_backs.into_iter().enumerate() {
+                writer
+                    .ingest(tmp.path().join(format!("wb-{j}.sst")), data)
+                    .unwrap();
+            }
+            let ready = Arc::new(Ready::default());
+            writer
+                .checkpoint(tmp.path().join("chk"), ready.clone())
+                .unwrap();
+            if abandon {
+                writer.abandon();
+            } else {
+                writer.shut_down();
+            }
+            let taken = ready.wait();
+            let has = |k: &str| db.get(k.as_bytes()).unwrap().is_some();
+            if abandon {
+                let e = taken.unwrap_err();
+                assert!(e.contains("closed") || e.contains("abandoned"), "{e}");
+                assert!(!tmp.path().join("chk").exists());
+                assert!(
+                    !has("wb3-000000000"),
+                    "a queued write-back ran after abandon"
+                );
+            } else {
+                taken.unwrap();
+                assert!(tmp.path().join("chk").exists());
+                assert!(has("wb0-000000000") && has("wb3-000199999"));
+            }
+        }
+    }
 
     /// The prefix sort orders keys exactly as comparing their bytes does, also for keys shorter
     /// than the prefix, keys that continue with zero bytes, and keys equal in their first 24
