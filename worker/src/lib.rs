@@ -1,5 +1,6 @@
 //! Task runtime: operators, chains, channels, timers and state backends that execute a job's subtasks.
 
+pub mod blob_pool;
 pub mod connectors;
 pub mod context;
 pub mod control;

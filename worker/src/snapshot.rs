@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sluice_core::KeyGroupRange;
 use sluice_hdfs_backend::{NativeFile, StateBuf};
 
-use crate::state::BlobPool;
+use crate::blob_pool::BlobPool;
 
 /// Key-group blobs at least this long go into a state file from their own memory (see
 /// [`OperatorSnapshot::into_state_buf`]); shorter ones are cheaper copied than written apart.

@@ -11,8 +11,8 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use sluice_hdfs_backend::{SnapshotDir, StateHandle};
 
+use crate::blob_pool::BlobPool;
 use crate::incremental::{SharedRegistry, read_out_native, store_native};
-use crate::state::BlobPool;
 use crate::task::TaskReport;
 
 /// Where each in-flight checkpoint's state goes: id → (directory, inline threshold).

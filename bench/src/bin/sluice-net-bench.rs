@@ -10,7 +10,7 @@
 //! of any record layout on this machine).
 //!
 //!   sluice-net-bench [--records 10000000] [--record-bytes 100] [--channels 1] [--rounds 3]
-//!                    [--record-type string|bytes|struct]
+//!                    [--record-type string|bytes|struct] [--only raw|plane|codec|frames]...
 //!
 //! Without `--record-type` all three record types are measured, each against raw TCP in its
 //! own rounds. `String` records cost an allocation and a copy each on decode; `Bytes` records
@@ -65,9 +65,21 @@ struct Args {
     /// the exchange's alone: raw TCP creates no records either.
     #[arg(long)]
     build_in_clock: bool,
+    /// Run only these measurements (repeatable), to profile one path alone; the ratios are
+    /// printed for the measurements that ran.
+    #[arg(long, value_enum)]
+    only: Vec<Measurement>,
     /// Internal: run as the receiving side.
     #[arg(long, hide = true)]
     receiver: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Measurement {
+    Raw,
+    Plane,
+    Codec,
+    Frames,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -336,28 +348,39 @@ impl Bench<'_> {
                 "before the clock starts; the exchange moves and the receiver drops them"
             }
         );
+        let runs = |m: Measurement| args.only.is_empty() || args.only.contains(&m);
         let mut best_raw = Run::default();
         let mut best_plane = Run::default();
         let mut best_codec = Run::default();
         let mut best_frames = Run::default();
         for round in 1..=args.rounds {
-            let raw = raw_send(self.peer, self.raw_addr, &shape)?;
-            let net = self.plane_send::<R>(&shape)?;
-            let codec = codec_only::<R>(args, &shape)?;
-            let frames = self.frames_send::<R>(&shape)?;
-            println!(
-                "round {round}: raw TCP {}, data plane {}, codec only {}, frames only {}",
-                raw.brief(),
-                net.brief(),
-                codec.brief(),
-                frames.brief()
-            );
-            best_frames = best_frames.best(frames);
-            best_raw = best_raw.best(raw);
-            best_plane = best_plane.best(net);
-            best_codec = best_codec.best(codec);
+            let mut took = Vec::new();
+            if runs(Measurement::Raw) {
+                let raw = raw_send(self.peer, self.raw_addr, &shape)?;
+                took.push(format!("raw TCP {}", raw.brief()));
+                best_raw = best_raw.best(raw);
+            }
+            if runs(Measurement::Plane) {
+                let net = self.plane_send::<R>(&shape)?;
+                took.push(format!("data plane {}", net.brief()));
+                best_plane = best_plane.best(net);
+            }
+            if runs(Measurement::Codec) {
+                let codec = codec_only::<R>(args, &shape)?;
+                took.push(format!("codec only {}", codec.brief()));
+                best_codec = best_codec.best(codec);
+            }
+            if runs(Measurement::Frames) {
+                let frames = self.frames_send::<R>(&shape)?;
+                took.push(format!("frames only {}", frames.brief()));
+                best_frames = best_frames.best(frames);
+            }
+            println!("round {round}: {}", took.join(", "));
         }
         let line = |what: &str, r: &Run| {
+            if r.wall == Duration::MAX {
+                return; // not measured (--only)
+            }
             let s = r.wall.as_secs_f64();
             println!(
                 "{what:<11} {:>9.1} MB/s  {:>6.2} M records/s  {:>5.2} CPU-s",
@@ -370,15 +393,24 @@ impl Bench<'_> {
         line("data plane", &best_plane);
         line("codec only", &best_codec);
         line("frames only", &best_frames);
-        let ratio = |base: &Run| 100.0 * base.wall.as_secs_f64() / best_plane.wall.as_secs_f64();
-        let summary = format!(
-            "{} records: data plane {:.1} % of raw TCP, {:.1} % of codec only; frames only \
-             {:.1} % of raw TCP",
-            R::NAME,
-            ratio(&best_raw),
-            ratio(&best_codec),
-            100.0 * best_raw.wall.as_secs_f64() / best_frames.wall.as_secs_f64()
-        );
+        // Shares of measurements that ran; `--only` may leave some out.
+        let share = |what: &str, of: &Run, base_name: &str, base: &Run| {
+            (of.wall != Duration::MAX && base.wall != Duration::MAX).then(|| {
+                format!(
+                    "{what} {:.1} % of {base_name}",
+                    100.0 * base.wall.as_secs_f64() / of.wall.as_secs_f64()
+                )
+            })
+        };
+        let shares: Vec<String> = [
+            share("data plane", &best_plane, "raw TCP", &best_raw),
+            share("data plane", &best_plane, "codec only", &best_codec),
+            share("frames only", &best_frames, "raw TCP", &best_raw),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let summary = format!("{} records: {}", R::NAME, shares.join(", "));
         println!("{summary}");
         Ok(summary)
     }

@@ -4,11 +4,13 @@
 
 use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sluice_core::placement::{LINE, lead_for};
 
 use super::ChannelId;
+use crate::blob_pool::BlobPool;
 
 /// Encoded size of a [`ChannelId`]: attempt u64, node u32, input u16, producer u32, consumer u32.
 pub const CHANNEL_ID_LEN: usize = 8 + 4 + 2 + 4 + 4;
@@ -224,10 +226,12 @@ fn write_all_vectored<W: Write>(w: &mut W, slices: &mut [IoSlice<'_>]) -> io::Re
 
 /// Reads the frames of one stream. Small frames come in many to a system call through a
 /// buffer; a large payload is read straight into a vector of its own, in reads of all that is
-/// still missing. Every payload is its own allocation, so `Bytes` records decoded from it keep
-/// only their own frame alive.
+/// still missing. Every payload is its own buffer, so `Bytes` records decoded from it keep
+/// only their own frame alive. A large payload's buffer comes back to the reader once the
+/// last of them is dropped, and the next one is read into it without zeroing it first.
 pub struct FrameReader<R> {
     inner: BufReader<R>,
+    payloads: Arc<BlobPool>,
 }
 
 /// Read buffer of a connection: hundreds of small frames (credits, watermarks) per system
@@ -235,10 +239,23 @@ pub struct FrameReader<R> {
 /// copied out are a few percent of the frame (a quarter of a batch frame at 32 KiB).
 const READ_BUFFER: usize = 8 << 10;
 
+/// Payloads at least this long are read into buffers used again (see [`FrameReader`]);
+/// zeroing a shorter one costs less than the pool's lock.
+const POOLED_PAYLOAD_MIN: usize = 16 << 10;
+
+/// Bytes of free payload buffers a reader keeps for frames to come: a few windows of credits
+/// worth of batch frames, and little for an idle worker to hold once its job is gone.
+const KEPT_PAYLOAD_BYTES: usize = 4 << 20;
+
+/// Room a new payload buffer has beyond its frame, so that the next frame of a channel, a
+/// little longer, still fits it.
+const PAYLOAD_SPARE: usize = 4 << 10;
+
 impl<R: Read> FrameReader<R> {
     pub fn new(inner: R) -> FrameReader<R> {
         FrameReader {
             inner: BufReader::with_capacity(READ_BUFFER, inner),
+            payloads: Arc::new(BlobPool::with_limit(KEPT_PAYLOAD_BYTES)),
         }
     }
 
@@ -261,9 +278,15 @@ impl<R: Read> FrameReader<R> {
             let payload = Bytes::new();
             return Ok(Frame { kind, ch, payload });
         }
-        // Zeroed first, so the rest is read with plain reads of all that is missing: one or two
-        // system calls per frame where `read_to_end` would ramp up from small reads.
-        let mut payload = vec![0u8; n];
+        // Filled first (zeroed, or a used buffer's old bytes), so the rest is read with plain
+        // reads of all that is missing: one or two system calls per frame where `read_to_end`
+        // would ramp up from small reads.
+        let pooled = n >= POOLED_PAYLOAD_MIN;
+        let mut payload = if pooled {
+            self.payloads.take_filled(n, PAYLOAD_SPARE)
+        } else {
+            vec![0u8; n]
+        };
         let buffered = self.inner.buffer();
         let k = buffered.len().min(n);
         payload[..k].copy_from_slice(&buffered[..k]);
@@ -271,7 +294,11 @@ impl<R: Read> FrameReader<R> {
         if k < n {
             self.inner.get_mut().read_exact(&mut payload[k..])?;
         }
-        let payload = Bytes::from(payload);
+        let payload = if pooled {
+            self.payloads.shared(payload)
+        } else {
+            Bytes::from(payload)
+        };
         Ok(Frame { kind, ch, payload })
     }
 }
@@ -376,6 +403,54 @@ mod tests {
                 .collect();
             assert_eq!(kept, frames);
         }
+    }
+
+    /// A large payload's buffer serves a later frame once every slice of it was dropped, and
+    /// holds that frame's bytes alone; a payload still alive is never read into.
+    #[test]
+    fn dropped_payloads_buffers_serve_later_frames() {
+        let ch = ch();
+        let sizes = [40_000, 39_000, 41_000, 100, 40_500];
+        let mut wire = Vec::new();
+        let mut scratch = Vec::new();
+        for (i, n) in sizes.iter().enumerate() {
+            write_frame(
+                &mut wire,
+                &mut scratch,
+                Kind::Data,
+                &ch,
+                &vec![i as u8 + 1; *n],
+            )
+            .unwrap();
+        }
+        let mut r = FrameReader::new(Trickle {
+            data: &wire,
+            step: 7000,
+        });
+        let first = r.read_frame().unwrap().payload;
+        let address = first.as_ptr();
+        let kept = first.slice(10..20);
+        drop(first);
+        let second = r.read_frame().unwrap().payload;
+        assert_ne!(
+            second.as_ptr(),
+            address,
+            "a slice still holds the first buffer"
+        );
+        assert_eq!(second, vec![2; 39_000]);
+        drop(kept);
+        drop(second);
+        let third = r.read_frame().unwrap().payload;
+        assert_eq!(third, vec![3; 41_000]);
+        let small = r.read_frame().unwrap().payload;
+        assert_eq!(small, vec![4; 100]);
+        let fifth = r.read_frame().unwrap().payload;
+        assert_eq!(fifth, vec![5; 40_500]);
+        let reused = [third.as_ptr(), fifth.as_ptr()];
+        assert!(
+            reused.contains(&address),
+            "the first buffer is used again once its slices are gone"
+        );
     }
 
     #[test]

@@ -21,9 +21,8 @@ use sluice_core::Result;
 use super::copy_buffers::{Copied, CopyBuffers, TableBuffers};
 use super::heap_table::Table;
 use super::text_key::TextKey;
-use super::{
-    BlobPool, StateTable, begin_entry, decode, encode_field, encode_key, key_group, read_ahead,
-};
+use super::{StateTable, begin_entry, decode, encode_field, encode_key, key_group, read_ahead};
+use crate::blob_pool::BlobPool;
 use crate::data::Data;
 use crate::key::{Key, KeySelector};
 use crate::snapshot::{Frozen, FrozenTable};

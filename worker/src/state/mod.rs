@@ -3,7 +3,6 @@
 //! backend snapshots by key group into one canonical format (see [`crate::snapshot`]), so state
 //! can be restored into either backend at any parallelism.
 
-mod blob_pool;
 mod copy_buffers;
 mod heap;
 mod heap_table;
@@ -13,7 +12,6 @@ pub mod testing;
 mod text_key;
 mod timers;
 
-pub use blob_pool::BlobPool;
 use text_key::TextKey;
 
 use std::collections::BTreeMap;

@@ -4,6 +4,7 @@ use sluice_core::Config;
 use sluice_core::config::StateBackendKind;
 
 use super::*;
+use crate::blob_pool::BlobPool;
 use crate::snapshot::OperatorSnapshot;
 
 fn ctx(
