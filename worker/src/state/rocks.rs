@@ -681,27 +681,19 @@ impl<K: Key, V: Data> RocksValue<K, V> {
 
     /// Loads the values under the keys of `records` missing from the cache with one batched
     /// RocksDB read, so a batch of records costs one `multi_get` instead of a lookup per
-    /// record. Makes room first, so nothing loaded here is evicted before the batch is
-    /// processed.
+    /// record. Makes room first if the missing keys do not fit, so nothing loaded here is
+    /// evicted before the batch is processed. Only the missing keys count: a batch whose keys
+    /// are all cached never empties a full cache (counting every record did, on every batch,
+    /// once a state's keys filled the cache to within a batch of its size).
     pub(super) fn prefetch<R, S: KeySelector<R, Key = K>>(
         &self,
         records: &[R],
         selector: &S,
     ) -> Result<()> {
-        if self.cache.borrow().len() + records.len() > self.db.cache_entries {
+        let mut missing = self.missing_keys(records, selector);
+        if self.cache.borrow().len() + missing.len() > self.db.cache_entries {
             self.flush()?;
-        }
-        // Only the missing keys are cloned, once each.
-        let mut missing = FxHashSet::default();
-        {
-            let cache = self.cache.borrow();
-            for r in records {
-                selector.with_key(r, |k| {
-                    if !cache.contains_key(k) && !missing.contains(k) {
-                        missing.insert(k.clone());
-                    }
-                });
-            }
+            missing = self.missing_keys(records, selector);
         }
         let missing: Vec<K> = missing.into_iter().collect();
         if missing.is_empty() {
@@ -730,6 +722,24 @@ impl<K: Key, V: Data> RocksValue<K, V> {
             );
         }
         Ok(())
+    }
+
+    /// The distinct keys of `records` not in the cache, each cloned once.
+    fn missing_keys<R, S: KeySelector<R, Key = K>>(
+        &self,
+        records: &[R],
+        selector: &S,
+    ) -> FxHashSet<K> {
+        let mut missing = FxHashSet::default();
+        let cache = self.cache.borrow();
+        for r in records {
+            selector.with_key(r, |k| {
+                if !cache.contains_key(k) && !missing.contains(k) {
+                    missing.insert(k.clone());
+                }
+            });
+        }
+        missing
     }
 
     pub(super) fn get(&self, key: &K) -> Result<Option<V>> {
@@ -850,6 +860,25 @@ impl<K: Key, V: Data> StateTable for RocksValue<K, V> {
 
     fn bulk_id(&self) -> Option<u16> {
         Some(self.codec.id)
+    }
+
+    fn cache_capacity(&self) -> Option<usize> {
+        Some(self.db.cache_entries)
+    }
+
+    fn restore_cached(&self, _kg: u16, key: &[u8], value: &[u8]) -> Result<()> {
+        let (mut k, mut v) = (key, value);
+        let key: K = decode(&mut k, &self.codec.uid, &self.codec.name)?;
+        let value: V = decode(&mut v, &self.codec.uid, &self.codec.name)?;
+        // Dirty: the database does not hold it, so the first write-back must.
+        self.cache.borrow_mut().insert_owned(
+            key,
+            CacheSlot {
+                value: Some(value),
+                dirty: true,
+            },
+        );
+        Ok(())
     }
 }
 

@@ -423,3 +423,128 @@ fn heap_checkpoints_hold_the_state_at_their_barrier() -> Result<()> {
     );
     Ok(())
 }
+
+/// A RocksDB value state whose keys fill its cache exactly never empties the cache for a batch
+/// whose keys are all cached: the database stays unwritten (checkpoints copy the caches), and
+/// every value stays right. A batch with keys that do not fit then makes room, once.
+#[test]
+fn rocksdb_prefetch_of_cached_keys_keeps_a_full_cache() -> Result<()> {
+    use crate::key::OwnedKey;
+
+    let entries = 64usize;
+    let mut c = ctx(StateBackendKind::RocksDb, 1, 0, None);
+    let mut config = (*c.config).clone();
+    config.rocksdb_cache_entries = entries;
+    c.config = Arc::new(config);
+    let mut store = KeyedStateStore::open(&mut c)?;
+    let v: ValueState<u32, u64> = store.value("v")?;
+    let selector = OwnedKey(|r: &u32| *r);
+    let written = |store: &KeyedStateStore| match &store.backend {
+        Backend::Rocks(db) => !db.never_written(),
+        Backend::Heap => panic!("a RocksDB store"),
+    };
+    let count = |batch: &[u32]| -> Result<()> {
+        v.prefetch(batch, &selector)?;
+        for k in batch {
+            v.merge(k, 1, |a, b| *a += b)?;
+        }
+        Ok(())
+    };
+    // Three passes over exactly as many keys as the cache holds, in batches of 16.
+    let keys: Vec<u32> = (0..entries as u32).collect();
+    for _ in 0..3 {
+        for batch in keys.chunks(16) {
+            count(batch)?;
+        }
+    }
+    assert!(!written(&store), "cached keys made the cache write back");
+    for k in &keys {
+        assert_eq!(v.get(k)?, Some(3));
+    }
+    // Keys beyond the cache's size: it is written back and emptied to make room.
+    let more: Vec<u32> = (entries as u32..entries as u32 + 16).collect();
+    count(&more)?;
+    assert!(written(&store), "keys beyond the cache's size made no room");
+    for k in keys.iter().chain(&more) {
+        let expected = if *k < entries as u32 { 3 } else { 1 };
+        assert_eq!(v.get(k)?, Some(expected), "key {k}");
+    }
+    Ok(())
+}
+
+/// A checkpoint copied from RocksDB's caches goes back into the caches on restore when it fits
+/// them: the restored database stays unwritten, so the next checkpoint copies the caches again,
+/// and holds every value. One that does not fit is loaded into RocksDB. Either way every value
+/// reads back, and survives another checkpoint and restore.
+#[test]
+fn rocksdb_restores_a_state_that_fits_its_cache_into_the_cache() -> Result<()> {
+    use crate::data::{Barrier, BarrierKind};
+    use crate::incremental::read_out_native;
+
+    let with_cache = |entries: usize, restored| {
+        let mut c = ctx(StateBackendKind::RocksDb, 1, 0, restored);
+        let mut config = (*c.config).clone();
+        config.rocksdb_cache_entries = entries;
+        c.config = Arc::new(config);
+        c
+    };
+    let written = |store: &KeyedStateStore| match &store.backend {
+        Backend::Rocks(db) => !db.never_written(),
+        Backend::Heap => panic!("a RocksDB store"),
+    };
+    let checkpoint = |store: &KeyedStateStore, id| -> Result<OperatorSnapshot> {
+        let mut keyed = store.snapshot_at(&Barrier {
+            checkpoint_id: id,
+            timestamp_ms: 0,
+            kind: BarrierKind::Checkpoint,
+        })?;
+        keyed.encode_frozen(&BlobPool::default())?;
+        read_out_native(&mut keyed, "op")?;
+        Ok(OperatorSnapshot {
+            keyed: Some(keyed),
+            operator_state: vec![],
+        })
+    };
+    let keys = 300u32;
+    let mut c = with_cache(1000, None);
+    let mut store = KeyedStateStore::open(&mut c)?;
+    let v: ValueState<u32, u64> = store.value("v")?;
+    for k in 0..keys {
+        v.put(&k, u64::from(k) * 3)?;
+    }
+    assert!(!written(&store));
+    let snap = checkpoint(&store, 1)?;
+    drop(v);
+    drop(store);
+
+    // (cache entries, whether the restored state goes into the database)
+    for (cache, into_db) in [(1000, false), (keys as usize, false), (100, true)] {
+        let mut c = with_cache(cache, Some(snap.clone()));
+        let mut store = KeyedStateStore::open(&mut c)?;
+        let v: ValueState<u32, u64> = store.value("v")?;
+        assert_eq!(written(&store), into_db, "cache of {cache}");
+        for k in 0..keys {
+            assert_eq!(
+                v.get(&k)?,
+                Some(u64::from(k) * 3),
+                "cache of {cache}, key {k}"
+            );
+        }
+        v.put(&0, 7)?;
+        let again = checkpoint(&store, 2)?;
+        drop(v);
+        drop(store);
+        let mut c = with_cache(1000, Some(again));
+        let mut store = KeyedStateStore::open(&mut c)?;
+        let v: ValueState<u32, u64> = store.value("v")?;
+        for k in 0..keys {
+            let expected = if k == 0 { 7 } else { u64::from(k) * 3 };
+            assert_eq!(
+                v.get(&k)?,
+                Some(expected),
+                "cache of {cache}, key {k} restored twice"
+            );
+        }
+    }
+    Ok(())
+}
