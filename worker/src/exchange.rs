@@ -58,7 +58,7 @@ pub enum Outlet<T> {
     /// A channel to a task in this process.
     Local(Sender<Event<T>>),
     /// A remote channel to a task on another worker, written by the producer itself.
-    Remote(NetOutlet),
+    Remote(NetOutlet<T>),
 }
 
 impl<T: Data> Outlet<T> {
@@ -68,6 +68,15 @@ impl<T: Data> Outlet<T> {
         match self {
             Outlet::Local(tx) => send_event_timed(tx, ev, cancel, blocked),
             Outlet::Remote(net) => net.send(ev, cancel, blocked),
+        }
+    }
+
+    /// Sends what the outlet holds back: records of a remote channel that found no credit
+    /// (see [`NetOutlet::send`]). A local channel holds nothing back.
+    pub fn flush(&mut self, cancel: &AtomicBool, blocked: &AtomicU64) -> Result<()> {
+        match self {
+            Outlet::Local(_) => Ok(()),
+            Outlet::Remote(net) => net.flush(cancel, blocked),
         }
     }
 }
@@ -300,7 +309,11 @@ impl<T: Data, P: Partitioner<T>> ExchangeWriter<T, P> {
     }
 
     fn flush_all(&mut self) -> Result<()> {
-        (0..self.targets.len()).try_for_each(|s| self.send_buffer(s))
+        (0..self.targets.len()).try_for_each(|s| self.send_buffer(s))?;
+        for target in &mut self.targets {
+            target.flush(&self.cancel, &self.blocked)?;
+        }
+        Ok(())
     }
 
     fn send_all(&mut self, ev: Event<T>) -> Result<()> {

@@ -1,13 +1,14 @@
 //! `sluice-net-bench`: throughput of a remote exchange (batches of 100-byte records, `String`,
 //! `Bytes` or a struct, from producer threads through their outlets, loopback TCP and the data
-//! plane into consumer threads' inlets in a child process, as tasks use them)
-//! against raw loopback TCP moving the same bytes in writes and reads of the same size,
-//! measured in the same run. Prints MB/s and records/s of both, their ratio, and the CPU time
-//! each took (both processes together). Two more figures tell the data plane's own cost apart
-//! from the records': the same records encoded and decoded through bounded channels in one
-//! process without any network (codec only), and the data plane moving the same frames,
-//! encoded once before the clock, with no record work at either end (frames only: the ceiling
-//! of any record layout on this machine).
+//! plane into consumer threads' inlets in a child process, as tasks use them) against raw
+//! loopback TCP moving the same bytes in writes and reads of the same size, measured in the
+//! same run. Prints MB/s and records/s of both, their ratio, the CPU time each took (both
+//! processes together), and how many batches the data plane's consumers received (a producer
+//! out of credit sends the batches it built meanwhile as one). Two more figures tell the data
+//! plane's own cost apart from the records': the same records encoded and decoded through
+//! bounded channels in one process without any network (codec only), and the data plane moving
+//! the same frames, encoded once before the clock, with no record work at either end (frames
+//! only: the ceiling of any record layout on this machine).
 //!
 //!   sluice-net-bench [--records 10000000] [--record-bytes 100] [--channels 1] [--rounds 3]
 //!                    [--record-type string|bytes|struct] [--only raw|plane|codec|frames]...
@@ -421,6 +422,9 @@ impl Bench<'_> {
 struct Run {
     wall: Duration,
     cpu: Duration,
+    /// Batches the consumers received, where they count them (the data plane): a producer
+    /// without credit sends the batches it built meanwhile as one.
+    batches: Option<u64>,
 }
 
 impl Default for Run {
@@ -428,6 +432,7 @@ impl Default for Run {
         Run {
             wall: Duration::MAX,
             cpu: Duration::ZERO,
+            batches: None,
         }
     }
 }
@@ -438,20 +443,29 @@ impl Run {
     }
 
     fn brief(&self) -> String {
+        let batches = self
+            .batches
+            .map(|n| format!(", {n} batches"))
+            .unwrap_or_default();
         format!(
-            "{:.3} s ({:.2} CPU-s)",
+            "{:.3} s ({:.2} CPU-s{batches})",
             self.wall.as_secs_f64(),
             self.cpu.as_secs_f64()
         )
     }
 }
 
-/// Splits a reply `done <fields...> <child CPU seconds>` into its fields and the CPU time.
-fn parse_done(reply: &str) -> Result<(String, Duration)> {
+/// Splits a reply `done <fields...> [batches=<n>] <child CPU seconds>` into its fields, the
+/// batches received if counted, and the CPU time.
+fn parse_done(reply: &str) -> Result<(String, Option<u64>, Duration)> {
     let (fields, cpu) = reply
         .rsplit_once(' ')
         .ok_or_else(|| anyhow!("bad reply {reply:?}"))?;
-    Ok((fields.to_string(), Duration::from_secs_f64(cpu.parse()?)))
+    let cpu = Duration::from_secs_f64(cpu.parse()?);
+    match fields.rsplit_once(" batches=") {
+        Some((fields, n)) => Ok((fields.to_string(), Some(n.parse()?), cpu)),
+        None => Ok((fields.to_string(), None, cpu)),
+    }
 }
 
 /// Writes the workload's bytes over a plain socket in frame-sized writes.
@@ -471,7 +485,7 @@ fn raw_send(peer: &mut Peer, to: SocketAddr, shape: &Shape) -> Result<Run> {
     let reply = peer.reply()?;
     let wall = t.elapsed();
     let cpu = process_cpu_time() - cpu;
-    let (fields, child_cpu) = parse_done(&reply)?;
+    let (fields, _, child_cpu) = parse_done(&reply)?;
     ensure!(
         fields == format!("done {}", shape.wire_bytes),
         "raw receiver: {reply}"
@@ -479,6 +493,7 @@ fn raw_send(peer: &mut Peer, to: SocketAddr, shape: &Shape) -> Result<Run> {
     Ok(Run {
         wall,
         cpu: cpu + child_cpu,
+        batches: None,
     })
 }
 
@@ -596,7 +611,7 @@ impl Producers {
         let reply = peer.reply()?;
         let wall = t.elapsed();
         let cpu = process_cpu_time() - cpu;
-        let (fields, child_cpu) = parse_done(&reply)?;
+        let (fields, batches, child_cpu) = parse_done(&reply)?;
         for th in self.threads {
             th.join()
                 .map_err(|_| anyhow!("a sending thread panicked"))??;
@@ -606,6 +621,7 @@ impl Producers {
         Ok(Run {
             wall,
             cpu: cpu + child_cpu,
+            batches,
         })
     }
 }
@@ -688,6 +704,7 @@ fn codec_only<R: Record>(args: &Args, shape: &Shape) -> Result<Run> {
     Ok(Run {
         wall,
         cpu: process_cpu_time() - cpu,
+        batches: None,
     })
 }
 
@@ -709,18 +726,18 @@ fn receiver(args: &Args) -> Result<()> {
             (Some("plane"), Some(attempt), Some(record_type)) => {
                 let cpu = process_cpu_time();
                 let attempt = attempt.parse()?;
-                let (records, bytes) = match record_type {
+                let [records, bytes, batches] = match record_type {
                     String::NAME => plane_receive::<String>(&plane, args, attempt)?,
                     Bytes::NAME => plane_receive::<Bytes>(&plane, args, attempt)?,
                     Reading::NAME => plane_receive::<Reading>(&plane, args, attempt)?,
                     other => bail!("unknown record type {other}"),
                 };
                 let cpu = (process_cpu_time() - cpu).as_secs_f64();
-                println!("done {records} {bytes} {cpu}");
+                println!("done {records} {bytes} batches={batches} {cpu}");
             }
             (Some("frames"), Some(attempt), Some(batches)) => {
                 let cpu = process_cpu_time();
-                let (frames, bytes) =
+                let [frames, bytes] =
                     frames_receive(&plane, args, attempt.parse()?, batches.parse()?)?;
                 let cpu = (process_cpu_time() - cpu).as_secs_f64();
                 println!("done {frames} {bytes} {cpu}");
@@ -746,12 +763,7 @@ fn raw_receive(listener: &TcpListener, bytes: u64, read_size: usize) -> Result<u
 
 /// The child's end of [`Bench::frames_send`]: every channel's frames (its batches and the end of
 /// input), taken and dropped undecoded; returns how many frames and payload bytes came.
-fn frames_receive(
-    plane: &DataPlane,
-    args: &Args,
-    attempt: u64,
-    batches: u64,
-) -> Result<(u64, u64)> {
+fn frames_receive(plane: &DataPlane, args: &Args, attempt: u64, batches: u64) -> Result<[u64; 2]> {
     receive_all(plane, args, attempt, move |rx| {
         let (mut frames, mut bytes) = (0u64, 0u64);
         while frames <= batches {
@@ -761,26 +773,27 @@ fn frames_receive(
             frames += 1;
             bytes += frame.len() as u64;
         }
-        Ok((frames, bytes))
+        Ok([frames, bytes])
     })
 }
 
 /// The child's end of [`Bench::plane_send`]: every channel's events, decoded; returns how many
-/// records and record bytes came.
-fn plane_receive<R: Record>(plane: &DataPlane, args: &Args, attempt: u64) -> Result<(u64, u64)> {
+/// records, record bytes and batches came.
+fn plane_receive<R: Record>(plane: &DataPlane, args: &Args, attempt: u64) -> Result<[u64; 3]> {
     receive_all(plane, args, attempt, |rx| {
         let mut inlet = NetInlet::<R>::new(rx, Arc::default());
-        let (mut records, mut bytes) = (0u64, 0u64);
+        let (mut records, mut bytes, mut batches) = (0u64, 0u64, 0u64);
         loop {
             let Some(ev) = inlet.recv_timeout(Duration::from_secs(60))? else {
                 bail!("no event within a minute");
             };
             match ev {
                 Event::Batch(b) => {
+                    batches += 1;
                     records += b.len() as u64;
                     bytes += b.data.iter().map(|r| r.size() as u64).sum::<u64>();
                 }
-                Event::EndOfInput => return Ok((records, bytes)),
+                Event::EndOfInput => return Ok([records, bytes, batches]),
                 _ => {}
             }
         }
@@ -788,10 +801,15 @@ fn plane_receive<R: Record>(plane: &DataPlane, args: &Args, attempt: u64) -> Res
 }
 
 /// Runs `consume` on a consumer thread of its own for each channel of the attempt, with its
-/// receiving end, and adds up the pairs of counts they return; then closes the channels.
-fn receive_all<F>(plane: &DataPlane, args: &Args, attempt: u64, consume: F) -> Result<(u64, u64)>
+/// receiving end, and adds up the counts they return; then closes the channels.
+fn receive_all<F, const N: usize>(
+    plane: &DataPlane,
+    args: &Args,
+    attempt: u64,
+    consume: F,
+) -> Result<[u64; N]>
 where
-    F: Fn(NetReceiver) -> Result<(u64, u64)> + Clone + Send + 'static,
+    F: Fn(NetReceiver) -> Result<[u64; N]> + Clone + Send + 'static,
 {
     let mut consumers = Vec::new();
     for p in 0..args.channels {
@@ -800,12 +818,13 @@ where
         let consumer = std::thread::Builder::new().name("consumer".into());
         consumers.push(consumer.spawn(move || consume(rx))?);
     }
-    let (mut a, mut b) = (0, 0);
+    let mut sums = [0u64; N];
     for c in consumers {
-        let (x, y) = c.join().map_err(|_| anyhow!("a consumer panicked"))??;
-        a += x;
-        b += y;
+        let counts = c.join().map_err(|_| anyhow!("a consumer panicked"))??;
+        for (sum, n) in sums.iter_mut().zip(counts) {
+            *sum += n;
+        }
     }
     plane.close_attempts_before(attempt + 1);
-    Ok((a, b))
+    Ok(sums)
 }

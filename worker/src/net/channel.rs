@@ -197,27 +197,57 @@ impl NetSender {
         cancel: &AtomicBool,
         blocked: Option<&AtomicU64>,
     ) -> Result<()> {
-        {
-            let mut st = self.chan.state.lock();
-            let mut waiting_since = None;
-            loop {
-                if let Some((kind, msg)) = &st.closed {
-                    return Err(self.error(*kind, msg));
-                }
-                if st.credits > 0 {
-                    st.credits -= 1;
-                    break;
-                }
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(cancelled());
-                }
-                waiting_since.get_or_insert_with(Instant::now);
-                self.chan.cv.wait_for(&mut st, CANCEL_POLL);
-            }
-            if let (Some(since), Some(blocked)) = (waiting_since, blocked) {
-                blocked.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            }
+        self.wait_for_credit(cancel, blocked)?;
+        self.write_credited(head, tail)
+    }
+
+    /// Takes a credit if one is at hand, without waiting: `false` if the receiver granted none.
+    /// The frame it pays for must follow through [`NetSender::write_credited`]. Fails if the
+    /// receiver closed the channel or the connection is lost.
+    pub fn try_credit(&mut self) -> Result<bool> {
+        let mut st = self.chan.state.lock();
+        if let Some((kind, msg)) = &st.closed {
+            return Err(self.error(*kind, msg));
         }
+        if st.credits == 0 {
+            return Ok(false);
+        }
+        st.credits -= 1;
+        Ok(true)
+    }
+
+    /// Waits for a credit and takes it (the time waited is added to `blocked`, in
+    /// nanoseconds); gives up like [`NetSender::send`].
+    pub(super) fn wait_for_credit(
+        &mut self,
+        cancel: &AtomicBool,
+        blocked: Option<&AtomicU64>,
+    ) -> Result<()> {
+        let mut st = self.chan.state.lock();
+        let mut waiting_since = None;
+        loop {
+            if let Some((kind, msg)) = &st.closed {
+                return Err(self.error(*kind, msg));
+            }
+            if st.credits > 0 {
+                st.credits -= 1;
+                break;
+            }
+            if cancel.load(Ordering::Relaxed) {
+                return Err(cancelled());
+            }
+            waiting_since.get_or_insert_with(Instant::now);
+            self.chan.cv.wait_for(&mut st, CANCEL_POLL);
+        }
+        if let (Some(since), Some(blocked)) = (waiting_since, blocked) {
+            blocked.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Writes one data frame, `head` followed by the bytes of `tail`, paid for by a credit
+    /// already taken ([`NetSender::try_credit`]).
+    pub fn write_credited(&mut self, head: &[u8], tail: &[Bytes]) -> Result<()> {
         self.conn
             .write_parts(Kind::Data, &self.ch, head, tail)
             .map_err(|m| self.error(ErrorKind::ConnectionAborted, m))

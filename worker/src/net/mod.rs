@@ -3,9 +3,11 @@
 //! consumer on one worker slows its remote producers exactly as a full local channel would.
 //!
 //! A remote channel keeps the tasks' view of their inputs and outputs: a producer's
-//! [`NetOutlet`] encodes each event and writes its frame on the producer's own thread, and a
-//! consumer waits on a [`NetInlet`]'s queue together with its local channels and decodes what
-//! it takes. The connection's reader only moves frames into those queues.
+//! [`NetOutlet`] encodes each event and writes its frame on the producer's own thread (batches
+//! that find no credit are held and joined into one frame, so backpressure makes frames larger
+//! rather than more numerous), and a consumer waits on a [`NetInlet`]'s queue together with its
+//! local channels and decodes what it takes. The connection's reader only moves frames into
+//! those queues.
 //!
 //! The protocol (frames in [`frame`]): the first of two workers that needs a channel to the
 //! other connects and says hello; that one connection carries the channels of both

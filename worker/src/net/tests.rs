@@ -155,14 +155,117 @@ fn bytes_records_survive_later_frames() {
         }
     });
     producer.join().unwrap();
-    assert_eq!(kept.len(), usize::from(BATCHES));
-    for (i, data) in kept.iter().enumerate() {
-        let want: Vec<_> = (0..300).map(|j| record(i as u8, j)).collect();
-        assert_eq!(data, &want, "batch {i}");
+    // Batches sent while the producer had no credit arrive joined; the records keep their order.
+    let kept: Vec<Bytes> = kept.into_iter().flatten().collect();
+    let want: Vec<Bytes> = (0..BATCHES)
+        .flat_map(|i| (0..300).map(move |j| record(i, j)))
+        .collect();
+    assert_eq!(kept.len(), want.len());
+    for (n, (got, want)) in kept.iter().zip(&want).enumerate() {
+        assert_eq!(got, want, "record {n}");
     }
     // Both ends count the same frames: every byte sent was taken.
     assert!(sent.load(Ordering::SeqCst) > 50 * 300);
     assert_eq!(sent.load(Ordering::SeqCst), received.load(Ordering::SeqCst));
+}
+
+/// A producer without credit does not wait for each batch: it holds the batch and the ones
+/// after it join it, up to [`typed::COALESCED_RECORDS_MAX`] records, where it waits. The joined
+/// batch is one frame; any other event, and a flush, sends the held records first.
+#[test]
+fn batches_without_credit_join_into_one_frame_in_order() {
+    const BATCHES: u64 = 20;
+    let credits = u64::from(INITIAL_CREDITS);
+    let joined = (typed::COALESCED_RECORDS_MAX / crate::exchange::BATCH_SIZE) as u64;
+    let (a, b) = (plane(), plane());
+    let ch = chan(1, 0, 0);
+    let mut inlet = NetInlet::<u64>::new(b.open_receiver(ch).unwrap(), Arc::default());
+    let tx = a.open_sender(b.local_addr(), ch).unwrap();
+    let t = Instant::now();
+    while tx.chan.state.lock().credits < INITIAL_CREDITS {
+        assert!(t.elapsed() < HANG, "no credits granted");
+        thread::sleep(Duration::from_millis(1));
+    }
+    let mut outlet = NetOutlet::new(tx, Arc::default());
+    let sent = Arc::new(AtomicU64::new(0));
+    let s = sent.clone();
+    let producer = thread::spawn(move || {
+        let (cancel, blocked) = (AtomicBool::new(false), AtomicU64::new(0));
+        for i in 0..BATCHES {
+            let batch = (0..1024).map(|j| i * 1024 + j).collect();
+            outlet
+                .send(Event::Batch(Batch::from_vec(batch)), &cancel, &blocked)
+                .unwrap();
+            s.fetch_add(1, Ordering::SeqCst);
+        }
+        outlet.send(Event::Watermark(7), &cancel, &blocked).unwrap();
+        outlet
+            .send(
+                Event::Batch(Batch::from_vec(vec![u64::MAX])),
+                &cancel,
+                &blocked,
+            )
+            .unwrap();
+        outlet.flush(&cancel, &blocked).unwrap();
+        s.fetch_add(1, Ordering::SeqCst);
+        outlet.send(Event::EndOfInput, &cancel, &blocked).unwrap();
+    });
+    // The credited batches went out; the next ones are held without waiting, until the held
+    // records reach the limit: that send waits.
+    let t = Instant::now();
+    while sent.load(Ordering::SeqCst) < credits + joined - 1 {
+        assert!(t.elapsed() < HANG, "the producer waited before its limit");
+        thread::sleep(Duration::from_millis(5));
+    }
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(sent.load(Ordering::SeqCst), credits + joined - 1);
+    let events = within(move || {
+        let mut events = Vec::new();
+        loop {
+            match inlet.recv_timeout(HANG).unwrap().expect("an event") {
+                Event::EndOfInput => return events,
+                ev => events.push(ev),
+            }
+        }
+    });
+    producer.join().unwrap();
+    assert_eq!(sent.load(Ordering::SeqCst), BATCHES + 1);
+    let sizes: Vec<usize> = events
+        .iter()
+        .map(|ev| match ev {
+            Event::Batch(b) => b.len(),
+            _ => 0,
+        })
+        .collect();
+    assert_eq!(sizes[..credits as usize], vec![1024; credits as usize][..]);
+    assert_eq!(
+        sizes[credits as usize],
+        typed::COALESCED_RECORDS_MAX,
+        "{sizes:?}"
+    );
+    // Every record once, in order, the watermark after the batches and the flushed record last.
+    let mut next = 0;
+    let mut watermark_at = None;
+    let mut last = None;
+    for ev in events {
+        match ev {
+            Event::Batch(b) => {
+                for r in b.data {
+                    if r == u64::MAX {
+                        last = Some(next);
+                    } else {
+                        assert_eq!(r, next, "records out of order");
+                        next += 1;
+                    }
+                }
+            }
+            Event::Watermark(w) => watermark_at = Some((w, next)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(next, BATCHES * 1024);
+    assert_eq!(watermark_at, Some((7, BATCHES * 1024)));
+    assert_eq!(last, Some(BATCHES * 1024));
 }
 
 #[test]
@@ -299,6 +402,9 @@ fn lost_sending_peer_ends_the_consumers_input_naming_the_peer() {
     outlet
         .send(Event::Batch(batch.clone()), &cancel, &blocked)
         .unwrap();
+    // Sent before the receiver's credits arrived, the batch may be held: a task flushes
+    // before it waits.
+    outlet.flush(&cancel, &blocked).unwrap();
     match inlet.recv_timeout(HANG).unwrap() {
         Some(Event::Batch(got)) => assert_eq!(got, batch),
         other => panic!("unexpected {other:?}"),
@@ -308,9 +414,10 @@ fn lost_sending_peer_ends_the_consumers_input_naming_the_peer() {
     drop(a);
     let err = within(move || inlet.recv_timeout(HANG).unwrap_err().to_string());
     assert!(err.contains(&a_addr.to_string()), "{err}");
+    let next = outlet.send(Event::Batch(batch), &cancel, &blocked);
     assert!(
-        outlet.send(Event::Batch(batch), &cancel, &blocked).is_err(),
-        "the producer's next send fails"
+        next.and_then(|()| outlet.flush(&cancel, &blocked)).is_err(),
+        "the producer's next send or flush fails"
     );
 }
 

@@ -14,7 +14,7 @@ use crossbeam_channel::Receiver;
 use sluice_core::{Result, SluiceError};
 
 use super::{ChannelId, NetReceiver, NetSender, codec};
-use crate::data::{Data, Event};
+use crate::data::{Batch, Data, Event};
 use crate::exchange::BATCH_SIZE;
 
 /// Encode buffer to start with: a full batch of small records, so it rarely has to grow.
@@ -27,32 +27,89 @@ fn serialization(ch: &ChannelId, message: String) -> SluiceError {
     }
 }
 
-/// A producer's end of a remote channel: one frame per event, written by the producer's own
-/// thread once the receiver granted a credit for it.
-pub struct NetOutlet {
+/// Most records a batch held back for want of a credit gathers from the batches sent after it
+/// (see [`NetOutlet::send`]): a few full batches, so a frame's fixed costs (a write, the
+/// consumer's wakeup, a share of a credit frame) spread over several times the records while
+/// the receiver's queue, bounded by its credits, holds at most that many times the records
+/// of a local channel.
+pub const COALESCED_RECORDS_MAX: usize = 4 * BATCH_SIZE;
+
+/// A producer's end of a remote channel carrying events of type `T`: one frame per event,
+/// written by the producer's own thread once the receiver granted a credit for it.
+pub struct NetOutlet<T> {
     tx: NetSender,
     /// One buffer for the life of the channel: encoding allocates nothing per batch.
     buf: Vec<u8>,
     /// Bytes of every frame sent, for the task's metrics.
     bytes: Arc<AtomicU64>,
+    /// Records that found no credit: they go out with the batches after them, at the latest
+    /// at the next [`NetOutlet::flush`] or event that is not a batch.
+    held: Option<Batch<T>>,
 }
 
-impl NetOutlet {
-    pub fn new(tx: NetSender, bytes: Arc<AtomicU64>) -> NetOutlet {
+impl<T: Data> NetOutlet<T> {
+    pub fn new(tx: NetSender, bytes: Arc<AtomicU64>) -> NetOutlet<T> {
         NetOutlet {
             tx,
             buf: Vec::with_capacity(INITIAL_ENCODE_BUFFER),
             bytes,
+            held: None,
         }
     }
 
-    /// Encodes `ev` and sends it as one frame, first waiting for a credit (the time waited is
-    /// added to `blocked`, in nanoseconds). Gives up when `cancel` is set, the receiver closed
-    /// the channel or the connection to its worker is lost; the error names the channel and
-    /// the peer.
-    pub fn send<T: Data>(
+    /// Sends `ev` as one frame, first waiting for a credit (the time waited is added to
+    /// `blocked`, in nanoseconds). A batch that finds no credit is held instead, and the
+    /// batches sent after it join it, up to [`COALESCED_RECORDS_MAX`] records: under
+    /// backpressure the frames grow rather than the waits multiply. Held records keep their
+    /// place: any other event, and [`NetOutlet::flush`], sends them first. Gives up when
+    /// `cancel` is set, the receiver closed the channel or the connection to its worker is
+    /// lost; the error names the channel and the peer.
+    pub fn send(&mut self, ev: Event<T>, cancel: &AtomicBool, blocked: &AtomicU64) -> Result<()> {
+        let batch = match ev {
+            Event::Batch(b) => b,
+            other => {
+                self.flush(cancel, blocked)?;
+                return self.write(other, None, cancel, blocked);
+            }
+        };
+        let batch = match self.held.take() {
+            None => batch,
+            Some(mut held) if held.has_timestamps() == batch.has_timestamps() => {
+                let Batch { mut data, mut ts } = batch;
+                held.data.append(&mut data);
+                held.ts.append(&mut ts);
+                held
+            }
+            Some(held) => {
+                self.write(Event::Batch(held), None, cancel, blocked)?;
+                batch
+            }
+        };
+        if batch.len() >= COALESCED_RECORDS_MAX {
+            return self.write(Event::Batch(batch), None, cancel, blocked);
+        }
+        if self.tx.try_credit()? {
+            return self.write(Event::Batch(batch), Some(()), cancel, blocked);
+        }
+        self.held = Some(batch);
+        Ok(())
+    }
+
+    /// Sends the records held for want of a credit, waiting for one. A task calls this before
+    /// it waits for input, so held records never wait on the producer's next batch.
+    pub fn flush(&mut self, cancel: &AtomicBool, blocked: &AtomicU64) -> Result<()> {
+        match self.held.take() {
+            Some(held) => self.write(Event::Batch(held), None, cancel, blocked),
+            None => Ok(()),
+        }
+    }
+
+    /// Encodes `ev` and writes it as one frame, on the credit `credit` says was already taken
+    /// or after waiting for one.
+    fn write(
         &mut self,
         ev: Event<T>,
+        credit: Option<()>,
         cancel: &AtomicBool,
         blocked: &AtomicU64,
     ) -> Result<()> {
@@ -60,24 +117,34 @@ impl NetOutlet {
         self.buf.clear();
         let encoded =
             codec::encode_vectored(&ev, &mut self.buf).map_err(|e| serialization(&ch, e))?;
+        let waited = credit.is_none().then_some(blocked);
         let len = match encoded {
             // A batch of `Bytes`: its records are written from where they are (large ones
             // without a copy), so they live until the frame is out.
-            Some(records) => {
-                self.tx
-                    .send_parts_timed(&self.buf, records, cancel, Some(blocked))?;
-                self.buf.len() + records.iter().map(Bytes::len).sum::<usize>()
-            }
+            Some(records) => self.write_frame(records, waited, cancel)?,
             None => {
                 // The records are no longer needed once encoded; free them before waiting.
                 drop(ev);
-                self.tx
-                    .send_parts_timed(&self.buf, &[], cancel, Some(blocked))?;
-                self.buf.len()
+                self.write_frame(&[], waited, cancel)?
             }
         };
         self.bytes.fetch_add(len as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Writes the encoded head in `buf` and `tail` as one frame, first waiting for a credit
+    /// unless `waited` is `None` (one was taken); returns the frame's payload length.
+    fn write_frame(
+        &mut self,
+        tail: &[Bytes],
+        waited: Option<&AtomicU64>,
+        cancel: &AtomicBool,
+    ) -> Result<usize> {
+        if waited.is_some() {
+            self.tx.wait_for_credit(cancel, waited)?;
+        }
+        self.tx.write_credited(&self.buf, tail)?;
+        Ok(self.buf.len() + tail.iter().map(Bytes::len).sum::<usize>())
     }
 
     /// The channel this end sends on.
