@@ -194,7 +194,8 @@ impl KeyedStateStore {
                 db.never_written()
                     && table
                         .cache_capacity()
-                        .is_some_and(|room| entries().count() <= room)
+                        // Counting stops one past the room: a large state is not walked twice.
+                        .is_some_and(|room| entries().take(room + 1).count() <= room)
             };
             match (self.rocks(), table.bulk_id()) {
                 (Some(db), Some(_)) if into_cache(&db) => {
@@ -232,64 +233,52 @@ impl KeyedStateStore {
         }
     }
 
-    pub fn value<K: Key, V: Data>(&mut self, name: &str) -> Result<ValueState<K, V>> {
+    /// Creates and registers a state named `name`: `heap(name, uid, max_parallelism)` on the
+    /// heap backend, `rocks(name, uid, id, db, max_parallelism)` on RocksDB; `table` gives
+    /// the store its view of the state.
+    fn new_state<S>(
+        &mut self,
+        name: &str,
+        heap: impl FnOnce(&str, &str, usize) -> S,
+        rocks: impl FnOnce(&str, &str, u16, Rc<RocksInstance>, usize) -> S,
+        table: impl FnOnce(&S) -> Rc<dyn StateTable>,
+    ) -> Result<S> {
         let id = self.tables.len() as u16;
         let state = match self.rocks() {
-            None => ValueState::Heap(Rc::new(heap::HeapValue::new(
-                name,
-                &self.uid,
-                self.max_parallelism,
-            ))),
-            Some(db) => ValueState::Rocks(Rc::new(rocks::RocksValue::new(
-                name,
-                &self.uid,
-                id,
-                db,
-                self.max_parallelism,
-            ))),
+            None => heap(name, &self.uid, self.max_parallelism),
+            Some(db) => rocks(name, &self.uid, id, db, self.max_parallelism),
         };
-        self.register(state.table())?;
+        self.register(table(&state))?;
         Ok(state)
+    }
+
+    pub fn value<K: Key, V: Data>(&mut self, name: &str) -> Result<ValueState<K, V>> {
+        self.new_state(
+            name,
+            |n, uid, p| ValueState::Heap(Rc::new(heap::HeapValue::new(n, uid, p))),
+            |n, uid, id, db, p| {
+                ValueState::Rocks(Rc::new(rocks::RocksValue::new(n, uid, id, db, p)))
+            },
+            ValueState::table,
+        )
     }
 
     pub fn map<K: Key, UK: Key, UV: Data>(&mut self, name: &str) -> Result<MapState<K, UK, UV>> {
-        let id = self.tables.len() as u16;
-        let state = match self.rocks() {
-            None => MapState::Heap(Rc::new(heap::HeapMap::new(
-                name,
-                &self.uid,
-                self.max_parallelism,
-            ))),
-            Some(db) => MapState::Rocks(Rc::new(rocks::RocksMap::new(
-                name,
-                &self.uid,
-                id,
-                db,
-                self.max_parallelism,
-            ))),
-        };
-        self.register(state.table())?;
-        Ok(state)
+        self.new_state(
+            name,
+            |n, uid, p| MapState::Heap(Rc::new(heap::HeapMap::new(n, uid, p))),
+            |n, uid, id, db, p| MapState::Rocks(Rc::new(rocks::RocksMap::new(n, uid, id, db, p))),
+            MapState::table,
+        )
     }
 
     pub fn list<K: Key, V: Data>(&mut self, name: &str) -> Result<ListState<K, V>> {
-        let id = self.tables.len() as u16;
-        let state = match self.rocks() {
-            None => ListState::Heap(Rc::new(heap::HeapList::new(
-                name,
-                &self.uid,
-                self.max_parallelism,
-            ))),
-            Some(db) => ListState::Rocks(Rc::new(rocks::RocksList::new(
-                name,
-                &self.uid,
-                id,
-                db,
-                self.max_parallelism,
-            ))),
-        };
-        self.register(state.table())?;
-        Ok(state)
+        self.new_state(
+            name,
+            |n, uid, p| ListState::Heap(Rc::new(heap::HeapList::new(n, uid, p))),
+            |n, uid, id, db, p| ListState::Rocks(Rc::new(rocks::RocksList::new(n, uid, id, db, p))),
+            ListState::table,
+        )
     }
 
     /// Timers live with keyed state (they are snapshotted per key group too), always on the heap.
