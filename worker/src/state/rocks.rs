@@ -559,9 +559,43 @@ impl<T: serde::Serialize> ErasedEncode for T {
     }
 }
 
-struct CacheSlot<V> {
-    value: Option<V>,
-    dirty: bool,
+/// A cached value, or a cached absence, and whether the database still lacks it (`dirty`).
+/// An enum rather than an `Option` beside a flag: the flag shares the variant's tag word, so
+/// a slot of a `u64` count takes 16 bytes, not 24, and a million-key cache is a third smaller
+/// to look up in and to copy at a checkpoint.
+enum CacheSlot<V> {
+    Present { value: V, dirty: bool },
+    Absent { dirty: bool },
+}
+
+const _: () = assert!(std::mem::size_of::<CacheSlot<u64>>() == 16);
+
+impl<V> CacheSlot<V> {
+    fn new(value: Option<V>, dirty: bool) -> Self {
+        match value {
+            Some(value) => CacheSlot::Present { value, dirty },
+            None => CacheSlot::Absent { dirty },
+        }
+    }
+
+    fn value(&self) -> Option<&V> {
+        match self {
+            CacheSlot::Present { value, .. } => Some(value),
+            CacheSlot::Absent { .. } => None,
+        }
+    }
+
+    fn is_dirty(&self) -> bool {
+        match self {
+            CacheSlot::Present { dirty, .. } | CacheSlot::Absent { dirty } => *dirty,
+        }
+    }
+
+    fn mark_clean(&mut self) {
+        match self {
+            CacheSlot::Present { dirty, .. } | CacheSlot::Absent { dirty } => *dirty = false,
+        }
+    }
 }
 
 pub struct RocksValue<K, V> {
@@ -646,11 +680,11 @@ impl<K: Key, V: Data> RocksValue<K, V> {
         V: 'a,
     {
         read_ahead(
-            entries.filter(|(_, slot)| slot.dirty),
+            entries.filter(|(_, slot)| slot.is_dirty()),
             |(k, _)| *k,
             |(k, slot)| {
-                slot.dirty = false;
-                self.codec.push_entry(data, k, slot.value.as_ref())
+                slot.mark_clean();
+                self.codec.push_entry(data, k, slot.value())
             },
         )
     }
@@ -668,7 +702,7 @@ impl<K: Key, V: Data> RocksValue<K, V> {
         I: Iterator<Item = (&'a Q, &'a CacheSlot<V>)>,
         V: 'a,
     {
-        let live = |(k, slot): (&'a Q, &'a CacheSlot<V>)| slot.value.as_ref().map(|v| (k, v));
+        let live = |(k, slot): (&'a Q, &'a CacheSlot<V>)| slot.value().map(|v| (k, v));
         heap::freeze_values(entries, live, len, &self.names, table_id, buffers)
     }
 
@@ -713,13 +747,7 @@ impl<K: Key, V: Data> RocksValue<K, V> {
                     Some(decode(&mut s, &self.codec.uid, &self.codec.name)?)
                 }
             };
-            cache.insert_owned(
-                k,
-                CacheSlot {
-                    value,
-                    dirty: false,
-                },
-            );
+            cache.insert_owned(k, CacheSlot::new(value, false));
         }
         Ok(())
     }
@@ -744,65 +772,48 @@ impl<K: Key, V: Data> RocksValue<K, V> {
 
     pub(super) fn get(&self, key: &K) -> Result<Option<V>> {
         if let Some(slot) = self.cache.borrow().get(key) {
-            return Ok(slot.value.clone());
+            return Ok(slot.value().cloned());
         }
         let v = self.load(key)?;
         self.make_room()?;
-        self.cache.borrow_mut().insert(
-            key,
-            CacheSlot {
-                value: v.clone(),
-                dirty: false,
-            },
-        );
+        self.cache
+            .borrow_mut()
+            .insert(key, CacheSlot::new(v.clone(), false));
         Ok(v)
     }
 
     pub(super) fn put(&self, key: &K, value: V) -> Result<()> {
-        if let Some(slot) = self.cache.borrow_mut().get_mut(key) {
-            slot.value = Some(value);
-            slot.dirty = true;
-            return Ok(());
-        }
-        self.make_room()?;
-        self.cache.borrow_mut().insert(
-            key,
-            CacheSlot {
-                value: Some(value),
-                dirty: true,
-            },
-        );
-        Ok(())
+        self.set(key, Some(value))
     }
 
     pub(super) fn remove(&self, key: &K) -> Result<()> {
+        self.set(key, None)
+    }
+
+    /// Caches `value` (`None`: a removal) under `key`, dirty.
+    fn set(&self, key: &K, value: Option<V>) -> Result<()> {
         if let Some(slot) = self.cache.borrow_mut().get_mut(key) {
-            slot.value = None;
-            slot.dirty = true;
+            *slot = CacheSlot::new(value, true);
             return Ok(());
         }
         self.make_room()?;
-        self.cache.borrow_mut().insert(
-            key,
-            CacheSlot {
-                value: None,
-                dirty: true,
-            },
-        );
+        self.cache
+            .borrow_mut()
+            .insert(key, CacheSlot::new(value, true));
         Ok(())
     }
 
     #[inline]
     pub(super) fn merge(&self, key: &K, value: V, f: impl FnOnce(&mut V, V)) -> Result<V> {
         if let Some(slot) = self.cache.borrow_mut().get_mut(key) {
-            slot.dirty = true;
-            return Ok(match &mut slot.value {
-                Some(acc) => {
+            return Ok(match slot {
+                CacheSlot::Present { value: acc, dirty } => {
+                    *dirty = true;
                     f(acc, value);
                     acc.clone()
                 }
-                None => {
-                    slot.value = Some(value.clone());
+                CacheSlot::Absent { .. } => {
+                    *slot = CacheSlot::new(Some(value.clone()), true);
                     value
                 }
             });
@@ -815,13 +826,9 @@ impl<K: Key, V: Data> RocksValue<K, V> {
             None => value,
         };
         self.make_room()?;
-        self.cache.borrow_mut().insert(
-            key,
-            CacheSlot {
-                value: Some(merged.clone()),
-                dirty: true,
-            },
-        );
+        self.cache
+            .borrow_mut()
+            .insert(key, CacheSlot::new(Some(merged.clone()), true));
         Ok(merged)
     }
 }
@@ -871,13 +878,9 @@ impl<K: Key, V: Data> StateTable for RocksValue<K, V> {
         let key: K = decode(&mut k, &self.codec.uid, &self.codec.name)?;
         let value: V = decode(&mut v, &self.codec.uid, &self.codec.name)?;
         // Dirty: the database does not hold it, so the first write-back must.
-        self.cache.borrow_mut().insert_owned(
-            key,
-            CacheSlot {
-                value: Some(value),
-                dirty: true,
-            },
-        );
+        self.cache
+            .borrow_mut()
+            .insert_owned(key, CacheSlot::new(Some(value), true));
         Ok(())
     }
 }
