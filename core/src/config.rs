@@ -22,6 +22,9 @@ pub mod keys {
     pub const ROCKSDB_TRANSFER_THREADS: &str =
         "state.backend.rocksdb.checkpoint.transfer.thread.num";
     pub const BUFFER_TIMEOUT: &str = "execution.buffer-timeout";
+    /// Flink 2's name for [`BUFFER_TIMEOUT`].
+    pub const BUFFER_TIMEOUT_INTERVAL: &str = "execution.buffer-timeout.interval";
+    pub const BUFFER_TIMEOUT_ENABLED: &str = "execution.buffer-timeout.enabled";
     pub const CHECKPOINT_INTERVAL: &str = "execution.checkpointing.interval";
     pub const CHECKPOINT_MODE: &str = "execution.checkpointing.mode";
     pub const CHECKPOINT_TIMEOUT: &str = "execution.checkpointing.timeout";
@@ -194,8 +197,11 @@ pub struct Config {
     pub incremental: bool,
     /// Parallel file downloads when restoring an incremental RocksDB checkpoint.
     pub rocksdb_transfer_threads: usize,
-    /// How long an output buffer may hold records before it is flushed downstream.
+    /// How long an output buffer may hold records before it is flushed downstream (checked
+    /// once per batch a task takes, so `0 ms` flushes after every batch).
     pub buffer_timeout: Duration,
+    /// `false`: output buffers are flushed only when full or when their task waits for input.
+    pub buffer_timeout_enabled: bool,
     pub checkpoint_interval: Option<Duration>,
     pub checkpoint_mode: CheckpointingMode,
     pub checkpoint_timeout: Duration,
@@ -227,6 +233,7 @@ impl Default for Config {
             incremental: false,
             rocksdb_transfer_threads: 4,
             buffer_timeout: Duration::from_millis(100),
+            buffer_timeout_enabled: true,
             checkpoint_interval: None,
             checkpoint_mode: CheckpointingMode::ExactlyOnce,
             checkpoint_timeout: Duration::from_secs(600),
@@ -311,7 +318,10 @@ impl Config {
             ROCKSDB_TRANSFER_THREADS => {
                 self.rocksdb_transfer_threads = v.parse().map_err(|_| err("a number of threads"))?
             }
-            BUFFER_TIMEOUT => {
+            BUFFER_TIMEOUT_ENABLED => {
+                self.buffer_timeout_enabled = parse_bool(v).ok_or_else(|| err("true or false"))?
+            }
+            BUFFER_TIMEOUT | BUFFER_TIMEOUT_INTERVAL => {
                 self.buffer_timeout =
                     parse_duration(v).ok_or_else(|| err("a duration such as 100 ms"))?
             }

@@ -273,6 +273,9 @@ pub(crate) fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
     let max = plan.max_parallelism;
     let cancel = Arc::new(AtomicBool::new(false));
     let align = config.checkpoint_mode == sluice_core::config::CheckpointingMode::ExactlyOnce;
+    let buffer_timeout = config
+        .buffer_timeout_enabled
+        .then_some(config.buffer_timeout);
     let final_checkpoint = config.checkpoints_after_tasks_finish
         && config.checkpoint_interval.is_some()
         && config.checkpoints_dir.is_some();
@@ -455,6 +458,8 @@ pub(crate) fn deploy(args: DeployArgs<'_>) -> Result<Attempt> {
                             align_barriers: align,
                             attempt,
                             final_checkpoint,
+                            buffer_timeout,
+                            last_flush: std::cell::Cell::new(std::time::Instant::now()),
                         };
                         let (head_node, head_info, head_m, head_restored) = &mut chain[0];
                         if is_source {

@@ -2,6 +2,7 @@
 //! barriers and combines watermarks. Both push batches through the task's operator chain and
 //! talk to the checkpoint coordinator over a small control channel.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -77,9 +78,30 @@ pub struct TaskEnv {
     /// a completed checkpoint does not cover, and a failure after some subtasks ended never
     /// replays output that was already published.
     pub final_checkpoint: bool,
+    /// The longest the chain's output may hold records back while the task stays busy
+    /// (`execution.buffer-timeout`); `None`: until a buffer is full or the task waits for
+    /// input. A task that waits for input, or a source with nothing to read, flushes anyway.
+    pub buffer_timeout: Option<Duration>,
+    /// When the output was last flushed for [`TaskEnv::buffer_timeout`].
+    pub last_flush: Cell<Instant>,
 }
 
 impl TaskEnv {
+    /// Flushes the chain's output if it has not been for the buffer timeout: records a busy
+    /// task buffered for a target (or a remote channel held to fill a frame) never wait on
+    /// the next record to that target for longer.
+    fn flush_if_due<T>(&self, head: &mut dyn Emit<T>) -> Result<()> {
+        let Some(every) = self.buffer_timeout else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if now.duration_since(self.last_flush.get()) >= every {
+            head.flush()?;
+            self.last_flush.set(now);
+        }
+        Ok(())
+    }
+
     fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
     }
@@ -186,6 +208,7 @@ pub fn run_source_task<S: Source>(
                     .fetch_add(b.len() as u64, Ordering::Relaxed);
                 task.head.batch(b)?;
             }
+            env.flush_if_due(&mut *task.head)?;
             if idle && !idle_out {
                 idle_out = true;
                 task.head.idle(true)?;
@@ -354,6 +377,7 @@ pub fn run_input_task<T: Data>(
         let active: Vec<usize> = (0..n).filter(|&i| !ended[i] && !blocked[i]).collect();
         let got = receive(&mut inputs, &active, &mut *head, &env)?;
         let Some((i, event)) = got else { continue };
+        env.flush_if_due(head.as_mut())?;
         match event {
             Event::Batch(b) => {
                 clock.activate(i, &mut *head)?;

@@ -42,7 +42,9 @@ use sluice_bench::process_cpu_time;
 use sluice_worker::data::{Batch, Data, Event};
 use sluice_worker::exchange::{BATCH_SIZE, CHANNEL_CAPACITY};
 use sluice_worker::net::frame::HEADER_LEN;
-use sluice_worker::net::{ChannelId, DataPlane, NetInlet, NetOutlet, NetReceiver, codec};
+use sluice_worker::net::{
+    ChannelId, DataPlane, NetInlet, NetOutlet, NetReceiver, codec, records_per_frame,
+};
 
 #[derive(Parser)]
 struct Args {
@@ -178,8 +180,11 @@ fn main() -> Result<()> {
 /// The workload both measurements move.
 struct Shape {
     batches_per_channel: u64,
+    /// Batches the data plane joins into one frame (after its first), as an outlet fills a
+    /// frame ([`records_per_frame`]).
+    batches_per_frame: u64,
     records: u64,
-    /// Bytes of one batch frame on the wire, header included.
+    /// Bytes of one such frame on the wire, header included: raw TCP writes as many at a time.
     frame_bytes: usize,
     /// All bytes the data plane writes, end-of-input frames included; raw TCP moves as many.
     wire_bytes: u64,
@@ -188,14 +193,18 @@ struct Shape {
 impl Shape {
     fn of<R: Record>(args: &Args) -> Result<Shape> {
         let per_channel = args.records.div_ceil(u64::from(args.channels));
-        let batches_per_channel = per_channel.div_ceil(BATCH_SIZE as u64);
+        let one = encoded_len(&Event::Batch(batch::<R>(args, 1)))?;
+        let batches_per_frame = records_per_frame(one / BATCH_SIZE).div_ceil(BATCH_SIZE) as u64;
+        // Whole frames per channel.
+        let frames = per_channel.div_ceil(batches_per_frame * BATCH_SIZE as u64);
+        let batches_per_channel = frames * batches_per_frame;
         let records = batches_per_channel * BATCH_SIZE as u64 * u64::from(args.channels);
-        let frame = HEADER_LEN + encoded_len(&Event::Batch(batch::<R>(args)))?;
+        let frame = HEADER_LEN + encoded_len(&Event::Batch(batch::<R>(args, batches_per_frame)))?;
         let end = HEADER_LEN + encoded_len(&Event::<R>::EndOfInput)?;
-        let wire_bytes =
-            u64::from(args.channels) * (batches_per_channel * frame as u64 + end as u64);
+        let wire_bytes = u64::from(args.channels) * (frames * frame as u64 + end as u64);
         Ok(Shape {
             batches_per_channel,
+            batches_per_frame,
             records,
             frame_bytes: frame,
             wire_bytes,
@@ -210,11 +219,13 @@ fn encoded_len<R: Record>(ev: &Event<R>) -> Result<usize> {
     Ok(buf.len())
 }
 
-fn batch<R: Record>(args: &Args) -> Batch<R> {
+/// A batch of `batches` times [`BATCH_SIZE`] records.
+fn batch<R: Record>(args: &Args, batches: u64) -> Batch<R> {
     let text: String = (0..args.record_bytes)
         .map(|i| (b'a' + (i % 26) as u8) as char)
         .collect();
-    Batch::from_vec((0..BATCH_SIZE).map(|_| R::from_text(&text)).collect())
+    let n = BATCH_SIZE * batches as usize;
+    Batch::from_vec((0..n).map(|_| R::from_text(&text)).collect())
 }
 
 fn channel(attempt: u64, producer: u32) -> ChannelId {
@@ -510,7 +521,7 @@ impl Bench<'_> {
         let (plane, to, args) = (self.plane, self.plane_addr, self.args);
         self.peer.command(&format!("plane {attempt} {}", R::NAME))?;
         let cancel = Arc::new(AtomicBool::new(false));
-        let template = batch::<R>(args);
+        let template = batch::<R>(args, 1);
         let mut producers = Producers::default();
         let mut readies = Vec::new();
         for p in 0..args.channels {
@@ -544,7 +555,8 @@ impl Bench<'_> {
     }
 
     /// Moves the workload's frames through the data plane without any record work: each producer
-    /// sends one batch's encoding (made before the clock) as every frame, then the end of input;
+    /// sends the encoding of one frame's batches joined (made before the clock) as every frame,
+    /// then the end of input;
     /// the child's consumers take the frames and drop them undecoded. The data plane's channels,
     /// credits, connection and hand-over to the consumers' threads are all there, so this is as fast
     /// as any layout of records could cross it.
@@ -552,18 +564,18 @@ impl Bench<'_> {
         let attempt = self.next_attempt();
         let (plane, to, args) = (self.plane, self.plane_addr, self.args);
         let mut encoded = Vec::new();
-        codec::encode(&Event::Batch(batch::<R>(args)), &mut encoded).map_err(|e| anyhow!(e))?;
+        let joined = batch::<R>(args, shape.batches_per_frame);
+        codec::encode(&Event::Batch(joined), &mut encoded).map_err(|e| anyhow!(e))?;
         let mut end = Vec::new();
         codec::encode(&Event::<R>::EndOfInput, &mut end).map_err(|e| anyhow!(e))?;
         let (batch, end) = (Arc::new(encoded), Arc::new(end));
-        self.peer
-            .command(&format!("frames {attempt} {}", shape.batches_per_channel))?;
+        let frames = shape.batches_per_channel / shape.batches_per_frame;
+        self.peer.command(&format!("frames {attempt} {frames}"))?;
         let cancel = Arc::new(AtomicBool::new(false));
         let mut producers = Producers::default();
         for p in 0..args.channels {
             let mut tx = plane.open_sender(to, channel(attempt, p))?;
             let (c, batch, end) = (cancel.clone(), batch.clone(), end.clone());
-            let frames = shape.batches_per_channel;
             producers.spawn(move |go| {
                 let _ = go.recv();
                 for _ in 0..frames {
@@ -572,9 +584,8 @@ impl Bench<'_> {
                 tx.send(&end, &c)
             })?;
         }
-        let frames = u64::from(args.channels) * (shape.batches_per_channel + 1);
-        let bytes = u64::from(args.channels)
-            * (shape.batches_per_channel * batch.len() as u64 + end.len() as u64);
+        let bytes = u64::from(args.channels) * (frames * batch.len() as u64 + end.len() as u64);
+        let frames = u64::from(args.channels) * (frames + 1);
         producers.run(self.peer, plane, attempt, &format!("done {frames} {bytes}"))
     }
 }
@@ -664,7 +675,7 @@ impl<R: Record> Batches<R> {
 /// of a remote channel.
 fn codec_only<R: Record>(args: &Args, shape: &Shape) -> Result<Run> {
     let batches = shape.batches_per_channel * u64::from(args.channels);
-    let template = batch::<R>(args);
+    let template = batch::<R>(args, 1);
     let (frame_tx, frame_rx) = bounded::<Vec<u8>>(CHANNEL_CAPACITY);
     let mut built = Batches::new(&template, batches, args.build_in_clock);
     let cpu = process_cpu_time();
@@ -735,10 +746,10 @@ fn receiver(args: &Args) -> Result<()> {
                 let cpu = (process_cpu_time() - cpu).as_secs_f64();
                 println!("done {records} {bytes} batches={batches} {cpu}");
             }
-            (Some("frames"), Some(attempt), Some(batches)) => {
+            (Some("frames"), Some(attempt), Some(frames)) => {
                 let cpu = process_cpu_time();
                 let [frames, bytes] =
-                    frames_receive(&plane, args, attempt.parse()?, batches.parse()?)?;
+                    frames_receive(&plane, args, attempt.parse()?, frames.parse()?)?;
                 let cpu = (process_cpu_time() - cpu).as_secs_f64();
                 println!("done {frames} {bytes} {cpu}");
             }
@@ -761,12 +772,13 @@ fn raw_receive(listener: &TcpListener, bytes: u64, read_size: usize) -> Result<u
     Ok(got)
 }
 
-/// The child's end of [`Bench::frames_send`]: every channel's frames (its batches and the end of
-/// input), taken and dropped undecoded; returns how many frames and payload bytes came.
-fn frames_receive(plane: &DataPlane, args: &Args, attempt: u64, batches: u64) -> Result<[u64; 2]> {
+/// The child's end of [`Bench::frames_send`]: every channel's frames (`data` frames of batches
+/// and the end of input), taken and dropped undecoded; returns how many frames and payload
+/// bytes came.
+fn frames_receive(plane: &DataPlane, args: &Args, attempt: u64, data: u64) -> Result<[u64; 2]> {
     receive_all(plane, args, attempt, move |rx| {
         let (mut frames, mut bytes) = (0u64, 0u64);
-        while frames <= batches {
+        while frames <= data {
             let Some(frame) = rx.recv_timeout(Duration::from_secs(60))? else {
                 bail!("no frame within a minute");
             };

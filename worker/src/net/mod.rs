@@ -4,8 +4,9 @@
 //!
 //! A remote channel keeps the tasks' view of their inputs and outputs: a producer's
 //! [`NetOutlet`] encodes each event and writes its frame on the producer's own thread (batches
-//! that find no credit are held and joined into one frame, so backpressure makes frames larger
-//! rather than more numerous), and a consumer waits on a [`NetInlet`]'s queue together with its
+//! are joined until they fill a frame of a few hundred KiB, or the task flushes at its buffer
+//! timeout or before it waits; out of credit, they are held and joined rather than waited
+//! for), and a consumer waits on a [`NetInlet`]'s queue together with its
 //! local channels and decodes what it takes. The connection's reader only moves frames into
 //! those queues.
 //!
@@ -40,7 +41,9 @@ use sluice_core::SluiceError;
 
 pub use channel::{NetReceiver, NetSender};
 pub use plane::DataPlane;
-pub use typed::{NetInlet, NetOutlet};
+pub use typed::{
+    COALESCED_RECORDS_MAX, FRAME_TARGET_BYTES, NetInlet, NetOutlet, records_per_frame,
+};
 
 /// Data frames a receiver lets a sender have in flight per channel before the sender must wait
 /// for a credit; the same bound as a local channel, so remote exchanges buffer no more.

@@ -169,14 +169,17 @@ fn bytes_records_survive_later_frames() {
     assert_eq!(sent.load(Ordering::SeqCst), received.load(Ordering::SeqCst));
 }
 
-/// A producer without credit does not wait for each batch: it holds the batch and the ones
-/// after it join it, up to [`typed::COALESCED_RECORDS_MAX`] records, where it waits. The joined
-/// batch is one frame; any other event, and a flush, sends the held records first.
+/// An outlet sends its first batch alone; then, knowing how large its records encode, it holds
+/// batches and joins them until they fill a frame ([`typed::records_per_frame`]: here the cap
+/// of [`typed::COALESCED_RECORDS_MAX`], `u64` records being small). Out of credit, it holds
+/// without waiting up to that cap, and only a send that reaches it waits. Any other event, and
+/// a flush, sends the held records first; every record arrives once and in order.
 #[test]
-fn batches_without_credit_join_into_one_frame_in_order() {
+fn batches_fill_frames_and_wait_for_credit_only_at_the_cap() {
     const BATCHES: u64 = 20;
     let credits = u64::from(INITIAL_CREDITS);
     let joined = (typed::COALESCED_RECORDS_MAX / crate::exchange::BATCH_SIZE) as u64;
+    assert_eq!(typed::records_per_frame(9), typed::COALESCED_RECORDS_MAX);
     let (a, b) = (plane(), plane());
     let ch = chan(1, 0, 0);
     let mut inlet = NetInlet::<u64>::new(b.open_receiver(ch).unwrap(), Arc::default());
@@ -210,15 +213,16 @@ fn batches_without_credit_join_into_one_frame_in_order() {
         s.fetch_add(1, Ordering::SeqCst);
         outlet.send(Event::EndOfInput, &cancel, &blocked).unwrap();
     });
-    // The credited batches went out; the next ones are held without waiting, until the held
-    // records reach the limit: that send waits.
+    // The credits went to the first batch and then to full frames; the batches after those
+    // are held without waiting, until the held records reach the cap: that send waits.
+    let returned = 1 + (credits - 1) * joined + (joined - 1);
     let t = Instant::now();
-    while sent.load(Ordering::SeqCst) < credits + joined - 1 {
-        assert!(t.elapsed() < HANG, "the producer waited before its limit");
+    while sent.load(Ordering::SeqCst) < returned {
+        assert!(t.elapsed() < HANG, "the producer waited before the cap");
         thread::sleep(Duration::from_millis(5));
     }
     thread::sleep(Duration::from_millis(200));
-    assert_eq!(sent.load(Ordering::SeqCst), credits + joined - 1);
+    assert_eq!(sent.load(Ordering::SeqCst), returned);
     let events = within(move || {
         let mut events = Vec::new();
         loop {
@@ -237,12 +241,10 @@ fn batches_without_credit_join_into_one_frame_in_order() {
             _ => 0,
         })
         .collect();
-    assert_eq!(sizes[..credits as usize], vec![1024; credits as usize][..]);
-    assert_eq!(
-        sizes[credits as usize],
-        typed::COALESCED_RECORDS_MAX,
-        "{sizes:?}"
-    );
+    let full = typed::COALESCED_RECORDS_MAX;
+    // The first batch alone, four full frames, the rest flushed by the watermark, the
+    // watermark, and the last record flushed on its own.
+    assert_eq!(sizes, vec![1024, full, full, full, full, 3 * 1024, 0, 1]);
     // Every record once, in order, the watermark after the batches and the flushed record last.
     let mut next = 0;
     let mut watermark_at = None;
@@ -266,6 +268,30 @@ fn batches_without_credit_join_into_one_frame_in_order() {
     assert_eq!(next, BATCHES * 1024);
     assert_eq!(watermark_at, Some((7, BATCHES * 1024)));
     assert_eq!(last, Some(BATCHES * 1024));
+}
+
+/// Records large enough to fill a frame on their own are never held: each batch of them goes
+/// out as soon as a credit allows.
+#[test]
+fn batches_of_large_records_are_not_held() {
+    let (a, b) = (plane(), plane());
+    let ch = chan(1, 0, 0);
+    let mut inlet = NetInlet::<Bytes>::new(b.open_receiver(ch).unwrap(), Arc::default());
+    let mut outlet = NetOutlet::new(a.open_sender(b.local_addr(), ch).unwrap(), Arc::default());
+    let (cancel, blocked) = (AtomicBool::new(false), AtomicU64::new(0));
+    let record = Bytes::from(vec![5u8; typed::FRAME_TARGET_BYTES / 4]);
+    for i in 0..6 {
+        let batch = Batch::from_vec(vec![record.clone(); 4]);
+        outlet.send(Event::Batch(batch), &cancel, &blocked).unwrap();
+        if i == 0 {
+            // Sent before the receiver's credits may have arrived: the flush a task does.
+            outlet.flush(&cancel, &blocked).unwrap();
+        }
+        match inlet.recv_timeout(HANG).unwrap() {
+            Some(Event::Batch(got)) => assert_eq!(got.len(), 4, "batch {i} arrives alone"),
+            other => panic!("batch {i}: unexpected {other:?}"),
+        }
+    }
 }
 
 #[test]

@@ -27,12 +27,24 @@ fn serialization(ch: &ChannelId, message: String) -> SluiceError {
     }
 }
 
-/// Most records a batch held back for want of a credit gathers from the batches sent after it
-/// (see [`NetOutlet::send`]): a few full batches, so a frame's fixed costs (a write, the
-/// consumer's wakeup, a share of a credit frame) spread over several times the records while
-/// the receiver's queue, bounded by its credits, holds at most that many times the records
-/// of a local channel.
+/// Bytes a frame of batches is filled to before it goes out (see [`NetOutlet::send`]). A frame
+/// costs the same few wakeups and system calls at any size (a write, the consumer's wakeup, a
+/// share of a credit frame: about 13 µs on a virtual machine's loopback, measured with
+/// `sluice-net-bench --only frames`), so frames of a few hundred KiB spend a few percent of
+/// the raw copy on them where frames of one batch of small records spent a third. The
+/// receiver's queue, bounded by its credits, then holds up to a MiB per channel.
+pub const FRAME_TARGET_BYTES: usize = 256 << 10;
+
+/// Most records one frame gathers, whatever their size: a few full batches.
 pub const COALESCED_RECORDS_MAX: usize = 4 * BATCH_SIZE;
+
+/// Records a frame of batches gathers when a record takes `bytes_per_record` bytes encoded:
+/// enough for [`FRAME_TARGET_BYTES`], at most [`COALESCED_RECORDS_MAX`].
+pub fn records_per_frame(bytes_per_record: usize) -> usize {
+    FRAME_TARGET_BYTES
+        .div_ceil(bytes_per_record.max(1))
+        .clamp(1, COALESCED_RECORDS_MAX)
+}
 
 /// A producer's end of a remote channel carrying events of type `T`: one frame per event,
 /// written by the producer's own thread once the receiver granted a credit for it.
@@ -42,9 +54,11 @@ pub struct NetOutlet<T> {
     buf: Vec<u8>,
     /// Bytes of every frame sent, for the task's metrics.
     bytes: Arc<AtomicU64>,
-    /// Records that found no credit: they go out with the batches after them, at the latest
-    /// at the next [`NetOutlet::flush`] or event that is not a batch.
+    /// Records held to fill a frame, or for want of a credit: they go out with the batches
+    /// after them, at the latest at the next [`NetOutlet::flush`] or event that is not a batch.
     held: Option<Batch<T>>,
+    /// Encoded bytes per record of the last frame of a batch; 0 before the first.
+    bytes_per_record: usize,
 }
 
 impl<T: Data> NetOutlet<T> {
@@ -54,16 +68,20 @@ impl<T: Data> NetOutlet<T> {
             buf: Vec::with_capacity(INITIAL_ENCODE_BUFFER),
             bytes,
             held: None,
+            bytes_per_record: 0,
         }
     }
 
-    /// Sends `ev` as one frame, first waiting for a credit (the time waited is added to
-    /// `blocked`, in nanoseconds). A batch that finds no credit is held instead, and the
-    /// batches sent after it join it, up to [`COALESCED_RECORDS_MAX`] records: under
-    /// backpressure the frames grow rather than the waits multiply. Held records keep their
-    /// place: any other event, and [`NetOutlet::flush`], sends them first. Gives up when
-    /// `cancel` is set, the receiver closed the channel or the connection to its worker is
-    /// lost; the error names the channel and the peer.
+    /// Sends `ev` in a frame, waiting for a credit where it must (the time waited is added to
+    /// `blocked`, in nanoseconds). Batches are held and joined until their records fill a
+    /// frame ([`records_per_frame`], from the size of the frames before; the first batch goes
+    /// alone), and while no credit is at hand, up to [`COALESCED_RECORDS_MAX`] records: only
+    /// a frame of that many waits for a credit. Under backpressure the frames grow rather than
+    /// the waits multiply. Held records keep their place: any other event, and
+    /// [`NetOutlet::flush`] (which a task calls before it waits for input, and at its buffer
+    /// timeout), sends them first. Gives up when `cancel` is set, the receiver closed the
+    /// channel or the connection to its worker is lost; the error names the channel and the
+    /// peer.
     pub fn send(&mut self, ev: Event<T>, cancel: &AtomicBool, blocked: &AtomicU64) -> Result<()> {
         let batch = match ev {
             Event::Batch(b) => b,
@@ -88,15 +106,20 @@ impl<T: Data> NetOutlet<T> {
         if batch.len() >= COALESCED_RECORDS_MAX {
             return self.write(Event::Batch(batch), None, cancel, blocked);
         }
-        if self.tx.try_credit()? {
+        let fill = match self.bytes_per_record {
+            0 => 1,
+            n => records_per_frame(n),
+        };
+        if batch.len() >= fill && self.tx.try_credit()? {
             return self.write(Event::Batch(batch), Some(()), cancel, blocked);
         }
         self.held = Some(batch);
         Ok(())
     }
 
-    /// Sends the records held for want of a credit, waiting for one. A task calls this before
-    /// it waits for input, so held records never wait on the producer's next batch.
+    /// Sends the records held back, waiting for a credit. A task calls this before it waits
+    /// for input and at its buffer timeout, so held records never wait long on the producer's
+    /// next batch.
     pub fn flush(&mut self, cancel: &AtomicBool, blocked: &AtomicU64) -> Result<()> {
         match self.held.take() {
             Some(held) => self.write(Event::Batch(held), None, cancel, blocked),
@@ -118,6 +141,10 @@ impl<T: Data> NetOutlet<T> {
         let encoded =
             codec::encode_vectored(&ev, &mut self.buf).map_err(|e| serialization(&ch, e))?;
         let waited = credit.is_none().then_some(blocked);
+        let records = match &ev {
+            Event::Batch(b) => b.len(),
+            _ => 0,
+        };
         let len = match encoded {
             // A batch of `Bytes`: its records are written from where they are (large ones
             // without a copy), so they live until the frame is out.
@@ -129,6 +156,9 @@ impl<T: Data> NetOutlet<T> {
             }
         };
         self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        if let Some(per_record) = len.checked_div(records) {
+            self.bytes_per_record = per_record.max(1);
+        }
         Ok(())
     }
 
