@@ -21,6 +21,9 @@ async fn ephemeral_node_vanishes_with_its_session() -> anyhow::Result<()> {
         )
         .await?;
 
+    // The observer's server may be a follower that has not applied the create yet: ZooKeeper
+    // orders one client's view, not two clients' views. A sync brings it up to the leader.
+    observer.sync(&path).await?;
     let (stat, watcher) = observer.check_and_watch_stat(&path).await?;
     let stat = stat.expect("the ephemeral node exists");
     assert_eq!(stat.ephemeral_owner, owner.session_id().0);
