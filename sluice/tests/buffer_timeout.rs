@@ -5,27 +5,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, unbounded};
 use sluice::prelude::*;
-use sluice::{OperatorContext, Source, SourcePoll};
 
-/// An unbounded source that is always busy: one record every 2 ms, and never idle, so its
-/// task never waits for input. A batch of 1024 of its records takes two seconds to fill.
-struct Busy(u64);
+mod source_support;
+use source_support::Paced;
 
-impl Source for Busy {
-    type Out = u64;
-
-    fn poll_next(
-        &mut self,
-        out: &mut Collector<u64>,
-        _max_records: usize,
-        _ctx: &mut OperatorContext,
-    ) -> sluice::Result<SourcePoll> {
-        std::thread::sleep(Duration::from_millis(2));
-        out.collect(self.0);
-        self.0 += 1;
-        Ok(SourcePoll::More)
-    }
-}
+/// A record every 2 ms: a batch of 1024 takes two seconds to fill.
+const BUSY_PAUSE: Duration = Duration::from_millis(2);
 
 /// Runs the busy source into a task of its own (across a rebalance) that reports every record
 /// it gets; returns when the first record arrived there, or `None` within `wait`.
@@ -35,7 +20,7 @@ fn first_arrival(config: &[(&str, &str)], wait: Duration) -> Option<Duration> {
         env.set(k, v).unwrap();
     }
     let (tx, rx) = unbounded::<u64>();
-    env.add_source("busy", || Busy(0))
+    env.add_source("busy", || Paced::every(BUSY_PAUSE))
         .rebalance()
         .map(move |x: u64| {
             let _ = tx.send(x);

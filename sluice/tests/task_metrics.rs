@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice::prelude::*;
-use sluice::{Batch, JobClient, Operator, OperatorContext, Source, SourcePoll};
+use sluice::{Batch, JobClient, Operator, OperatorContext};
+
+mod source_support;
+use source_support::Paced;
 
 /// Passes records on, taking about two milliseconds per batch.
 struct Slow;
@@ -28,26 +31,10 @@ impl Operator for Slow {
     }
 }
 
-/// An unbounded source that takes 23 ms for each record: a checkpoint's trigger waits for
-/// the poll in progress, so its barrier leaves up to 23 ms after the other sources'. (Not a
+/// The slow source's pause before each record: a checkpoint's trigger waits for
+/// the poll in progress, so its barrier leaves up to that long after the other sources'. (Not a
 /// divisor of the checkpoint interval, which would lock the triggers to the polls' phase.)
-struct Trickle(u64);
-
-impl Source for Trickle {
-    type Out = u64;
-
-    fn poll_next(
-        &mut self,
-        out: &mut Collector<u64>,
-        _max_records: usize,
-        _ctx: &mut OperatorContext,
-    ) -> sluice::Result<SourcePoll> {
-        std::thread::sleep(Duration::from_millis(23));
-        out.collect(self.0);
-        self.0 += 1;
-        Ok(SourcePoll::More)
-    }
-}
+const TRICKLE_PAUSE: Duration = Duration::from_millis(23);
 
 fn get(path: &str) -> Value {
     let url = format!(
@@ -146,7 +133,9 @@ fn checkpoints_report_how_long_their_barriers_were_aligned() {
     // A fast input and one that sleeps between records: the barrier of the slow one arrives
     // later, so the union task waits for it with the fast input blocked.
     let fast = env.generate(None, Some(2_000.0), |i| i).uid("steady");
-    let slow = env.add_source("Trickle", || Trickle(0)).uid("trickle");
+    let slow = env
+        .add_source("Trickle", || Paced::every(TRICKLE_PAUSE))
+        .uid("trickle");
     fast.union(&[slow])
         .uid("union")
         .key_by_field(|x: &u64| x)

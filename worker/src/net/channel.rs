@@ -216,6 +216,13 @@ impl NetSender {
         Ok(true)
     }
 
+    /// Gives back a credit taken with [`NetSender::try_credit`] for a frame that will not be
+    /// written (its event failed to encode). Only this sender waits for the channel's credits,
+    /// so no one needs waking.
+    pub(super) fn return_credit(&mut self) {
+        self.chan.state.lock().credits += 1;
+    }
+
     /// Waits for a credit and takes it (the time waited is added to `blocked`, in
     /// nanoseconds); gives up like [`NetSender::send`].
     pub(super) fn wait_for_credit(

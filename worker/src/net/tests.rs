@@ -638,3 +638,42 @@ fn data_without_credit_breaks_only_that_connection() {
         Some(Bytes::from_static(b"after"))
     );
 }
+
+/// A record whose encoding always fails, naming it.
+#[derive(Clone, Debug, serde::Deserialize)]
+struct Unencodable(u64);
+
+impl serde::Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(format!(
+            "record {} cannot be encoded",
+            self.0
+        )))
+    }
+}
+
+/// A batch that took a credit and then failed to encode gives the credit back: the channel
+/// keeps its whole window, and the error names the channel and the record's own message.
+#[test]
+fn a_batch_that_fails_to_encode_gives_its_credit_back() {
+    let (a, b) = (plane(), plane());
+    let ch = chan(1, 0, 0);
+    let _inlet = NetInlet::<Unencodable>::new(b.open_receiver(ch).unwrap(), Arc::default());
+    let tx = a.open_sender(b.local_addr(), ch).unwrap();
+    let t = Instant::now();
+    while tx.chan.state.lock().credits < INITIAL_CREDITS {
+        assert!(t.elapsed() < HANG, "no credits granted");
+        thread::sleep(Duration::from_millis(1));
+    }
+    let mut outlet = NetOutlet::new(tx, Arc::default());
+    let (cancel, blocked) = (AtomicBool::new(false), AtomicU64::new(0));
+    // The first batch goes alone, on a credit taken before it is encoded.
+    let batch = Batch::from_vec(vec![Unencodable(41), Unencodable(42)]);
+    let err = outlet
+        .send(Event::Batch(batch), &cancel, &blocked)
+        .expect_err("a record that cannot be encoded");
+    let msg = err.to_string();
+    assert!(msg.contains("record 41 cannot be encoded"), "{msg}");
+    assert!(msg.contains(&ch.to_string()), "{msg}");
+    assert_eq!(outlet.sender().chan.state.lock().credits, INITIAL_CREDITS);
+}

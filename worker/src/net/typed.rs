@@ -46,6 +46,15 @@ pub fn records_per_frame(bytes_per_record: usize) -> usize {
         .clamp(1, COALESCED_RECORDS_MAX)
 }
 
+/// Whether a frame's credit was taken before it was encoded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Credit {
+    /// Taken with [`NetSender::try_credit`]: the frame goes without waiting.
+    Taken,
+    /// Still to be waited for, once the frame is encoded.
+    ToWait,
+}
+
 /// A producer's end of a remote channel carrying events of type `T`: one frame per event,
 /// written by the producer's own thread once the receiver granted a credit for it.
 pub struct NetOutlet<T> {
@@ -87,7 +96,7 @@ impl<T: Data> NetOutlet<T> {
             Event::Batch(b) => b,
             other => {
                 self.flush(cancel, blocked)?;
-                return self.write(other, None, cancel, blocked);
+                return self.write(other, Credit::ToWait, cancel, blocked);
             }
         };
         let batch = match self.held.take() {
@@ -99,19 +108,19 @@ impl<T: Data> NetOutlet<T> {
                 held
             }
             Some(held) => {
-                self.write(Event::Batch(held), None, cancel, blocked)?;
+                self.write(Event::Batch(held), Credit::ToWait, cancel, blocked)?;
                 batch
             }
         };
         if batch.len() >= COALESCED_RECORDS_MAX {
-            return self.write(Event::Batch(batch), None, cancel, blocked);
+            return self.write(Event::Batch(batch), Credit::ToWait, cancel, blocked);
         }
         let fill = match self.bytes_per_record {
             0 => 1,
             n => records_per_frame(n),
         };
         if batch.len() >= fill && self.tx.try_credit()? {
-            return self.write(Event::Batch(batch), Some(()), cancel, blocked);
+            return self.write(Event::Batch(batch), Credit::Taken, cancel, blocked);
         }
         self.held = Some(batch);
         Ok(())
@@ -122,25 +131,33 @@ impl<T: Data> NetOutlet<T> {
     /// next batch.
     pub fn flush(&mut self, cancel: &AtomicBool, blocked: &AtomicU64) -> Result<()> {
         match self.held.take() {
-            Some(held) => self.write(Event::Batch(held), None, cancel, blocked),
+            Some(held) => self.write(Event::Batch(held), Credit::ToWait, cancel, blocked),
             None => Ok(()),
         }
     }
 
-    /// Encodes `ev` and writes it as one frame, on the credit `credit` says was already taken
-    /// or after waiting for one.
+    /// Encodes `ev` and writes it as one frame, on the credit already taken or after waiting
+    /// for one. An event that fails to encode gives its credit back: the channel keeps its
+    /// window, and the error names the channel.
     fn write(
         &mut self,
         ev: Event<T>,
-        credit: Option<()>,
+        credit: Credit,
         cancel: &AtomicBool,
         blocked: &AtomicU64,
     ) -> Result<()> {
         let ch = self.tx.channel();
         self.buf.clear();
-        let encoded =
-            codec::encode_vectored(&ev, &mut self.buf).map_err(|e| serialization(&ch, e))?;
-        let waited = credit.is_none().then_some(blocked);
+        let encoded = match codec::encode_vectored(&ev, &mut self.buf) {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                if credit == Credit::Taken {
+                    self.tx.return_credit();
+                }
+                return Err(serialization(&ch, e));
+            }
+        };
+        let waited = (credit == Credit::ToWait).then_some(blocked);
         let records = match &ev {
             Event::Batch(b) => b.len(),
             _ => 0,
@@ -180,6 +197,11 @@ impl<T: Data> NetOutlet<T> {
     /// The channel this end sends on.
     pub fn channel(&self) -> ChannelId {
         self.tx.channel()
+    }
+
+    #[cfg(test)]
+    pub(super) fn sender(&self) -> &NetSender {
+        &self.tx
     }
 }
 
