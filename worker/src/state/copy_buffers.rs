@@ -20,9 +20,9 @@ const KEPT: usize = 2;
 /// between checkpoints.
 const KEPT_MAX_BYTES: usize = 256 << 20;
 
-/// Free buffers for copies of entries `(key group, key, value)`.
+/// Free buffers for copies of entries `(key, value)`.
 pub(super) struct CopyBuffers<K, V> {
-    free: Mutex<Vec<Vec<(u16, K, V)>>>,
+    free: Mutex<Vec<Vec<(K, V)>>>,
 }
 
 impl<K, V> CopyBuffers<K, V> {
@@ -33,15 +33,15 @@ impl<K, V> CopyBuffers<K, V> {
     }
 
     /// An empty buffer with room for `capacity` entries, reused if one is kept.
-    pub(super) fn take(&self, capacity: usize) -> Vec<(u16, K, V)> {
+    pub(super) fn take(&self, capacity: usize) -> Vec<(K, V)> {
         let mut buf = self.free.lock().pop().unwrap_or_default();
         buf.reserve(capacity);
         buf
     }
 
-    fn give(&self, mut buf: Vec<(u16, K, V)>) {
+    fn give(&self, mut buf: Vec<(K, V)>) {
         buf.clear();
-        if buf.capacity() * size_of::<(u16, K, V)>() > KEPT_MAX_BYTES {
+        if buf.capacity() * size_of::<(K, V)>() > KEPT_MAX_BYTES {
             return;
         }
         let mut free = self.free.lock();
@@ -69,18 +69,18 @@ impl<K, V> TableBuffers<K, V> {
 /// The entries of a copy, in parts; its buffers go back to their table once it is dropped
 /// (by the uploader, after writing it out).
 pub(super) struct Copied<K, V> {
-    parts: Vec<Vec<(u16, K, V)>>,
+    parts: Vec<Vec<(K, V)>>,
     home: Arc<CopyBuffers<K, V>>,
 }
 
 impl<K, V> Copied<K, V> {
-    pub(super) fn new(parts: Vec<Vec<(u16, K, V)>>, home: Arc<CopyBuffers<K, V>>) -> Self {
+    pub(super) fn new(parts: Vec<Vec<(K, V)>>, home: Arc<CopyBuffers<K, V>>) -> Self {
         Copied { parts, home }
     }
 }
 
 impl<K, V> Deref for Copied<K, V> {
-    type Target = [Vec<(u16, K, V)>];
+    type Target = [Vec<(K, V)>];
 
     fn deref(&self) -> &Self::Target {
         &self.parts
@@ -107,11 +107,11 @@ mod tests {
         let parts: Vec<_> = (0..3)
             .map(|i| {
                 let mut b = home.take(1000);
-                b.push((1, i, i));
+                b.push((i, i));
                 b
             })
             .collect();
-        let addresses: Vec<*const (u16, u64, u64)> = parts.iter().map(|p| p.as_ptr()).collect();
+        let addresses: Vec<*const (u64, u64)> = parts.iter().map(|p| p.as_ptr()).collect();
         drop(Copied::new(parts, home.clone()));
         assert_eq!(home.free.lock().len(), KEPT);
         let again = home.take(10);
@@ -121,7 +121,7 @@ mod tests {
             "a kept buffer is reused"
         );
 
-        let huge = KEPT_MAX_BYTES / size_of::<(u16, u64, u64)>() + 1;
+        let huge = KEPT_MAX_BYTES / size_of::<(u64, u64)>() + 1;
         let big: Arc<CopyBuffers<u64, u64>> = CopyBuffers::new();
         drop(Copied::new(vec![big.take(huge)], big.clone()));
         assert!(big.free.lock().is_empty(), "a huge buffer is not kept");
