@@ -31,6 +31,18 @@ fn chan(attempt: u64, producer: u32, consumer: u32) -> ChannelId {
     }
 }
 
+/// Opens `ch` from `from` to `to` (whose receiver is registered) and waits until the receiver
+/// granted all its initial credits.
+fn sender_with_all_credits(from: &DataPlane, to: &DataPlane, ch: ChannelId) -> NetSender {
+    let tx = from.open_sender(to.local_addr(), ch).unwrap();
+    let t = Instant::now();
+    while tx.chan.state.lock().credits < INITIAL_CREDITS {
+        assert!(t.elapsed() < HANG, "no credits granted");
+        thread::sleep(Duration::from_millis(1));
+    }
+    tx
+}
+
 /// Runs `f` on a thread and fails the test if it does not finish within [`HANG`].
 fn within<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
     let (tx, rx) = bounded(1);
@@ -183,12 +195,7 @@ fn batches_fill_frames_and_wait_for_credit_only_at_the_cap() {
     let (a, b) = (plane(), plane());
     let ch = chan(1, 0, 0);
     let mut inlet = NetInlet::<u64>::new(b.open_receiver(ch).unwrap(), Arc::default());
-    let tx = a.open_sender(b.local_addr(), ch).unwrap();
-    let t = Instant::now();
-    while tx.chan.state.lock().credits < INITIAL_CREDITS {
-        assert!(t.elapsed() < HANG, "no credits granted");
-        thread::sleep(Duration::from_millis(1));
-    }
+    let tx = sender_with_all_credits(&a, &b, ch);
     let mut outlet = NetOutlet::new(tx, Arc::default());
     let sent = Arc::new(AtomicU64::new(0));
     let s = sent.clone();
@@ -659,12 +666,7 @@ fn a_batch_that_fails_to_encode_gives_its_credit_back() {
     let (a, b) = (plane(), plane());
     let ch = chan(1, 0, 0);
     let _inlet = NetInlet::<Unencodable>::new(b.open_receiver(ch).unwrap(), Arc::default());
-    let tx = a.open_sender(b.local_addr(), ch).unwrap();
-    let t = Instant::now();
-    while tx.chan.state.lock().credits < INITIAL_CREDITS {
-        assert!(t.elapsed() < HANG, "no credits granted");
-        thread::sleep(Duration::from_millis(1));
-    }
+    let tx = sender_with_all_credits(&a, &b, ch);
     let mut outlet = NetOutlet::new(tx, Arc::default());
     let (cancel, blocked) = (AtomicBool::new(false), AtomicU64::new(0));
     // The first batch goes alone, on a credit taken before it is encoded.
