@@ -23,6 +23,25 @@ impl StableHasher {
     }
 }
 
+/// The 1 to 7 bytes of `rest` as a little-endian word, zero above them. Two overlapping loads
+/// instead of a copy of a variable length into a buffer, which costs a call to `memcpy` for
+/// every short key hashed; the overlapping bytes are the same in both, so or-ing them is exact.
+#[inline]
+fn load_le_partial(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    debug_assert!((1..8).contains(&n));
+    if n >= 4 {
+        let lo = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
+        let hi = u32::from_le_bytes(rest[n - 4..].try_into().expect("4 bytes"));
+        u64::from(lo) | (u64::from(hi) << ((n - 4) * 8))
+    } else {
+        // Bytes 0, n/2 and n-1 cover every byte of 1 to 3.
+        u64::from(rest[0])
+            | (u64::from(rest[n / 2]) << (n / 2 * 8))
+            | (u64::from(rest[n - 1]) << ((n - 1) * 8))
+    }
+}
+
 impl Hasher for StableHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
@@ -32,9 +51,7 @@ impl Hasher for StableHasher {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(buf) ^ ((rest.len() as u64) << 56));
+            self.add(load_le_partial(rest) ^ ((rest.len() as u64) << 56));
         }
     }
     #[inline]
@@ -81,7 +98,14 @@ pub fn stable_hash<K: Hash + ?Sized>(key: &K) -> u64 {
 /// The key group a key belongs to, in `0..max_parallelism`.
 #[inline]
 pub fn key_group_for_hash(hash: u64, max_parallelism: usize) -> u16 {
-    (hash % max_parallelism as u64) as u16
+    let m = max_parallelism as u64;
+    // The default maximum parallelism, 128, and most chosen ones are powers of two: a mask
+    // gives the same remainder without a 64-bit division per key.
+    if m.is_power_of_two() {
+        (hash & (m - 1)) as u16
+    } else {
+        (hash % m) as u16
+    }
 }
 
 #[inline]
@@ -164,6 +188,35 @@ mod tests {
         assert_ne!(stable_hash("hello"), stable_hash("hellp"));
         assert_eq!(stable_hash("hello"), 0xca9a_826f_c58f_4ef2);
         assert_eq!(stable_hash(&42u64), 0x2558_5839_4b61_ab76);
+    }
+
+    #[test]
+    fn short_tails_hash_as_a_zero_padded_word() {
+        // What the tail of a key hashed as before the two-load version: its bytes copied into
+        // a zeroed word.
+        fn padded(rest: &[u8]) -> u64 {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            u64::from_le_bytes(buf)
+        }
+        let bytes: Vec<u8> = (0u8..32)
+            .map(|i| i.wrapping_mul(73).wrapping_add(0x91))
+            .collect();
+        for n in 1..8 {
+            for at in 0..bytes.len() - n {
+                let rest = &bytes[at..at + n];
+                assert_eq!(load_le_partial(rest), padded(rest), "{rest:?}");
+            }
+        }
+        for m in [1usize, 2, 3, 7, 100, 128, 4096, 32768] {
+            for h in [0u64, 1, 127, 128, 0xca9a_826f_c58f_4ef2, u64::MAX] {
+                assert_eq!(
+                    u64::from(key_group_for_hash(h, m)),
+                    h % m as u64,
+                    "{h} % {m}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! `Bytes` or a struct, from producer threads through their outlets, loopback TCP and the data
 //! plane into consumer threads' inlets in a child process, as tasks use them) against raw
 //! loopback TCP moving the same bytes in writes and reads of the same size, measured in the
-//! same run. Prints MB/s and records/s of both, their ratio, the CPU time each took (both
+//! same run. Raw TCP runs twice: writing one frame-sized buffer again and again, which stays in
+//! the CPU's cache, and writing the whole workload once from memory, where it was laid out
+//! before the clock as the data plane's batches are. Prints MB/s and records/s of both, their ratio, the CPU time each took (both
 //! processes together), and how many batches the data plane's consumers received (a producer
 //! out of credit sends the batches it built meanwhile as one). Two more figures tell the data
 //! plane's own cost apart from the records': the same records encoded and decoded through
@@ -11,7 +13,7 @@
 //! only: the ceiling of any record layout on this machine).
 //!
 //!   sluice-net-bench [--records 10000000] [--record-bytes 100] [--channels 1] [--rounds 3]
-//!                    [--record-type string|bytes|struct] [--only raw|plane|codec|frames]...
+//!                    [--record-type string|bytes|struct] [--only raw|raw-memory|plane|codec|frames]...
 //!
 //! Without `--record-type` all three record types are measured, each against raw TCP in its
 //! own rounds. `String` records cost an allocation and a copy each on decode; `Bytes` records
@@ -80,6 +82,7 @@ struct Args {
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Measurement {
     Raw,
+    RawMemory,
     Plane,
     Codec,
     Frames,
@@ -362,15 +365,21 @@ impl Bench<'_> {
         );
         let runs = |m: Measurement| args.only.is_empty() || args.only.contains(&m);
         let mut best_raw = Run::default();
+        let mut best_raw_memory = Run::default();
         let mut best_plane = Run::default();
         let mut best_codec = Run::default();
         let mut best_frames = Run::default();
         for round in 1..=args.rounds {
             let mut took = Vec::new();
             if runs(Measurement::Raw) {
-                let raw = raw_send(self.peer, self.raw_addr, &shape)?;
+                let raw = raw_send(self.peer, self.raw_addr, &shape, RawSource::OneFrame)?;
                 took.push(format!("raw TCP {}", raw.brief()));
                 best_raw = best_raw.best(raw);
+            }
+            if runs(Measurement::RawMemory) {
+                let raw = raw_send(self.peer, self.raw_addr, &shape, RawSource::Memory)?;
+                took.push(format!("raw TCP from memory {}", raw.brief()));
+                best_raw_memory = best_raw_memory.best(raw);
             }
             if runs(Measurement::Plane) {
                 let net = self.plane_send::<R>(&shape)?;
@@ -402,6 +411,7 @@ impl Bench<'_> {
             );
         };
         line("raw TCP", &best_raw);
+        line("raw, memory", &best_raw_memory);
         line("data plane", &best_plane);
         line("codec only", &best_codec);
         line("frames only", &best_frames);
@@ -416,6 +426,12 @@ impl Bench<'_> {
         };
         let shares: Vec<String> = [
             share("data plane", &best_plane, "raw TCP", &best_raw),
+            share(
+                "data plane",
+                &best_plane,
+                "raw TCP from memory",
+                &best_raw_memory,
+            ),
             share("data plane", &best_plane, "codec only", &best_codec),
             share("frames only", &best_frames, "raw TCP", &best_raw),
         ]
@@ -479,19 +495,38 @@ fn parse_done(reply: &str) -> Result<(String, Option<u64>, Duration)> {
     }
 }
 
+/// Where raw TCP's sender takes the bytes it writes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RawSource {
+    /// One frame-sized buffer, written again and again: it stays in the CPU's cache.
+    OneFrame,
+    /// The whole workload's bytes, laid out in memory before the clock starts as the data
+    /// plane's batches are, each written once: the sender reads them from memory as the data
+    /// plane's producers read their records.
+    Memory,
+}
+
 /// Writes the workload's bytes over a plain socket in frame-sized writes.
-fn raw_send(peer: &mut Peer, to: SocketAddr, shape: &Shape) -> Result<Run> {
+fn raw_send(peer: &mut Peer, to: SocketAddr, shape: &Shape, source: RawSource) -> Result<Run> {
     peer.command(&format!("raw {} {}", shape.wire_bytes, shape.frame_bytes))?;
     let mut s = TcpStream::connect(to)?;
     s.set_nodelay(true)?;
-    let chunk = vec![7u8; shape.frame_bytes];
+    // A non-zero fill writes every page, so none is faulted in while the clock runs.
+    let bytes = match source {
+        RawSource::OneFrame => vec![7u8; shape.frame_bytes],
+        RawSource::Memory => vec![7u8; shape.wire_bytes as usize],
+    };
     let cpu = process_cpu_time();
     let t = Instant::now();
     let mut left = shape.wire_bytes;
+    let mut at = 0;
     while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        s.write_all(&chunk[..n])?;
+        let n = left.min(shape.frame_bytes as u64) as usize;
+        s.write_all(&bytes[at..at + n])?;
         left -= n as u64;
+        if source == RawSource::Memory {
+            at += n;
+        }
     }
     let reply = peer.reply()?;
     let wall = t.elapsed();

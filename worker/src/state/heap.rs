@@ -10,6 +10,7 @@
 //! ([`super::text_key`]): one cache miss per lookup instead of two, and a copy at a barrier that
 //! reads the map in order instead of a million scattered allocations.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -619,10 +620,48 @@ fn write_entry<K: Key, V: Data>(
     names: &Names,
     table_id: u16,
 ) -> Result<()> {
+    if write_text_count_entry(out, key, value, table_id) {
+        return Ok(());
+    }
     let (uid, name) = (&names.uid, &names.name);
     begin_entry(out, table_id);
     encode_field(out, uid, name, |o| encode_key(o, key))?;
     encode_field(out, uid, name, |o| bincode::serialize_into(o, value))
+}
+
+/// The entry of a text key and a 64-bit integer (a count, a sum: the most common keyed state)
+/// written in one go, with the same bytes as the general path: no length filled in afterwards
+/// and no trip through serde for the value, which took most of the uploader's time per entry.
+/// `false` for any other key or value type.
+#[inline]
+fn write_text_count_entry<K: 'static, V: 'static>(
+    out: &mut Vec<u8>,
+    key: &K,
+    value: &V,
+    table_id: u16,
+) -> bool {
+    let Some(key) = (key as &dyn Any).downcast_ref::<TextKey>() else {
+        return false;
+    };
+    let value = value as &dyn Any;
+    let value = match (value.downcast_ref::<u64>(), value.downcast_ref::<i64>()) {
+        (Some(v), _) => v.to_le_bytes(),
+        (None, Some(v)) => v.to_le_bytes(),
+        (None, None) => return false,
+    };
+    let text = key.as_bytes();
+    // The key field: bincode's u64 length, then the bytes.
+    let Ok(key_field) = u32::try_from(8 + text.len()) else {
+        return false;
+    };
+    out.reserve(2 + 4 + 8 + text.len() + 4 + 8);
+    begin_entry(out, table_id);
+    out.extend_from_slice(&key_field.to_le_bytes());
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text);
+    out.extend_from_slice(&8u32.to_le_bytes());
+    out.extend_from_slice(&value);
+    true
 }
 
 /// The entries of map state: one per key and user key.
@@ -658,6 +697,53 @@ fn write_maps<K: Key, UK: Key, UV: Data>(
 mod tests {
     use super::*;
     use crate::state::READ_AHEAD;
+
+    /// The general path's bytes for one entry.
+    fn general_entry<K: Key, V: Data>(key: &K, value: &V, table_id: u16) -> Vec<u8> {
+        let mut out = Vec::new();
+        begin_entry(&mut out, table_id);
+        encode_field(&mut out, "u", "s", |o| encode_key(o, key)).unwrap();
+        encode_field(&mut out, "u", "s", |o| bincode::serialize_into(o, value)).unwrap();
+        out
+    }
+
+    /// A text key with a `u64` or `i64` goes the short way, byte for byte as the general path
+    /// writes it (and as a `String` key is written); other types go the general way.
+    #[test]
+    fn text_count_entries_are_written_as_the_general_path_writes_them() {
+        let long = "a key longer than the twenty-two bytes stored inline";
+        for text in ["", "a", "word-123", "twenty-two bytes, inl.", long, "ünï"] {
+            let key = TextKey::new(text.as_bytes());
+            for (u, i) in [
+                (0u64, 0i64),
+                (1, -1),
+                (u64::MAX, i64::MIN),
+                (12_345, i64::MAX),
+            ] {
+                let mut fast = Vec::new();
+                assert!(write_text_count_entry(&mut fast, &key, &u, 7));
+                assert_eq!(fast, general_entry(&key, &u, 7), "{text:?} {u}");
+                assert_eq!(
+                    fast,
+                    general_entry(&text.to_string(), &u, 7),
+                    "{text:?} {u}"
+                );
+                fast.clear();
+                assert!(write_text_count_entry(&mut fast, &key, &i, 300));
+                assert_eq!(fast, general_entry(&key, &i, 300), "{text:?} {i}");
+            }
+        }
+        let key = TextKey::new(b"k");
+        let mut out = Vec::new();
+        assert!(!write_text_count_entry(&mut out, &key, &1u32, 1));
+        assert!(!write_text_count_entry(
+            &mut out,
+            &"k".to_string(),
+            &1u64,
+            1
+        ));
+        assert!(out.is_empty());
+    }
 
     /// Every entry is copied once, with its own key group, whatever the count's remainder by
     /// [`READ_AHEAD`], for keys with and without allocations of their own, by one thread or
