@@ -649,16 +649,15 @@ fn write_text_count_entry<K: 'static, V: 'static>(
         (None, Some(v)) => v.to_le_bytes(),
         (None, None) => return false,
     };
-    let text = key.as_bytes();
-    // The key field: bincode's u64 length, then the bytes.
-    let Ok(key_field) = u32::try_from(8 + text.len()) else {
+    let text_len = key.as_bytes().len();
+    // The key field as `encode_key` writes it: bincode's u64 length, then the bytes.
+    let Ok(key_field) = u32::try_from(8 + text_len) else {
         return false;
     };
-    out.reserve(2 + 4 + 8 + text.len() + 4 + 8);
+    out.reserve(2 + 4 + 8 + text_len + 4 + 8);
     begin_entry(out, table_id);
     out.extend_from_slice(&key_field.to_le_bytes());
-    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
-    out.extend_from_slice(text);
+    key.encode_into(out);
     out.extend_from_slice(&8u32.to_le_bytes());
     out.extend_from_slice(&value);
     true
@@ -745,7 +744,7 @@ mod tests {
         assert!(out.is_empty());
     }
 
-    /// Every entry is copied once, with its own key group, whatever the count's remainder by
+    /// Every entry is copied once, with its key and value, whatever the count's remainder by
     /// [`READ_AHEAD`], for keys with and without allocations of their own, by one thread or
     /// split between two; also when the count given is only an upper bound (a filtered table).
     #[test]
