@@ -88,6 +88,36 @@ enum Measurement {
     Frames,
 }
 
+impl Measurement {
+    /// Every measurement, in the order a round runs them.
+    const ALL: [Measurement; 5] = [
+        Measurement::Raw,
+        Measurement::RawMemory,
+        Measurement::Plane,
+        Measurement::Codec,
+        Measurement::Frames,
+    ];
+
+    /// Its name in a round's line and in the shares.
+    fn name(self) -> &'static str {
+        match self {
+            Measurement::Raw => "raw TCP",
+            Measurement::RawMemory => "raw TCP from memory",
+            Measurement::Plane => "data plane",
+            Measurement::Codec => "codec only",
+            Measurement::Frames => "frames only",
+        }
+    }
+
+    /// Its name in the table of best runs, which aligns the figures after it.
+    fn short_name(self) -> &'static str {
+        match self {
+            Measurement::RawMemory => "raw, memory",
+            other => other.name(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum RecordType {
     String,
@@ -364,82 +394,65 @@ impl Bench<'_> {
             }
         );
         let runs = |m: Measurement| args.only.is_empty() || args.only.contains(&m);
-        let mut best_raw = Run::default();
-        let mut best_raw_memory = Run::default();
-        let mut best_plane = Run::default();
-        let mut best_codec = Run::default();
-        let mut best_frames = Run::default();
+        // The best (fastest) run of each measurement, in the order of `Measurement::ALL`.
+        let mut best = [Run::default(); Measurement::ALL.len()];
         for round in 1..=args.rounds {
             let mut took = Vec::new();
-            if runs(Measurement::Raw) {
-                let raw = raw_send(self.peer, self.raw_addr, &shape, RawSource::OneFrame)?;
-                took.push(format!("raw TCP {}", raw.brief()));
-                best_raw = best_raw.best(raw);
-            }
-            if runs(Measurement::RawMemory) {
-                let raw = raw_send(self.peer, self.raw_addr, &shape, RawSource::Memory)?;
-                took.push(format!("raw TCP from memory {}", raw.brief()));
-                best_raw_memory = best_raw_memory.best(raw);
-            }
-            if runs(Measurement::Plane) {
-                let net = self.plane_send::<R>(&shape)?;
-                took.push(format!("data plane {}", net.brief()));
-                best_plane = best_plane.best(net);
-            }
-            if runs(Measurement::Codec) {
-                let codec = codec_only::<R>(args, &shape)?;
-                took.push(format!("codec only {}", codec.brief()));
-                best_codec = best_codec.best(codec);
-            }
-            if runs(Measurement::Frames) {
-                let frames = self.frames_send::<R>(&shape)?;
-                took.push(format!("frames only {}", frames.brief()));
-                best_frames = best_frames.best(frames);
+            for (m, best) in Measurement::ALL.into_iter().zip(best.iter_mut()) {
+                if runs(m) {
+                    let run = self.run::<R>(m, &shape)?;
+                    took.push(format!("{} {}", m.name(), run.brief()));
+                    *best = best.best(run);
+                }
             }
             println!("round {round}: {}", took.join(", "));
         }
-        let line = |what: &str, r: &Run| {
+        let best_of = |m: Measurement| {
+            let at = Measurement::ALL.iter().position(|x| *x == m);
+            best[at.expect("every measurement is in ALL")]
+        };
+        for (m, r) in Measurement::ALL.into_iter().zip(&best) {
             if r.wall == Duration::MAX {
-                return; // not measured (--only)
+                continue; // not measured (--only)
             }
             let s = r.wall.as_secs_f64();
             println!(
-                "{what:<11} {:>9.1} MB/s  {:>6.2} M records/s  {:>5.2} CPU-s",
+                "{:<11} {:>9.1} MB/s  {:>6.2} M records/s  {:>5.2} CPU-s",
+                m.short_name(),
                 shape.wire_bytes as f64 / s / 1e6,
                 shape.records as f64 / s / 1e6,
                 r.cpu.as_secs_f64()
             );
-        };
-        line("raw TCP", &best_raw);
-        line("raw, memory", &best_raw_memory);
-        line("data plane", &best_plane);
-        line("codec only", &best_codec);
-        line("frames only", &best_frames);
+        }
         // Shares of measurements that ran; `--only` may leave some out.
-        let share = |what: &str, of: &Run, base_name: &str, base: &Run| {
-            (of.wall != Duration::MAX && base.wall != Duration::MAX).then(|| {
+        let share = |of: Measurement, base: Measurement| {
+            let (of_run, base_run) = (best_of(of), best_of(base));
+            (of_run.wall != Duration::MAX && base_run.wall != Duration::MAX).then(|| {
                 format!(
-                    "{what} {:.1} % of {base_name}",
-                    100.0 * base.wall.as_secs_f64() / of.wall.as_secs_f64()
+                    "{} {:.1} % of {}",
+                    of.name(),
+                    100.0 * base_run.wall.as_secs_f64() / of_run.wall.as_secs_f64(),
+                    base.name()
                 )
             })
         };
         let shares: Vec<String> = [
-            share("data plane", &best_plane, "raw TCP", &best_raw),
-            share(
-                "data plane",
-                &best_plane,
-                "raw TCP from memory",
-                &best_raw_memory,
-            ),
-            share("frames only", &best_frames, "raw TCP", &best_raw),
+            share(Measurement::Plane, Measurement::Raw),
+            share(Measurement::Plane, Measurement::RawMemory),
+            share(Measurement::Frames, Measurement::Raw),
         ]
         .into_iter()
         .flatten()
         .collect();
         let summary = format!("{} records: {}", R::NAME, shares.join(", "));
         println!("{summary}");
-        if let Some(budget) = cpu_budget(&shape, &best_raw, &best_frames, &best_codec) {
+        let budget = cpu_budget(
+            &shape,
+            &best_of(Measurement::Raw),
+            &best_of(Measurement::Frames),
+            &best_of(Measurement::Codec),
+        );
+        if let Some(budget) = budget {
             println!("{budget}");
         }
         Ok(summary)
@@ -575,6 +588,17 @@ fn raw_send(peer: &mut Peer, to: SocketAddr, shape: &Shape, source: RawSource) -
 }
 
 impl Bench<'_> {
+    /// One run of measurement `m` with records of type `R`.
+    fn run<R: Record>(&mut self, m: Measurement, shape: &Shape) -> Result<Run> {
+        match m {
+            Measurement::Raw => raw_send(self.peer, self.raw_addr, shape, RawSource::OneFrame),
+            Measurement::RawMemory => raw_send(self.peer, self.raw_addr, shape, RawSource::Memory),
+            Measurement::Plane => self.plane_send::<R>(shape),
+            Measurement::Codec => codec_only::<R>(self.args, shape),
+            Measurement::Frames => self.frames_send::<R>(shape),
+        }
+    }
+
     /// The attempt whose channels a new data plane run uses.
     fn next_attempt(&mut self) -> u64 {
         self.attempt += 1;
