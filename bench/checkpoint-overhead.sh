@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prints what checkpoints every second cost the word count: interleaved pairs of runs of the same
-# job without and with checkpoints (local directory), each pair's ratios of throughput
-# (records/s) and of records per CPU-second, and the medians. Pairs, because this machine's
-# speed drifts between runs; the median, because single pairs swing by ±20 %.
+# job without and with checkpoints (local directory; the order alternates from pair to pair),
+# each pair's ratios of throughput (records/s) and of records per CPU-second, and the medians.
+# Pairs, because this machine's speed drifts between runs; the median, because single pairs
+# swing by ±20 %.
 #
 #   bench/checkpoint-overhead.sh [--backend rocksdb|hashmap] [--keys 10007] [--records N]
 #                                [--pairs N] [--interval 1s]
@@ -35,14 +36,24 @@ trap 'rm -rf "$checkpoints"' EXIT
 # The value of `field=` in the benchmark's result line.
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 
+run_plain() { "$bin" wordcount --backend "$backend" --keys "$keys" --records "$records" | tail -1; }
+run_with() {
+  "$bin" wordcount --backend "$backend" --keys "$keys" --records "$records" \
+    -D "execution.checkpointing.interval=$interval" \
+    -D "state.checkpoints.dir=file://$checkpoints" 2>/dev/null | tail -1
+  rm -rf "${checkpoints:?}"/*
+}
+
 echo "word count, $backend, $keys numbers per word, $records records, checkpoints every $interval to $checkpoints"
 ratios=()
 for i in $(seq 1 "$pairs"); do
-  plain="$("$bin" wordcount --backend "$backend" --keys "$keys" --records "$records" | tail -1)"
-  with="$("$bin" wordcount --backend "$backend" --keys "$keys" --records "$records" \
-    -D "execution.checkpointing.interval=$interval" \
-    -D "state.checkpoints.dir=file://$checkpoints" 2>/dev/null | tail -1)"
-  rm -rf "${checkpoints:?}"/*
+  # Odd pairs run without checkpoints first, even pairs with: a drift of the machine's speed
+  # within a pair then favours neither side.
+  if [ $((i % 2)) -eq 1 ]; then
+    plain="$(run_plain)"; with="$(run_with)"
+  else
+    with="$(run_with)"; plain="$(run_plain)"
+  fi
   ps=$(field records_per_s "$plain"); ws=$(field records_per_s "$with")
   pc=$(field records_per_cpu_s "$plain"); wc=$(field records_per_cpu_s "$with")
   if [ -z "$ps" ] || [ -z "$ws" ] || [ -z "$pc" ] || [ -z "$wc" ]; then
