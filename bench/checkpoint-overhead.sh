@@ -80,10 +80,19 @@ printf '%s\n' "${ratios[@]}" | awk '
     for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j > 0 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
   }
+  # The ranks, in the sorted pairs, of a 95 % confidence interval of the median: the pairs
+  # bracket the true median as the signs of a fair coin would (normal approximation of the
+  # binomial), whatever the shape of the machine'"'"'s noise. With fewer than 9 pairs the interval
+  # is the whole range.
+  function ci(a, n) {
+    lo = int((n + 1) / 2 - 0.98 * sqrt(n)); if (lo < 1) lo = 1
+    hi = n + 1 - lo
+    return sprintf("%.1f-%.1f %% (pairs %d and %d of %d, sorted)", 100 * a[lo], 100 * a[hi], lo, hi, n)
+  }
   END {
     mt = median(t, NR); me = median(e, NR); mc = median(c, NR); mw = median(w, NR)
-    printf "median throughput with checkpoints, whole job: %.1f %% of without (a loss of %.1f %%)\n", 100 * mt, 100 * (1 - mt)
-    printf "median throughput with checkpoints, up to the end of input: %.1f %% of without (a loss of %.1f %%)\n", 100 * me, 100 * (1 - me)
+    printf "median throughput with checkpoints, whole job: %.1f %% of without (a loss of %.1f %%); 95 %% interval of the median %s\n", 100 * mt, 100 * (1 - mt), ci(t, NR)
+    printf "median throughput with checkpoints, up to the end of input: %.1f %% of without (a loss of %.1f %%); 95 %% interval of the median %s\n", 100 * me, 100 * (1 - me), ci(e, NR)
     printf "median records per CPU-second with checkpoints: %.1f %% of without\n", 100 * mc
     printf "median time from the end of input to the end of the job with checkpoints (its final checkpoint): %.0f ms\n", mw
   }'
