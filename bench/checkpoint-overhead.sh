@@ -76,15 +76,19 @@ for i in $(seq 1 "$pairs"); do
 done
 printf '%s\n' "${ratios[@]}" | awk '
   { t[NR] = $1; e[NR] = $2; c[NR] = $3; w[NR] = $4 }
-  function median(a, n,   i, j, x) {
+  function sort(a, n,   i, j, x) {
     for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j > 0 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
+  }
+  function median(a, n) {
+    sort(a, n)
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
   }
   # The ranks, in the sorted pairs, of a 95 % confidence interval of the median: the pairs
   # bracket the true median as the signs of a fair coin would (normal approximation of the
   # binomial), whatever the shape of the machine'"'"'s noise. With fewer than 9 pairs the interval
   # is the whole range.
-  function ci(a, n) {
+  function ci(a, n,   lo, hi) {
+    sort(a, n)
     lo = int((n + 1) / 2 - 0.98 * sqrt(n)); if (lo < 1) lo = 1
     hi = n + 1 - lo
     return sprintf("%.1f-%.1f %% (pairs %d and %d of %d, sorted)", 100 * a[lo], 100 * a[hi], lo, hi, n)
